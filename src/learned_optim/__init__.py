@@ -1,0 +1,8 @@
+"""Learned optimizers for PyTorch: the coordinatewise LSTM of Andrychowicz et al. (2016)."""
+
+from .network import CheckpointError, CoordinatewiseLSTM
+from .optimizer import LearnedOptimizer
+from .pretrained import list_pretrained
+
+__all__ = ["CheckpointError", "CoordinatewiseLSTM", "LearnedOptimizer", "list_pretrained"]
+__version__ = "0.1.0"

@@ -1,0 +1,159 @@
+"""The coordinatewise LSTM of Andrychowicz et al. (2016) as a Hub-loadable ``nn.Module``."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin, constants
+from safetensors.torch import load_model
+from torch import Tensor, nn
+
+from .functional import FusedWeights, reference_update
+from .preprocessing import PREPROCESSINGS
+
+_CONFIG_KEYS = ("hidden_size", "num_layers", "preprocessing", "p", "output_scale")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, malformed, or does not match the network it should load into."""
+
+
+class CoordinatewiseLSTM(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="learned_optim",
+    tags=["learned-optimizer", "learning-to-learn", "optimizer"],
+    paper_url="https://arxiv.org/abs/1606.04474",
+):
+    r"""Stacked LSTM applied to every coordinate of every parameter independently.
+
+    Coordinates are the batch dimension: ``forward(grad [N], state) -> (update [N], state)``.
+    The update is :math:`g = s \cdot \operatorname{Linear}(h^{(L-1)})` after ``num_layers`` LSTM
+    cells fed with the preprocessed gradient, :math:`s` being ``output_scale``.
+
+    Args:
+        hidden_size (int, optional): LSTM units per layer (default: 20).
+        num_layers (int, optional): stacked LSTM layers (default: 2).
+        preprocessing (str, optional): gradient encoding, ``"log_sign"`` or ``"none"``
+            (default: ``"log_sign"``).
+        p (float, optional): the ``log_sign`` constant (default: 10.0).
+        output_scale (float, optional): fixed factor on the network's output (default: 0.1).
+
+    Example:
+        >>> net = CoordinatewiseLSTM()
+        >>> grad = torch.randn(5)
+        >>> update, state = net(grad, net.initial_state(5))
+        >>> update.shape, len(state), state[0].shape
+        (torch.Size([5]), 4, torch.Size([5, 20]))
+
+    Saving and loading go through ``save_pretrained`` / ``from_pretrained`` / ``push_to_hub``
+    (``config.json`` + ``model.safetensors`` + model card); loading is strict and safetensors-only.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int = 20,
+        num_layers: int = 2,
+        preprocessing: str = "log_sign",
+        p: float = 10.0,
+        output_scale: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if preprocessing not in PREPROCESSINGS:
+            raise ValueError(f"Invalid preprocessing: {preprocessing!r}; choose one of {sorted(PREPROCESSINGS)}")
+        if hidden_size < 1 or num_layers < 1:
+            raise ValueError(f"Invalid network size: hidden_size={hidden_size}, num_layers={num_layers}")
+        if p <= 0:
+            raise ValueError(f"Invalid log_sign constant p: {p}; it must be positive")
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.preprocessing = preprocessing
+        self.p = float(p)
+        self.output_scale = float(output_scale)
+        num_features = PREPROCESSINGS[preprocessing][1]
+        self.cells = nn.ModuleList(
+            nn.LSTMCell(num_features if layer == 0 else hidden_size, hidden_size) for layer in range(num_layers)
+        )
+        self.head = nn.Linear(hidden_size, 1)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments, as written to ``config.json``."""
+        return {key: getattr(self, key) for key in _CONFIG_KEYS}
+
+    def initial_state(
+        self, num_coordinates: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    ) -> Tensor:
+        """Zero LSTM state ``[2 * num_layers, num_coordinates, hidden_size]`` (``h_0, c_0, h_1, ...``)."""
+        return torch.zeros(2 * self.num_layers, num_coordinates, self.hidden_size, dtype=dtype, device=device)
+
+    def fused_weights(self) -> FusedWeights:
+        """The weights as :class:`FusedWeights`: one ``[in + H, 4H]`` matrix per layer (differentiable)."""
+        hidden = self.hidden_size
+        device = self.head.weight.device
+        # nn.LSTMCell's gate order (i, f, g, o) -> (i, f, o, g), with g doubled: tanh(z) = 2 sigmoid(2z) - 1
+        gate_order = torch.cat([torch.arange(2 * hidden), torch.arange(3 * hidden, 4 * hidden),
+                                torch.arange(2 * hidden, 3 * hidden)]).to(device)
+        gate_scale = torch.ones(4 * hidden, 1, device=device)
+        gate_scale[3 * hidden:] = 2.0
+        layers = [
+            (
+                (torch.cat((cell.weight_ih, cell.weight_hh), dim=1)[gate_order] * gate_scale).t(),
+                (cell.bias_ih + cell.bias_hh)[gate_order] * gate_scale.squeeze(1),
+            )
+            for cell in self.cells
+        ]
+        preprocess = functools.partial(PREPROCESSINGS[self.preprocessing][0], p=self.p)
+        return FusedWeights(layers, self.head.weight.t(), self.head.bias, self.output_scale, preprocess)
+
+    def forward(self, grad: Tensor, state: Sequence[Tensor]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Update for the flat gradient ``grad [N]``; returns ``(update [N], new_state)``.
+
+        ``state`` is ``(h_0, c_0, h_1, ...)``, each ``[N, hidden_size]``, or their stack from
+        :meth:`initial_state`; the new state is a tuple.
+        """
+        return reference_update(self.fused_weights(), grad, state)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{key}={value!r}" for key, value in self.config.items())
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        super()._save_pretrained(save_directory)
+        (save_directory / constants.CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n")
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, config: dict | None = None, map_location: str = "cpu", **kwargs):
+        """Strict, safetensors-only loading from a local folder (resolved by :mod:`learned_optim.pretrained`)."""
+        folder = Path(model_id)
+        if not folder.is_dir():
+            raise CheckpointError(
+                f"checkpoint folder {model_id!r} does not exist; use learned_optim.pretrained.resolve() "
+                "to turn a bundled name or Hub repo id into a folder"
+            )
+        if config is None:
+            raise CheckpointError(f"checkpoint {model_id!r} has no {constants.CONFIG_NAME}; save it with save_pretrained()")
+        unknown = set(config) - set(_CONFIG_KEYS)
+        if unknown:
+            raise CheckpointError(
+                f"checkpoint {model_id!r} has unknown config keys {sorted(unknown)}; "
+                f"expected a subset of {list(_CONFIG_KEYS)} (was it written by another library?)"
+            )
+        weights = folder / constants.SAFETENSORS_SINGLE_FILE
+        if not weights.is_file():
+            raise CheckpointError(f"checkpoint {model_id!r} has no {constants.SAFETENSORS_SINGLE_FILE}")
+        try:
+            model = cls(**{key: config[key] for key in _CONFIG_KEYS if key in config})
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"checkpoint {model_id!r} has an invalid config: {error}") from error
+        try:
+            load_model(model, os.fspath(weights), strict=True, device=map_location)
+        except RuntimeError as error:
+            raise CheckpointError(
+                f"checkpoint {model_id!r} does not match its config {config}: {error}"
+            ) from error
+        return model.eval()

@@ -1,0 +1,244 @@
+"""``LearnedOptimizer``: a drop-in ``torch.optim.Optimizer`` driven by a frozen coordinatewise LSTM."""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from . import pretrained as checkpoints
+from .functional import DEFAULT_CHUNK_SIZE, FusedWeights, fast_update_
+from .network import CoordinatewiseLSTM
+
+STATE_KEY = "lstm_state"
+
+
+class LearnedOptimizer(Optimizer):
+    r"""Applies a frozen, pretrained coordinatewise LSTM to every coordinate of every parameter.
+
+    For each parameter :math:`\theta` with gradient :math:`\nabla` (negated when ``maximize``):
+
+    .. math::
+        (g_t, h_{t+1}) = m(\nabla_t, h_t; \phi), \qquad
+        \theta_{t+1} = (1 - \eta\lambda)\,\theta_t + \eta\, g_t
+
+    where :math:`m` is the network (Andrychowicz et al., 2016), :math:`h` the per-coordinate LSTM
+    state kept in ``self.state[p]["lstm_state"]`` (shape ``[2 * num_layers, p.numel(), hidden]``,
+    80 floats per coordinate for the paper's network), :math:`\eta` the learning rate (a multiplier
+    on the learned update, so LR schedulers work) and :math:`\lambda` decoupled weight decay.
+
+    Args:
+        params (iterable): parameters or dicts defining parameter groups (named parameters work too).
+        pretrained (str, os.PathLike or CoordinatewiseLSTM, optional): a bundled checkpoint name,
+            a local folder, a Hugging Face Hub repo id, or a network (copied and frozen)
+            (default: ``"l2l-mnist"``).
+        lr (float, optional): multiplier on the learned update (default: 1.0).
+        weight_decay (float, optional): decoupled weight decay :math:`\lambda` (default: 0).
+        maximize (bool, optional): maximize the objective instead of minimizing (default: False).
+        state_dtype (torch.dtype, optional): dtype of the LSTM state, ``torch.float32`` or
+            ``torch.bfloat16`` (half the memory) (default: ``torch.float32``).
+        revision (str, optional): Hub revision (branch, tag or commit) of ``pretrained`` (default: None).
+        skip_nonfinite (bool, optional): if a gradient holds ``nan``/``inf``, skip the whole step
+            (counted in ``skipped_steps``) instead of raising (default: False).
+        chunk_size (int, optional): coordinates processed at once; bounds transient memory
+            (default: 8192).
+
+    Example:
+        >>> model = torch.nn.Linear(4, 1)
+        >>> opt = LearnedOptimizer(model.parameters())
+        >>> opt.zero_grad(); model(torch.randn(8, 4)).pow(2).mean().backward(); opt.step()
+
+    Reference:
+        Andrychowicz et al., "Learning to learn by gradient descent by gradient descent",
+        NeurIPS 2016, https://arxiv.org/abs/1606.04474
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]],
+        pretrained: str | os.PathLike | CoordinatewiseLSTM = checkpoints.DEFAULT_CHECKPOINT,
+        *,
+        lr: float = 1.0,
+        weight_decay: float = 0.0,
+        maximize: bool = False,
+        state_dtype: torch.dtype = torch.float32,
+        revision: str | None = None,
+        skip_nonfinite: bool = False,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"Invalid chunk_size: {chunk_size}; it must be a positive integer")
+        defaults = dict(lr=lr, weight_decay=weight_decay, maximize=maximize, state_dtype=state_dtype)
+        _check_options(defaults)
+        if isinstance(pretrained, CoordinatewiseLSTM):
+            network = copy.deepcopy(pretrained)
+        else:
+            network = checkpoints.load(pretrained, revision=revision)
+        self.network = network.requires_grad_(False).eval()
+        self.skip_nonfinite = skip_nonfinite
+        self.skipped_steps = 0
+        self.chunk_size = chunk_size
+        self._weights_by_device: dict[torch.device, FusedWeights] = {}
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            _check_options(group)
+            for p in group["params"]:
+                if not p.is_floating_point():
+                    raise ValueError(
+                        f"LearnedOptimizer supports real floating-point parameters only, got dtype {p.dtype}; "
+                        "optimize complex parameters as torch.view_as_real() pairs"
+                    )
+        except ValueError:
+            self.param_groups.pop()
+            raise
+
+    def _weights(self, device: torch.device) -> FusedWeights:
+        """The frozen network's fused weights on ``device``, computed once per device."""
+        if device not in self._weights_by_device:
+            with torch.no_grad():
+                self._weights_by_device[device] = copy.deepcopy(self.network).to(device).fused_weights()
+        return self._weights_by_device[device]
+
+    def _gradients(self) -> list[tuple[dict[str, Any], Tensor, Tensor]] | None:
+        """``(group, param, grad)`` for every parameter with a gradient, validated before any write.
+
+        Returns None when a gradient is non-finite and ``skip_nonfinite`` is set.
+        """
+        work, where = [], []
+        for g, group in enumerate(self.param_groups):
+            for i, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(
+                        f"LearnedOptimizer does not support sparse gradients ({_describe(group, g, i, p)}); "
+                        "use dense gradients, e.g. nn.Embedding(sparse=False)"
+                    )
+                work.append((group, p, p.grad))
+                where.append((g, i))
+        finite = [torch.isfinite(grad).all() for _, _, grad in work]
+        if finite and not torch.stack(finite).all():
+            if self.skip_nonfinite:
+                return None
+            bad = next(index for index, ok in enumerate(finite) if not ok)
+            raise FloatingPointError(
+                f"non-finite gradient for {_describe(work[bad][0], *where[bad], work[bad][1])}; "
+                "no parameter or optimizer state was changed. Find the source of the nan/inf, clip or scale "
+                "the gradients, or pass skip_nonfinite=True to skip such steps"
+            )
+        return work
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Performs a single optimization step.
+
+        Args:
+            closure (Callable, optional): reevaluates the model and returns the loss.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = self._gradients()
+        if work is None:
+            self.skipped_steps += 1
+            return loss
+        for group, p, grad in work:
+            state = self.state[p]
+            if not state:
+                state[STATE_KEY] = self.network.initial_state(p.numel(), group["state_dtype"], p.device)
+            flat_grad = grad.reshape(-1)
+            if group["maximize"]:
+                flat_grad = -flat_grad
+            update = fast_update_(self._weights(p.device), flat_grad, state[STATE_KEY], self.chunk_size)
+            if group["weight_decay"] != 0:
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+            p.add_(update.view(p.shape), alpha=group["lr"])
+        return loss
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Loads optimizer state, keeping each hidden state's dtype (torch would cast it to the parameter's).
+
+        Raises:
+            ValueError: the state dict does not come from a ``LearnedOptimizer`` with this network
+                and these parameters; nothing is changed then.
+        """
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"loaded state dict has {len(saved_groups)} parameter groups, this optimizer has {len(self.param_groups)}"
+            )
+        saved_to_param = {}
+        for g, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            missing = sorted(set(self.defaults) - set(saved))
+            if missing:
+                raise ValueError(
+                    f"loaded param group {g} lacks options {missing}: this state dict is not from a LearnedOptimizer"
+                )
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(
+                    f"loaded param group {g} has {len(saved['params'])} parameters, this optimizer's has {len(group['params'])}"
+                )
+            saved_to_param.update(zip(saved["params"], group["params"]))
+        hidden = {}
+        for key, entry in state_dict["state"].items():
+            p = saved_to_param.get(key)
+            if p is None:
+                raise ValueError(f"loaded state has an entry for parameter id {key}, which no param group holds")
+            if set(entry) != {STATE_KEY}:
+                raise ValueError(
+                    f"loaded state for parameter {key} has keys {sorted(entry)}, expected ['{STATE_KEY}']: "
+                    "this state dict is not from a LearnedOptimizer"
+                )
+            expected = (2 * self.network.num_layers, p.numel(), self.network.hidden_size)
+            if tuple(entry[STATE_KEY].shape) != expected:
+                raise ValueError(
+                    f"loaded LSTM state for parameter {key} has shape {tuple(entry[STATE_KEY].shape)}, expected "
+                    f"{expected}: it was saved for another parameter or another network"
+                )
+            hidden[p] = entry[STATE_KEY]
+        super().load_state_dict({"state": {}, "param_groups": saved_groups})
+        for p, tensor in hidden.items():
+            self.state[p] = {STATE_KEY: tensor.to(device=p.device, copy=True)}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.update(network=self.network, skip_nonfinite=self.skip_nonfinite,
+                     skipped_steps=self.skipped_steps, chunk_size=self.chunk_size)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._weights_by_device = {}
+        self.__dict__.setdefault("skip_nonfinite", False)
+        self.__dict__.setdefault("skipped_steps", 0)
+        self.__dict__.setdefault("chunk_size", DEFAULT_CHUNK_SIZE)
+        for group in self.param_groups:
+            group.setdefault("maximize", False)
+            group.setdefault("weight_decay", 0.0)
+            group.setdefault("state_dtype", torch.float32)
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    if not 0.0 <= options["lr"]:
+        raise ValueError(f"Invalid learning rate: {options['lr']}")
+    if not 0.0 <= options["weight_decay"]:
+        raise ValueError(f"Invalid weight_decay value: {options['weight_decay']}")
+    if options["state_dtype"] not in (torch.float32, torch.bfloat16, torch.float64):
+        raise ValueError(
+            f"Invalid state_dtype: {options['state_dtype']}; use torch.float32, torch.bfloat16 or torch.float64"
+        )
+
+
+def _describe(group: dict[str, Any], g: int, i: int, p: Tensor) -> str:
+    names = group.get("param_names")
+    name = f"'{names[i]}' " if names else ""
+    return f"parameter {name}(param_groups[{g}]['params'][{i}], shape {tuple(p.shape)}, dtype {p.dtype})"

@@ -1,0 +1,30 @@
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: no test touches the network
+
+import pytest
+import torch
+
+from learned_optim import CoordinatewiseLSTM
+
+
+def random_network(seed: int = 0, **config) -> CoordinatewiseLSTM:
+    """A network with O(1) random weights, so its updates differ from coordinate to coordinate."""
+    torch.manual_seed(seed)
+    network = CoordinatewiseLSTM(**config)
+    with torch.no_grad():
+        for p in network.parameters():
+            p.normal_(0, 0.5)
+    return network
+
+
+@pytest.fixture
+def network() -> CoordinatewiseLSTM:
+    return random_network()
+
+
+@pytest.fixture
+def checkpoint(tmp_path, network):
+    folder = tmp_path / "ckpt"
+    network.save_pretrained(folder)
+    return folder

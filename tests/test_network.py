@@ -1,0 +1,105 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from learned_optim import CheckpointError, CoordinatewiseLSTM
+from learned_optim.functional import fast_update_, reference_update
+from learned_optim.preprocessing import log_sign
+
+from conftest import random_network
+
+
+@pytest.mark.parametrize("config", [{}, {"num_layers": 3, "hidden_size": 7, "preprocessing": "none"}])
+def test_fused_lstm_equals_nn_lstmcell(config):
+    network = random_network(**config)
+    grad = torch.randn(300) * 10.0 ** torch.randint(-8, 3, (300,))
+    state = [torch.randn(300, network.hidden_size) for _ in range(2 * network.num_layers)]
+    update, new_state = network(grad, state)
+
+    x = log_sign(grad, network.p) if network.preprocessing == "log_sign" else grad[:, None]
+    expected_state = []
+    for layer, cell in enumerate(network.cells):
+        h, c = cell(x, (state[2 * layer], state[2 * layer + 1]))
+        expected_state += [h, c]
+        x = h
+    torch.testing.assert_close(update, network.head(x).squeeze(1) * network.output_scale)
+    for got, expected in zip(new_state, expected_state):
+        torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("chunk_size", [1, 7, 16384])
+def test_fast_path_equals_reference_path_in_lockstep(network, state_dtype, chunk_size):
+    weights = network.fused_weights()
+    state = network.initial_state(50, dtype=state_dtype)
+    reference_state = tuple(state.clone())
+    for _ in range(5):
+        grad = torch.randn(50)
+        expected, reference_state = reference_update(weights, grad, reference_state)
+        got = fast_update_(weights, grad, state, chunk_size)
+        # bf16 state: the paths round fp32 intermediates differently before the bf16 store
+        tolerance = {} if state_dtype == torch.float32 else {"atol": 1e-3, "rtol": 2e-2}
+        torch.testing.assert_close(got, expected, **tolerance)
+        for stored, expected_state in zip(state, reference_state):
+            torch.testing.assert_close(stored.float(), expected_state.float(), **tolerance)
+            assert stored.dtype == state_dtype
+
+
+def test_coordinatewise_permuting_coordinates_permutes_updates(network):
+    grad, perm = torch.randn(64), torch.randperm(64)
+    state = [torch.randn(64, 20) for _ in range(4)]
+    update, new_state = network(grad, state)
+    permuted_update, permuted_state = network(grad[perm], [s[perm] for s in state])
+    torch.testing.assert_close(permuted_update, update[perm])
+    torch.testing.assert_close(permuted_state[3], new_state[3][perm])
+
+
+def test_save_then_strict_load_round_trip(checkpoint, network):
+    loaded = CoordinatewiseLSTM.from_pretrained(checkpoint)
+    assert loaded.config == network.config
+    for (name, a), (_, b) in zip(network.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert json.loads((checkpoint / "config.json").read_text()) == network.config
+    assert (checkpoint / "README.md").is_file()
+
+
+def test_loading_rejects_missing_extra_and_misshapen_tensors(checkpoint):
+    weights = load_file(checkpoint / "model.safetensors")
+    cases = {
+        "missing": {k: v for k, v in weights.items() if k != "head.bias"},
+        "extra": {**weights, "head.extra": torch.zeros(1)},
+        "misshapen": {**weights, "head.weight": torch.zeros(1, 21)},
+    }
+    for case, tensors in cases.items():
+        save_file(tensors, checkpoint / "model.safetensors")
+        with pytest.raises(CheckpointError, match="does not match"):
+            CoordinatewiseLSTM.from_pretrained(checkpoint)
+
+
+def test_loading_rejects_bad_configs(checkpoint):
+    config = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps({**config, "hidden_size": 8}))
+    with pytest.raises(CheckpointError, match="does not match"):
+        CoordinatewiseLSTM.from_pretrained(checkpoint)
+    (checkpoint / "config.json").write_text(json.dumps({**config, "learning_rate": 3}))
+    with pytest.raises(CheckpointError, match="unknown config keys"):
+        CoordinatewiseLSTM.from_pretrained(checkpoint)
+    (checkpoint / "config.json").write_text(json.dumps({**config, "preprocessing": "fancy"}))
+    with pytest.raises(CheckpointError, match="invalid config"):
+        CoordinatewiseLSTM.from_pretrained(checkpoint)
+
+
+def test_loading_requires_safetensors_weights(checkpoint):
+    (checkpoint / "model.safetensors").unlink()
+    torch.save({}, checkpoint / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        CoordinatewiseLSTM.from_pretrained(checkpoint)
+
+
+def test_invalid_constructor_arguments():
+    with pytest.raises(ValueError, match="preprocessing"):
+        CoordinatewiseLSTM(preprocessing="log")
+    with pytest.raises(ValueError, match="p"):
+        CoordinatewiseLSTM(p=-1.0)

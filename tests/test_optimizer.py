@@ -1,0 +1,331 @@
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from learned_optim import CheckpointError, LearnedOptimizer
+from learned_optim.functional import reference_update
+
+from conftest import random_network
+
+
+def grads_for(params, seed):
+    generator = torch.Generator().manual_seed(seed)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=generator).to(p.dtype)
+
+
+def test_step_follows_the_differentiable_reference_rule(network):
+    """The optimizer (fast path, per tensor) equals the meta-training rule (reference path, flat)."""
+    params = [torch.randn(3, 4, requires_grad=True), torch.randn(5, requires_grad=True)]
+    theta = torch.cat([p.detach().reshape(-1) for p in params])
+    state = tuple(network.initial_state(theta.numel()))
+    optimizer = LearnedOptimizer(params, network)
+    for step in range(4):
+        grads_for(params, step)
+        flat_grad = torch.cat([p.grad.reshape(-1) for p in params])
+        with torch.no_grad():
+            update, state = reference_update(network.fused_weights(), flat_grad, state)
+        theta = theta + update
+        optimizer.step()
+        torch.testing.assert_close(torch.cat([p.detach().reshape(-1) for p in params]), theta)
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (7,), (2, 3, 4)])
+def test_any_shape_and_non_contiguous_parameters(network, shape):
+    contiguous = nn.Parameter(torch.randn(shape))
+    before = contiguous.detach().clone()
+    strided = nn.Parameter(torch.zeros(*shape, 2)[..., 0])  # every other element of a buffer
+    assert strided.numel() == 1 or not strided.is_contiguous()
+    with torch.no_grad():
+        strided.copy_(contiguous)
+    grad = torch.linspace(-1, 1, contiguous.numel()).reshape(shape)
+    contiguous.grad, strided.grad = grad.clone(), grad.clone()
+    opt_contiguous, opt_strided = LearnedOptimizer([contiguous], network), LearnedOptimizer([strided], network)
+    opt_contiguous.step(), opt_strided.step()
+    torch.testing.assert_close(strided.detach(), contiguous.detach())
+    assert not torch.equal(contiguous.detach(), before)
+    assert opt_strided.state[strided]["lstm_state"].shape == (4, contiguous.numel(), 20)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_parameter_dtypes_keep_their_dtype_and_state_stays_fp32(network, dtype):
+    p = nn.Parameter(torch.randn(10, dtype=dtype))
+    before = p.detach().clone()
+    optimizer = LearnedOptimizer([p], network)
+    p.grad = torch.randn(10, dtype=dtype)
+    optimizer.step()
+    assert p.dtype == dtype and not torch.equal(p.detach(), before)
+    assert optimizer.state[p]["lstm_state"].dtype == torch.float32
+
+
+def test_bfloat16_state_option(network):
+    p = nn.Parameter(torch.randn(10))
+    optimizer = LearnedOptimizer([p], network, state_dtype=torch.bfloat16)
+    p.grad = torch.randn(10)
+    optimizer.step()
+    assert optimizer.state[p]["lstm_state"].dtype == torch.bfloat16
+
+
+def test_parameter_without_gradient_is_left_bit_identical(network):
+    a, b = nn.Parameter(torch.randn(4)), nn.Parameter(torch.randn(4))
+    optimizer = LearnedOptimizer([a, b], network)
+    before = b.detach().clone()
+    a.grad = torch.randn(4)
+    optimizer.step()
+    assert torch.equal(b.detach(), before) and b not in optimizer.state
+
+
+def test_lr_scales_the_update_and_per_group_options(network):
+    a, b, c = (nn.Parameter(torch.ones(6)) for _ in range(3))
+    optimizer = LearnedOptimizer(
+        [{"params": [a]}, {"params": [b], "lr": 0.5}, {"params": [c], "weight_decay": 0.1, "maximize": True}],
+        network,
+    )
+    for p in (a, b, c):
+        p.grad = torch.full((6,), 0.3)
+    optimizer.step()
+    update = a.detach() - 1
+    torch.testing.assert_close(b.detach() - 1, 0.5 * update)
+    maximized = LearnedOptimizer([nn.Parameter(torch.ones(6))], network)
+    q = maximized.param_groups[0]["params"][0]
+    q.grad = torch.full((6,), -0.3)
+    maximized.step()
+    torch.testing.assert_close(c.detach(), (1 - 0.1) * torch.ones(6) + (q.detach() - 1))
+
+
+def test_add_param_group_and_invalid_options(network):
+    optimizer = LearnedOptimizer([nn.Parameter(torch.ones(2))], network)
+    optimizer.add_param_group({"params": [nn.Parameter(torch.ones(3))], "lr": 0.1})
+    assert optimizer.param_groups[1]["lr"] == 0.1 and optimizer.param_groups[1]["weight_decay"] == 0.0
+    with pytest.raises(ValueError, match="Invalid learning rate"):
+        LearnedOptimizer([nn.Parameter(torch.ones(2))], network, lr=-1)
+    with pytest.raises(ValueError, match="Invalid weight_decay"):
+        optimizer.add_param_group({"params": [nn.Parameter(torch.ones(3))], "weight_decay": -1})
+    with pytest.raises(ValueError, match="state_dtype"):
+        LearnedOptimizer([nn.Parameter(torch.ones(2))], network, state_dtype=torch.int8)
+    assert len(optimizer.param_groups) == 2
+
+
+def test_closure_runs_with_grad_enabled_and_loss_is_returned(network):
+    p = nn.Parameter(torch.tensor([1.5, -2.0]))
+    optimizer = LearnedOptimizer([p], network)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (p**2).sum()
+        loss.backward()
+        return loss
+
+    loss = optimizer.step(closure)
+    assert loss.item() == pytest.approx(6.25) and not torch.equal(p.detach(), torch.tensor([1.5, -2.0]))
+
+
+def make_model_and_optimizer(network, state_dtype=torch.float32):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 1))
+    groups = [{"params": model[0].parameters()}, {"params": model[2].parameters(), "lr": 0.5}]
+    return model, LearnedOptimizer(groups, network, state_dtype=state_dtype)
+
+
+def train_steps(model, optimizer, steps, offset=0):
+    for step in range(offset, offset + steps):
+        generator = torch.Generator().manual_seed(step)
+        x, y = torch.randn(16, 5, generator=generator), torch.randn(16, 1, generator=generator)
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+
+
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
+def test_state_dict_resume_follows_the_uninterrupted_run_bitwise(network, state_dtype):
+    model, optimizer = make_model_and_optimizer(network, state_dtype)
+    train_steps(model, optimizer, 3)
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, buffer)
+    train_steps(model, optimizer, 3, offset=3)
+
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    resumed_model, resumed = make_model_and_optimizer(network, state_dtype)
+    resumed_model.load_state_dict(saved["model"])
+    resumed.load_state_dict(saved["optimizer"])
+    assert all(s["lstm_state"].dtype == state_dtype for s in resumed.state.values())
+    train_steps(resumed_model, resumed, 3, offset=3)
+    for a, b in zip(model.parameters(), resumed_model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_hidden_state_dtype_survives_load_into_bf16_parameters(network):
+    p = nn.Parameter(torch.randn(4, dtype=torch.bfloat16))
+    optimizer = LearnedOptimizer([p], network)
+    p.grad = torch.randn(4, dtype=torch.bfloat16)
+    optimizer.step()
+    state_dict = copy.deepcopy(optimizer.state_dict())
+    fresh = LearnedOptimizer([p], network)
+    fresh.load_state_dict(state_dict)
+    assert fresh.state[p]["lstm_state"].dtype == torch.float32
+    assert torch.equal(fresh.state[p]["lstm_state"], state_dict["state"][0]["lstm_state"])
+
+
+@pytest.mark.parametrize("clone", [copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))])
+def test_deepcopy_and_pickle_keep_network_and_state(network, clone):
+    model, optimizer = make_model_and_optimizer(network)
+    train_steps(model, optimizer, 2)
+    model_copy = copy.deepcopy(model)
+    cloned = clone(optimizer)
+    assert isinstance(cloned.network, type(network))
+    cloned_params = list(model_copy.parameters())
+    # Re-point the cloned optimizer at the copied model's parameters, state included.
+    mapping = dict(zip(map(id, (p for g in cloned.param_groups for p in g["params"])), cloned_params))
+    for group in cloned.param_groups:
+        group["params"] = [mapping[id(p)] for p in group["params"]]
+    cloned.state = {mapping[id(p)]: s for p, s in cloned.state.items()}
+    train_steps(model, optimizer, 2, offset=2)
+    train_steps(model_copy, cloned, 2, offset=2)
+    for a, b in zip(model.parameters(), model_copy.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_network_is_frozen_copy_outside_param_groups(network):
+    p = nn.Parameter(torch.ones(3))
+    optimizer = LearnedOptimizer([p], network)
+    assert optimizer.network is not network
+    assert not any(w.requires_grad for w in optimizer.network.parameters())
+    network_ids = {id(w) for w in optimizer.network.parameters()}
+    assert not network_ids & {id(q) for g in optimizer.param_groups for q in g["params"]}
+
+
+def snapshot(optimizer, params):
+    return [p.detach().clone() for p in params], copy.deepcopy(optimizer.state_dict())
+
+
+def assert_unchanged(optimizer, params, before):
+    values, state = before
+    assert all(torch.equal(p, v) for p, v in zip(params, values))
+    after = optimizer.state_dict()["state"]
+    assert after.keys() == state["state"].keys()
+    for key in after:
+        assert torch.equal(after[key]["lstm_state"], state["state"][key]["lstm_state"])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_gradient_raises_naming_the_parameter_and_changes_nothing(network, bad):
+    model = nn.Linear(3, 2)
+    optimizer = LearnedOptimizer(model.named_parameters(), network)
+    params = list(model.parameters())
+    grads_for(params, 0)
+    optimizer.step()
+    before = snapshot(optimizer, params)
+    grads_for(params, 1)
+    model.bias.grad[1] = bad
+    with pytest.raises(FloatingPointError, match="'bias'.*no parameter or optimizer state was changed"):
+        optimizer.step()
+    assert_unchanged(optimizer, params, before)
+
+
+def test_skip_nonfinite_skips_the_whole_step(network):
+    model = nn.Linear(3, 2)
+    params = list(model.parameters())
+    optimizer = LearnedOptimizer(params, network, skip_nonfinite=True)
+    grads_for(params, 0)
+    optimizer.step()
+    before = snapshot(optimizer, params)
+    grads_for(params, 1)
+    model.weight.grad[0, 0] = float("inf")
+    optimizer.step()
+    assert optimizer.skipped_steps == 1
+    assert_unchanged(optimizer, params, before)
+
+
+def test_sparse_gradients_and_complex_parameters_are_rejected(network):
+    embedding = nn.Embedding(10, 3, sparse=True)
+    optimizer = LearnedOptimizer(embedding.parameters(), network)
+    embedding(torch.tensor([1, 2])).sum().backward()
+    before = embedding.weight.detach().clone()
+    with pytest.raises(RuntimeError, match="sparse gradients"):
+        optimizer.step()
+    assert torch.equal(embedding.weight.detach(), before)
+    with pytest.raises(ValueError, match="complex|floating-point"):
+        LearnedOptimizer([nn.Parameter(torch.randn(3, dtype=torch.complex64))], network)
+
+
+def test_state_dict_from_another_optimizer_is_rejected_without_changes(network):
+    model, optimizer = make_model_and_optimizer(network)
+    train_steps(model, optimizer, 1)
+    params = list(model.parameters())
+    before = snapshot(optimizer, params)
+    adam = torch.optim.Adam([{"params": model[0].parameters()}, {"params": model[2].parameters()}])
+    train_steps(model, adam, 1)
+    with pytest.raises(ValueError, match="not from a LearnedOptimizer"):
+        optimizer.load_state_dict(adam.state_dict())
+    other = LearnedOptimizer(params[:2], random_network(hidden_size=5))
+    grads_for(params[:2], 0)
+    other.step()
+    with pytest.raises(ValueError, match="groups"):
+        optimizer.load_state_dict(other.state_dict())
+    wrong = copy.deepcopy(before[1])
+    wrong["state"][0]["lstm_state"] = torch.zeros(4, 3, 20)
+    with pytest.raises(ValueError, match="shape"):
+        optimizer.load_state_dict(wrong)
+    assert_unchanged(optimizer, [p.detach() for p in params], snapshot(optimizer, params))
+
+
+def test_unknown_checkpoint_name_is_a_clear_error():
+    with pytest.raises(CheckpointError, match="unknown checkpoint 'no-such-checkpoint'"):
+        LearnedOptimizer([nn.Parameter(torch.ones(1))], pretrained="no-such-checkpoint")
+
+
+def test_end_to_end_training_loop_with_closure_groups_and_scheduler(network):
+    from learned_optim.meta.train import Run  # noqa: F401  (meta is importable alongside)
+
+    torch.manual_seed(0)
+    x = torch.randn(256, 8)
+    y = (x @ torch.randn(8, 1)).tanh()
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+    optimizer = LearnedOptimizer(
+        [{"params": model[0].parameters()}, {"params": model[2].parameters(), "lr": 0.5}],
+        pretrained="l2l-mnist",
+    )
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=50, gamma=0.5)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        return loss
+
+    first = closure().item()
+    for _ in range(100):
+        loss = optimizer.step(closure)
+        scheduler.step()
+    assert optimizer.param_groups[1]["lr"] == pytest.approx(0.125)
+    assert loss.item() < 0.5 * first
+
+
+def test_grad_scaler_unscales_and_skips_overflowing_steps(network):
+    model = nn.Linear(4, 1)
+    optimizer = LearnedOptimizer(model.parameters(), network)
+    reference = copy.deepcopy(model)
+    reference_optimizer = LearnedOptimizer(reference.parameters(), network)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    x = torch.randn(8, 4)
+    for m, o, scale in ((model, optimizer, True), (reference, reference_optimizer, False)):
+        o.zero_grad()
+        loss = m(x).pow(2).mean()
+        (scaler.scale(loss) if scale else loss).backward()
+        scaler.step(o) if scale else o.step()
+    scaler.update()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b)
+
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer.zero_grad()
+    scaler.scale(model(x).pow(2).mean() * float("inf")).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before))
+    assert scaler.get_scale() < 1024.0
