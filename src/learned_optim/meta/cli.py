@@ -1,0 +1,211 @@
+"""``python -m learned_optim.meta``: meta-train, evaluate against tuned baselines, publish.
+
+With no arguments it runs the main job: meta-train on random quadratics with the default recipe,
+then evaluate against tuned SGD, NAG, RMSprop and Adam, writing everything to ``runs/quadratic``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .. import pretrained
+from ..network import CoordinatewiseLSTM
+from .evaluation import compare, write_results
+from .publish import publish
+from .registry import DEFAULTS, TASK_NAMES, make_task
+from .train import Run, RunConfig, train
+from .truncated import Recipe
+
+MNIST_PANELS = {
+    "mnist-20-sigmoid-100": ({"hidden_sizes": [20]}, 100, "MNIST, 20 sigmoid units, 100 steps"),
+    "mnist-40-sigmoid-100": ({"hidden_sizes": [40]}, 100, "MNIST, 40 sigmoid units, 100 steps"),
+    "mnist-2x20-sigmoid-100": ({"hidden_sizes": [20, 20]}, 100, "MNIST, 2 hidden layers of 20, 100 steps"),
+    "mnist-20-sigmoid-200": ({"hidden_sizes": [20]}, 200, "MNIST, 20 sigmoid units, 200 steps"),
+    "mnist-20-relu-100": ({"hidden_sizes": [20], "activation": "relu"}, 100, "MNIST, 20 ReLU units, 100 steps"),
+}
+"""The paper's MNIST panels (Figure 4 and 5): task overrides, steps, title."""
+
+
+def command_line() -> str:
+    """How this process was started, as a user would type it."""
+    return " ".join(["python -m learned_optim.meta", *sys.argv[1:]])
+
+
+def _task_spec(args: argparse.Namespace) -> dict:
+    spec = dict(DEFAULTS[args.task]["task"])
+    if args.hidden_sizes is not None:
+        spec["hidden_sizes"] = args.hidden_sizes
+    if args.activation is not None:
+        spec["activation"] = args.activation
+    if args.num_functions is not None:
+        spec["num_functions"] = args.num_functions
+    return spec
+
+
+def _add_task_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", choices=TASK_NAMES, default="quadratic", help="task family (default: quadratic)")
+    parser.add_argument("--hidden-sizes", type=int, nargs="+", help="mnist: hidden layer widths (default: 20)")
+    parser.add_argument("--activation", choices=["sigmoid", "relu", "tanh"], help="mnist: activation (default: sigmoid)")
+    parser.add_argument("--num-functions", type=int,
+                        help="quadratic: functions optimized at once per meta-training problem (default: 32)")
+
+
+def cmd_train(args: argparse.Namespace) -> Run:
+    if args.resume:
+        if not Run(args.run_dir).config_path.is_file():
+            raise SystemExit(f"error: --resume: {args.run_dir} holds no run to resume")
+        return train(RunConfig(), args.run_dir, resume=True, command=command_line(), compile=args.compile)
+    network = dict(DEFAULTS[args.task]["network"])
+    for key in ("hidden_size", "num_layers", "preprocessing", "p", "output_scale"):
+        if getattr(args, key) is not None:
+            network[key] = getattr(args, key)
+    config = RunConfig(
+        task=_task_spec(args), network=network,
+        recipe=Recipe(horizon=args.horizon, unroll=args.unroll, meta_lr=args.meta_lr, clip=args.clip,
+                      second_order=args.second_order),
+        episodes=args.episodes, seed=args.seed, validate_every=args.validate_every,
+        num_validation=args.num_validation, validation_metric=args.validation_metric,
+        meta_lr_schedule=args.meta_lr_schedule,
+    )
+    return train(config, args.run_dir, command=command_line(), compile=args.compile)
+
+
+def evaluate(network: CoordinatewiseLSTM, panels: dict[str, tuple[dict, int, str]], protocol: dict, out: Path) -> None:
+    """Compare ``network`` with tuned baselines on each panel ``name -> (task spec, steps, title)``."""
+    for name, (spec, steps, title) in panels.items():
+        summaries = compare(
+            network, make_task(spec, "train", heldout_split="test"), steps, protocol["problems"],
+            protocol["tuning_problems"],
+        )
+        splits = ("minibatches from the first 50,000 MNIST training images; held-out = the 10,000 test images"
+                  if spec["name"] == "mnist" else "synthetic problems drawn from evaluation seeds")
+        info = {"task": spec, "steps": steps, "problems": protocol["problems"],
+                "tuning_problems": protocol["tuning_problems"], "splits": splits,
+                "command": command_line()}
+        table = write_results(summaries, out, name, title, info)
+        print(f"\n{title} ({protocol['problems']} problems; lr tuned on {protocol['tuning_problems']} others)")
+        print(table)
+    print(f"\nresults written to {out}/")
+
+
+def _single_panel(spec: dict, steps: int) -> dict[str, tuple[dict, int, str]]:
+    if spec["name"] == "quadratic":
+        spec = {**spec, "num_functions": 1}  # each function is evaluated on its own
+    return {spec["name"]: (spec, steps, f"{spec['name']}: {json.dumps(spec)}")}
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    if args.run is not None:
+        run = Run(args.run)
+        network, spec, out = run.best_network(), run.config.task, Path(args.out or run.folder / "evaluation")
+    else:
+        network, spec = pretrained.load(args.checkpoint), _task_spec(args)
+        out = Path(args.out or f"evaluation-{Path(args.checkpoint).name}")
+    protocol = dict(DEFAULTS[spec["name"]]["evaluation"])
+    protocol.update({k: v for k, v in (("steps", args.steps), ("problems", args.problems),
+                                        ("tuning_problems", args.tuning_problems)) if v is not None})
+    if args.suite == "mnist-paper":
+        panels = {name: ({**DEFAULTS["mnist"]["task"], **overrides}, steps, title)
+                  for name, (overrides, steps, title) in MNIST_PANELS.items()}
+    else:
+        panels = _single_panel(spec, protocol["steps"])
+    evaluate(network, panels, protocol, out)
+
+
+def cmd_publish(args: argparse.Namespace) -> None:
+    evaluation = Path(args.evaluation) if args.evaluation else Path(args.run) / "evaluation"
+    tables = sorted(evaluation.glob("*.md")) if evaluation.is_dir() else []
+    results = "\n\n".join(t.read_text().strip() for t in tables)
+    if results:
+        commands = sorted({json.loads(f.read_text())["command"] for f in evaluation.glob("*.json")})
+        results += (
+            "\n\nMeans over the evaluation problems; `loss@t` is the (minibatch) loss computed at step t, `final`"
+            " the mean over the last 10 steps and `sum` the sum over all steps (± standard error). Baselines'"
+            " learning rates were tuned separately for `final` and `sum` on other problems. Reproduce with "
+            + ", ".join(f"`{c}`" for c in commands) + "."
+        )
+    figures = sorted(evaluation.glob("*.png")) if evaluation.is_dir() else []
+    results += "".join(f"\n\n![{f.stem}]({f.name})" for f in figures)
+    out = publish(args.run, args.out, description=args.description, results=results, figures=figures,
+                  repo_id=args.repo_id)
+    print(f"published {out}" + (f" and pushed to https://huggingface.co/{args.repo_id}" if args.repo_id else ""))
+
+
+def cmd_default(args: argparse.Namespace) -> None:
+    """The main job: meta-train on quadratics, then evaluate against tuned baselines."""
+    folder = Path(args.run_dir)
+    run = train(RunConfig(), folder, resume=(folder / "run.json").is_file(), command=command_line())
+    protocol = DEFAULTS["quadratic"]["evaluation"]
+    evaluate(run.best_network(), _single_panel(run.config.task, protocol["steps"]), protocol, run.folder / "evaluation")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m learned_optim.meta",
+        description="Meta-train coordinatewise LSTM optimizers (Andrychowicz et al., 2016), evaluate them "
+        "against tuned SGD/NAG/RMSprop/Adam and publish them. Without a subcommand: meta-train on random "
+        "quadratics and evaluate (the README's main job; a few minutes on 2 CPU cores).",
+    )
+    parser.add_argument("--run-dir", default="runs/quadratic", help="run folder of the main job (default: runs/quadratic)")
+    parser.set_defaults(handler=cmd_default)
+    commands = parser.add_subparsers(title="commands")
+
+    p = commands.add_parser("train", help="meta-train by truncated BPTT into a run folder",
+                            description="Meta-train a coordinatewise LSTM by truncated BPTT. Defaults: the "
+                            "paper's recipe and the task family's network constants.")
+    p.add_argument("run_dir", help="run folder: run.json, log.jsonl, checkpoint.pt, best/")
+    p.add_argument("--resume", action="store_true", help="continue the run in run_dir (its own settings)")
+    _add_task_options(p)
+    recipe = Recipe()
+    p.add_argument("--episodes", type=int, default=RunConfig.episodes, help=f"episodes (default: {RunConfig.episodes})")
+    p.add_argument("--horizon", type=int, default=recipe.horizon, help=f"steps per episode (default: {recipe.horizon})")
+    p.add_argument("--unroll", type=int, default=recipe.unroll, help=f"steps per truncation (default: {recipe.unroll})")
+    p.add_argument("--meta-lr", type=float, default=recipe.meta_lr, help=f"Adam lr on the network (default: {recipe.meta_lr})")
+    p.add_argument("--clip", type=float, help="clip the meta-gradient norm (default: no clipping)")
+    p.add_argument("--second-order", action="store_true", help="keep second derivatives (default: dropped)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument("--validate-every", type=int, default=RunConfig.validate_every, help="episodes between validations")
+    p.add_argument("--num-validation", type=int, default=RunConfig.num_validation, help="held-out validation problems")
+    p.add_argument("--validation-metric", choices=["mean", "final"], default=RunConfig.validation_metric,
+                   help="select the best network by the mean loss over the horizon or the final loss (default: mean)")
+    p.add_argument("--meta-lr-schedule", choices=["constant", "cosine"], default=RunConfig.meta_lr_schedule,
+                   help="meta learning rate schedule (default: constant)")
+    p.add_argument("--compile", action="store_true", help="run the network under torch.compile (faster on MNIST)")
+    for key, kind in (("hidden_size", int), ("num_layers", int), ("p", float), ("output_scale", float)):
+        p.add_argument(f"--{key.replace('_', '-')}", type=kind, help="network config (default: the task's)")
+    p.add_argument("--preprocessing", choices=["log_sign", "none"], help="gradient encoding (default: the task's)")
+    p.set_defaults(handler=cmd_train)
+
+    p = commands.add_parser("evaluate", help="compare a network with tuned baselines",
+                            description="Run the learned optimizer (through LearnedOptimizer) and SGD, NAG, RMSprop, "
+                            "Adam (learning rates tuned on a log grid 1e-4..10 on separate problems) on fresh problems; "
+                            "print a table and write NAME.json, NAME.md and NAME.png.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="a run folder: its best network on its task")
+    source.add_argument("--checkpoint", help="a bundled name, checkpoint folder or Hub repo id")
+    _add_task_options(p)
+    p.add_argument("--suite", choices=["mnist-paper"], help="the paper's five MNIST panels")
+    p.add_argument("--steps", type=int, help="optimizer steps per problem (default: the task's)")
+    p.add_argument("--problems", type=int, help="evaluation problems (default: 100 quadratic, 20 mnist)")
+    p.add_argument("--tuning-problems", type=int, help="problems for tuning baseline learning rates")
+    p.add_argument("--out", help="output folder (default: RUN/evaluation or evaluation-NAME)")
+    p.set_defaults(handler=cmd_evaluate)
+
+    p = commands.add_parser("publish", help="turn a run's best network into a checkpoint folder (and Hub repo)",
+                            description="Write config.json, model.safetensors and a model card with the recipe, "
+                            "compute and evaluation results; with --repo-id, upload it to the Hugging Face Hub.")
+    p.add_argument("run", help="run folder")
+    p.add_argument("--out", required=True, help="checkpoint folder to write, e.g. pretrained/l2l-quadratic")
+    p.add_argument("--evaluation", help="folder of evaluate's results (default: RUN/evaluation)")
+    p.add_argument("--description", help="one-line description for the model card")
+    p.add_argument("--repo-id", help="also push to this Hugging Face Hub repo")
+    p.set_defaults(handler=cmd_publish)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.handler(args)

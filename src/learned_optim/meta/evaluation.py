@@ -1,0 +1,197 @@
+"""Compare a learned optimizer with tuned hand-designed ones, through the ``torch.optim`` interface.
+
+Baselines (SGD, NAG, RMSprop, Adam, other hyperparameters at torch defaults) get their learning rate
+tuned on a log grid (:data:`LR_GRID`: 1e-4 to 10, three points per decade) over separate tuning
+problems; the best rate for each reported metric is picked, then every optimizer runs on the same
+fresh evaluation problems. The learned optimizer runs as :class:`~learned_optim.LearnedOptimizer`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..network import CoordinatewiseLSTM
+from ..optimizer import LearnedOptimizer
+from .tasks import Problem, Task, seeded
+
+OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
+
+LR_GRID = [10 ** (k / 3) for k in range(-12, 4)]
+"""Learning rates tried for each baseline: 1e-4, 2.2e-4, 4.6e-4, 1e-3, ..., 4.6, 10."""
+
+BASELINES: dict[str, Callable[[list[torch.Tensor], float], torch.optim.Optimizer]] = {
+    "SGD": lambda params, lr: torch.optim.SGD(params, lr=lr),
+    "NAG": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True),
+    "RMSprop": lambda params, lr: torch.optim.RMSprop(params, lr=lr),
+    "Adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+}
+TUNING_SEED = 2_000_000_011
+EVALUATION_SEED = 3_000_000_019
+"""Tuning and evaluation problems are drawn from seed streams disjoint from meta-training's."""
+
+
+@dataclass
+class Trajectory:
+    """The losses of one run, and the held-out loss of its final parameters (if the task has one)."""
+
+    losses: list[float]
+    heldout_loss: float | None = None
+
+
+def run_optimizer(problem: Problem, make_optimizer: OptimizerFactory, steps: int) -> Trajectory:
+    """Optimize ``problem`` for ``steps`` steps in an ordinary training loop.
+
+    ``losses[t]`` is :math:`f(\\theta_t, t)`, the loss computed at step ``t`` before its update.
+    A diverged run (non-finite loss) stops, and its remaining losses are reported as ``inf``.
+    """
+    params = {name: p.detach().clone().requires_grad_() for name, p in problem.params.items()}
+    optimizer = make_optimizer(list(params.values()))
+    losses: list[float] = []
+    for step in range(steps):
+        optimizer.zero_grad()
+        loss = problem.loss(params, step)
+        losses.append(float(loss.detach()))
+        if not math.isfinite(losses[-1]):
+            return Trajectory(losses[:-1] + [math.inf] * (steps - step), math.inf)
+        loss.backward()
+        optimizer.step()
+    heldout = None
+    if problem.heldout_loss is not None:
+        with torch.no_grad():
+            heldout = float(problem.heldout_loss(params))
+    return Trajectory(losses, heldout)
+
+
+METRICS: dict[str, Callable[[list[float]], float]] = {
+    "final": lambda losses: sum(losses[-10:]) / len(losses[-10:]),
+    "sum": sum,
+}
+"""``final``: mean loss over the last 10 steps; ``sum``: sum of the losses over all steps."""
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+@dataclass
+class Summary:
+    """Mean results of one optimizer over the evaluation problems."""
+
+    name: str
+    learning_rates: dict[str, float | None]
+    mean_curve: list[float]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "learning_rates": self.learning_rates, "metrics": self.metrics,
+                "mean_curve": self.mean_curve}
+
+
+def summarize(name: str, runs_by_metric: dict[str, list[Trajectory]], learning_rates: dict[str, float | None]) -> Summary:
+    """Mean curve and metrics; each metric taken from the runs tuned for it."""
+    reference = runs_by_metric["final"]
+    steps = len(reference[0].losses)
+    curve = [_mean([run.losses[t] for run in reference]) for t in range(steps)]
+    metrics = {f"loss@{t}": curve[t - 1] for t in sorted({20, 40, steps}) if t <= steps}
+    for metric, runs in runs_by_metric.items():
+        values = [METRICS[metric](run.losses) for run in runs]
+        metrics[metric] = _mean(values)
+        metrics[f"{metric}_stderr"] = _stderr(values)
+    heldout = [run.heldout_loss for run in reference if run.heldout_loss is not None]
+    if heldout:
+        metrics["heldout"] = _mean(heldout)
+    return Summary(name, learning_rates, curve, metrics)
+
+
+def _stderr(values: list[float]) -> float:
+    if len(values) < 2 or not all(map(math.isfinite, values)):
+        return math.nan
+    mean = _mean(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
+
+
+def tune(
+    make: Callable[[list[torch.Tensor], float], torch.optim.Optimizer], problems: list[Problem], steps: int
+) -> dict[str, float]:
+    """The learning rate of :data:`LR_GRID` minimizing each metric's mean over ``problems``."""
+    scores = {metric: {} for metric in METRICS}
+    for lr in LR_GRID:
+        runs = [run_optimizer(problem, functools.partial(make, lr=lr), steps) for problem in problems]
+        for metric, fn in METRICS.items():
+            scores[metric][lr] = _mean([fn(run.losses) for run in runs])
+    return {metric: min(by_lr, key=lambda lr: (by_lr[lr], lr)) for metric, by_lr in scores.items()}
+
+
+def compare(
+    network: CoordinatewiseLSTM,
+    task: Task,
+    steps: int,
+    num_problems: int,
+    num_tuning_problems: int,
+    baselines: dict[str, Callable] = BASELINES,
+    tuning_task: Task | None = None,
+) -> list[Summary]:
+    """Tune every baseline, then run all optimizers on the same ``num_problems`` fresh problems."""
+    problems = [task.sample(seeded(EVALUATION_SEED + i)) for i in range(num_problems)]
+    tuning_source = tuning_task or task
+    tuning = [tuning_source.sample(seeded(TUNING_SEED + i)) for i in range(num_tuning_problems)]
+    learned = [run_optimizer(p, lambda params: LearnedOptimizer(params, network), steps) for p in problems]
+    summaries = [summarize("LSTM", {metric: learned for metric in METRICS}, {m: None for m in METRICS})]
+    for name, make in baselines.items():
+        best = tune(make, tuning, steps)
+        runs = {lr: [run_optimizer(p, functools.partial(make, lr=lr), steps) for p in problems]
+                for lr in set(best.values())}
+        summaries.append(summarize(name, {metric: runs[lr] for metric, lr in best.items()}, best))
+    return summaries
+
+
+def format_table(summaries: list[Summary]) -> str:
+    """A markdown table: loss at steps 20, 40 and the last, mean of the last 10 steps, sum, held-out."""
+    keys = [k for k in summaries[0].metrics if k.startswith("loss@")] + ["final", "sum"]
+    has_heldout = all("heldout" in s.metrics for s in summaries)
+    header = ["optimizer", "lr (final / sum)", *keys] + (["held-out"] if has_heldout else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for s in summaries:
+        lrs = " / ".join("–" if lr is None else f"{lr:.3g}" for lr in s.learning_rates.values())
+        cells = [f"{s.metrics[k]:.4g}" + (f" ± {s.metrics[k + '_stderr']:.2g}" if k in METRICS else "") for k in keys]
+        if has_heldout:
+            cells.append(f"{s.metrics['heldout']:.4g}")
+        lines.append("| " + " | ".join([s.name, lrs, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def plot(summaries: list[Summary], path: Path, title: str) -> None:
+    """Mean loss curves on a log scale, one line per optimizer, like the paper's figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for s in summaries:
+        ax.plot(range(1, len(s.mean_curve) + 1), s.mean_curve, label=s.name, linewidth=2 if s.name == "LSTM" else 1)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_results(summaries: list[Summary], folder: Path, name: str, title: str, info: dict[str, Any]) -> str:
+    """Write ``name.json``, ``name.png`` and ``name.md`` into ``folder``; returns the markdown table."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = format_table(summaries)
+    (folder / f"{name}.json").write_text(json.dumps({**info, "results": [s.to_json() for s in summaries]}, indent=1))
+    (folder / f"{name}.md").write_text(f"### {title}\n\n{table}\n")
+    plot(summaries, folder / f"{name}.png", title)
+    return table

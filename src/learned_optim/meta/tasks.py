@@ -1,0 +1,186 @@
+r"""Tasks: families of optimization problems that meta-training is written against.
+
+A :class:`Task` samples :class:`Problem` instances from a ``torch.Generator``. A problem gives
+initial parameters :math:`\theta_0` (a dict of tensors) and a differentiable loss
+:math:`f(\theta, t)` of those parameters at step :math:`t` (so minibatches can change per step;
+the same ``t`` always gives the same minibatch).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+Params = dict[str, Tensor]
+
+
+@dataclass
+class Problem:
+    """One optimizee: initial parameters, the loss ``loss(params, step)`` and, optionally, a held-out
+    loss ``heldout_loss(params)`` (e.g. the test-set loss of a trained model)."""
+
+    params: Params
+    loss: Callable[[Params, int], Tensor]
+    heldout_loss: Callable[[Params], Tensor] | None = None
+
+
+class Task(ABC):
+    """A family of problems (learned_optimization's "task family")."""
+
+    @abstractmethod
+    def sample(self, generator: torch.Generator) -> Problem:
+        """A fresh problem drawn with ``generator``."""
+
+
+def seeded(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``."""
+    return torch.Generator().manual_seed(seed)
+
+
+def _draw_seed(generator: torch.Generator) -> int:
+    return int(torch.randint(2**62, (), generator=generator))
+
+
+class SimpleTask(Task):
+    r""":math:`f(x) = x^2` from :math:`x_0 = 1` (the authors' deterministic test problem)."""
+
+    def sample(self, generator: torch.Generator) -> Problem:
+        return Problem({"x": torch.ones(())}, lambda params, step: params["x"] ** 2)
+
+
+class QuadraticTask(Task):
+    r"""Random quadratics :math:`f(\theta) = \sum_k \lVert W_k \theta_k - y_k \rVert^2`.
+
+    :math:`W_k \in \mathbb{R}^{d \times d}`, :math:`y_k` and :math:`\theta_{k,0}` have i.i.d.
+    :math:`\mathcal{N}(0, 1)` entries. ``num_functions`` independent functions are optimized at
+    once for speed; their losses are summed, so each function's gradient is exactly its own.
+
+    Args:
+        dim (int, optional): :math:`d` (default: 10).
+        num_functions (int, optional): independent functions per problem (default: 1).
+    """
+
+    def __init__(self, dim: int = 10, num_functions: int = 1) -> None:
+        self.dim = dim
+        self.num_functions = num_functions
+
+    def sample(self, generator: torch.Generator) -> Problem:
+        k, d = self.num_functions, self.dim
+        W = torch.randn(k, d, d, generator=generator)
+        y = torch.randn(k, d, generator=generator)
+        theta = torch.randn(k, d, generator=generator)
+
+        def loss(params: Params, step: int) -> Tensor:
+            residual = torch.einsum("kij,kj->ki", W, params["theta"]) - y
+            return residual.pow(2).sum()
+
+        return Problem({"theta": theta}, loss)
+
+
+class ModuleTask(Task):
+    """Train an ``nn.Module`` on minibatches: any model family, evaluated with ``functional_call``.
+
+    Args:
+        model_factory (Callable[[], nn.Module]): builds a freshly initialised model; it is called
+            under a seed drawn from the problem's generator, so initialisation is reproducible.
+        sample_batch (Callable[[torch.Generator], tuple]): draws one minibatch ``(inputs, targets)``.
+        loss_fn (Callable, optional): ``loss_fn(model(inputs), targets)`` (default: cross-entropy).
+        heldout (tuple, optional): ``(inputs, targets)`` for the problem's held-out loss, evaluated
+            in one batch (default: None).
+
+    Example:
+        >>> task = ModuleTask(lambda: nn.Linear(3, 2),
+        ...                   lambda g: (torch.randn(8, 3, generator=g), torch.randint(2, (8,), generator=g)))
+        >>> problem = task.sample(torch.Generator().manual_seed(0))
+        >>> problem.loss(problem.params, step=0).shape
+        torch.Size([])
+    """
+
+    def __init__(
+        self,
+        model_factory: Callable[[], nn.Module],
+        sample_batch: Callable[[torch.Generator], tuple[Tensor, Tensor]],
+        loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
+        heldout: tuple[Tensor, Tensor] | None = None,
+    ) -> None:
+        self.model_factory = model_factory
+        self.sample_batch = sample_batch
+        self.loss_fn = loss_fn
+        self.heldout = heldout
+
+    def sample(self, generator: torch.Generator) -> Problem:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_draw_seed(generator))
+            model = self.model_factory()
+        params = {name: p.detach().clone() for name, p in model.named_parameters()}
+        batch_seed = _draw_seed(generator)
+
+        def loss(params: Params, step: int) -> Tensor:
+            inputs, targets = self.sample_batch(seeded(batch_seed + step))
+            return self.loss_fn(functional_call(model, params, (inputs,)), targets)
+
+        def heldout_loss(params: Params) -> Tensor:
+            inputs, targets = self.heldout
+            return self.loss_fn(functional_call(model, params, (inputs,)), targets)
+
+        return Problem(params, loss, heldout_loss if self.heldout is not None else None)
+
+
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def mlp(in_features: int, hidden_sizes: tuple[int, ...], out_features: int, activation: str, init_std: float) -> nn.Module:
+    """An MLP with every weight and bias drawn from :math:`\\mathcal{N}(0, \\text{init\\_std}^2)`."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"Invalid activation: {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+    sizes = [in_features, *hidden_sizes, out_features]
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+        if i > 0:
+            layers.append(ACTIVATIONS[activation]())
+        layers.append(nn.Linear(fan_in, fan_out))
+    model = nn.Sequential(*layers)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, init_std)
+    return model
+
+
+def mnist_mlp_task(
+    hidden_sizes: tuple[int, ...] = (20,),
+    activation: str = "sigmoid",
+    split: str = "train",
+    batch_size: int = 128,
+    init_std: float = 0.01,
+    root: str | None = None,
+    heldout_split: str | None = None,
+) -> ModuleTask:
+    """MLPs on MNIST minibatches with cross-entropy (the paper's MNIST experiment).
+
+    Args:
+        hidden_sizes (tuple[int, ...], optional): hidden layer widths (default: ``(20,)``).
+        activation (str, optional): ``"sigmoid"``, ``"relu"`` or ``"tanh"`` (default: ``"sigmoid"``).
+        split (str, optional): images the minibatches come from, ``"train"`` (first 50k training
+            images), ``"validation"`` (last 10k) or ``"test"`` (default: ``"train"``).
+        batch_size (int, optional): minibatch size (default: 128).
+        init_std (float, optional): std of the Gaussian initialisation (default: 0.01).
+        root (str, optional): folder of the MNIST files (see :mod:`learned_optim.meta.data`).
+        heldout_split (str, optional): split of each problem's held-out loss (default: None, no held-out loss).
+    """
+    from .data import load_split
+
+    images, labels = load_split(split, root)
+    mlp(784, hidden_sizes, 10, activation, init_std)  # validate the architecture now, not at sampling
+
+    def sample_batch(generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        index = torch.randint(images.shape[0], (batch_size,), generator=generator)
+        return images[index], labels[index]
+
+    heldout = load_split(heldout_split, root) if heldout_split else None
+    return ModuleTask(lambda: mlp(784, hidden_sizes, 10, activation, init_std), sample_batch, heldout=heldout)

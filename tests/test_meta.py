@@ -1,0 +1,206 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from unittest import mock
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from learned_optim import CoordinatewiseLSTM, LearnedOptimizer
+from learned_optim.meta.cli import main
+from learned_optim.meta.evaluation import run_optimizer
+from learned_optim.meta.publish import publish
+from learned_optim.meta.tasks import ModuleTask, Problem, QuadraticTask, SimpleTask, seeded
+from learned_optim.meta.train import Run, RunConfig, train
+from learned_optim.meta.truncated import Recipe, Unroller, meta_step, train_episode
+
+from conftest import random_network
+
+
+class LinearRule(nn.Module):
+    """The authors' test "network": a linear map 1 -> 1 of the raw gradient, weights zero."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(1, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def initial_state(self, n, dtype=torch.float32, device=None):
+        return ()
+
+    def forward(self, grad, state):
+        return self.linear(grad.unsqueeze(-1)).squeeze(-1), state
+
+
+def test_golden_x_squared_check_from_the_authors_tests():
+    """x0 = 1, unroll 5, Adam at 0.01, one episode of two unrolls (paper-notes.md)."""
+    rule = LinearRule()
+    meta_optimizer = torch.optim.Adam(rule.parameters(), lr=0.01)
+    unroller = Unroller(rule, SimpleTask().sample(seeded(0)))
+    meta_loss, first = unroller.unroll(5)
+    assert first == [1.0] * 5  # the first unroll makes no move
+    assert meta_step(rule, meta_optimizer, meta_loss, clip=None)
+    assert rule.linear.weight.item() == pytest.approx(-0.01) and rule.linear.bias.item() == pytest.approx(-0.01)
+    unroller.truncate()
+    _, second = unroller.unroll(5)
+    assert second[-1] == pytest.approx(0.7325327, abs=1e-7)  # f(x) at the end of the second unroll
+    assert unroller.theta.item() == pytest.approx(0.8559, abs=1e-4)
+
+
+def test_simple_task_converges_with_a_zero_initialised_linear_rule():
+    rule = LinearRule()
+    meta_optimizer = torch.optim.Adam(rule.parameters(), lr=0.01)
+    for _ in range(100):
+        result = train_episode(rule, meta_optimizer, SimpleTask().sample(seeded(0)), Recipe(meta_lr=0.01))
+    assert result["losses"][-1] < 1e-5
+
+
+def test_meta_gradient_of_a_two_step_unroll_passes_gradcheck():
+    """With second derivatives kept, the meta-gradient is the exact derivative of the meta-loss."""
+    network = random_network(hidden_size=3, num_layers=1, preprocessing="log_sign", p=5.0).double()
+    names = [name for name, _ in network.named_parameters()]
+    W, y = torch.randn(4, 4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    problem = Problem({"theta": torch.randn(4, dtype=torch.float64)},
+                      lambda params, step: (W @ params["theta"] - y).pow(2).sum())
+
+    class Functional(nn.Module):
+        def __init__(self, weights):
+            super().__init__()
+            self.weights = weights
+
+        def initial_state(self, *args, **kwargs):
+            return network.initial_state(*args, **kwargs)
+
+        def forward(self, grad, state):
+            return functional_call(network, dict(zip(names, self.weights)), (grad, state))
+
+    def meta_loss(*weights):
+        return Unroller(Functional(weights), problem, second_order=True).unroll(2)[0]
+
+    inputs = tuple(p.detach().clone().requires_grad_() for p in network.parameters())
+    assert torch.autograd.gradcheck(meta_loss, inputs)
+
+
+def test_one_meta_step_lowers_the_meta_loss_on_quadratics():
+    torch.manual_seed(0)
+    network = CoordinatewiseLSTM(preprocessing="none", output_scale=1.0)
+    meta_optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    problem = QuadraticTask(num_functions=8).sample(seeded(0))
+    before, _ = Unroller(network, problem).unroll(20)
+    assert meta_step(network, meta_optimizer, before, clip=1.0)
+    after, _ = Unroller(network, problem).unroll(20)
+    assert after.item() < before.item()
+
+
+def test_non_finite_meta_loss_or_gradient_skips_the_meta_step():
+    network = random_network(hidden_size=4, num_layers=1)
+    meta_optimizer = torch.optim.Adam(network.parameters(), lr=0.1)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    weight = network.head.weight
+    assert not meta_step(network, meta_optimizer, weight.sum() * float("nan"), clip=None)
+    finite_loss_inf_gradient = (weight - weight.detach()).abs().sum().sqrt()
+    assert not meta_step(network, meta_optimizer, finite_loss_inf_gradient, clip=None)
+    assert all(torch.equal(v, network.state_dict()[k]) for k, v in before.items())
+    assert not meta_optimizer.state
+
+
+def test_meta_training_trajectory_equals_learned_optimizer_trajectory(network):
+    problem = QuadraticTask(num_functions=3).sample(seeded(1))
+    _, unrolled = Unroller(network, problem).unroll(15)
+    through_optimizer = run_optimizer(problem, lambda params: LearnedOptimizer(params, network), 16).losses
+    torch.testing.assert_close(torch.tensor(unrolled), torch.tensor(through_optimizer[1:]))
+
+
+def test_quadratic_functions_are_independent_and_summed():
+    problem = QuadraticTask(dim=4, num_functions=3).sample(seeded(0))
+    theta = problem.params["theta"].clone().requires_grad_()
+    (grad,) = torch.autograd.grad(problem.loss({"theta": theta}, 0), theta)
+    moved = theta.detach().clone()
+    moved[1:] += 5.0
+    moved.requires_grad_()
+    (grad_moved,) = torch.autograd.grad(problem.loss({"theta": moved}, 0), moved)
+    torch.testing.assert_close(grad[0], grad_moved[0])
+    single = torch.autograd.functional.jacobian(lambda t: problem.loss({"theta": torch.cat([t[None], theta[1:]])}, 0), theta[0])
+    torch.testing.assert_close(single, grad[0])
+
+
+def test_module_task_uses_functional_call_and_fixed_minibatches():
+    task = ModuleTask(lambda: nn.Linear(3, 2),
+                      lambda g: (torch.randn(8, 3, generator=g), torch.randint(2, (8,), generator=g)))
+    a, b = task.sample(seeded(0)), task.sample(seeded(0))
+    for name in a.params:
+        assert torch.equal(a.params[name], b.params[name])
+    assert a.loss(a.params, 3).item() == b.loss(b.params, 3).item() != a.loss(a.params, 4).item()
+    params = {k: v.clone().requires_grad_() for k, v in a.params.items()}
+    a.loss(params, 0).backward()
+    assert all(p.grad is not None for p in params.values())
+
+
+TINY = ["--task", "quadratic", "--num-functions", "2", "--episodes", "8", "--horizon", "10", "--unroll", "5",
+        "--validate-every", "4", "--num-validation", "2", "--meta-lr", "0.003"]
+
+
+def checkpoint_weights(folder):
+    return Run(folder).checkpoint()["network"]
+
+
+def test_resume_after_a_kill_ends_with_the_uninterrupted_weights(tmp_path):
+    main(["train", str(tmp_path / "whole"), *TINY])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "learned_optim.meta", "train", str(killed), *TINY,
+                                "--episodes", "400"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (killed / "checkpoint.pt").exists() and Run(killed).checkpoint()["episode"] >= 3:
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    episode = Run(killed).checkpoint()["episode"]
+    assert 3 <= episode < 400
+    # Finish the killed run with the same schedule as the uninterrupted one.
+    config = json.loads((killed / "run.json").read_text())
+    config["episodes"] = 8
+    (killed / "run.json").write_text(json.dumps(config))
+    if episode < 8:
+        main(["train", str(killed), "--resume"])
+        whole, resumed = checkpoint_weights(tmp_path / "whole"), checkpoint_weights(killed)
+        assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+        episodes = [e["episode"] for e in Run(killed).log() if "meta_loss" in e]
+        assert episodes == list(range(1, 9))
+
+
+def test_train_refuses_to_overwrite_a_run(tmp_path):
+    main(["train", str(tmp_path / "run"), *TINY, "--episodes", "1"])
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(RunConfig(), tmp_path / "run")
+
+
+def test_cli_train_evaluate_publish_and_push(tmp_path, capsys):
+    run = tmp_path / "run"
+    main(["train", str(run), *TINY])
+    log = Run(run).log()
+    assert [e["episode"] for e in log if "validation_loss" in e] == [0, 4, 8]
+    main(["evaluate", "--run", str(run), "--steps", "10", "--problems", "3", "--tuning-problems", "2"])
+    printed = capsys.readouterr().out
+    assert "| LSTM |" in printed and "| Adam |" in printed
+    results = json.loads((run / "evaluation" / "quadratic.json").read_text())
+    assert [r["name"] for r in results["results"]] == ["LSTM", "SGD", "NAG", "RMSprop", "Adam"]
+    assert (run / "evaluation" / "quadratic.png").stat().st_size > 0
+
+    with mock.patch("huggingface_hub.HfApi.create_repo") as create, \
+            mock.patch("huggingface_hub.HfApi.upload_folder") as upload:
+        main(["publish", str(run), "--out", str(tmp_path / "ckpt"), "--repo-id", "org/l2l-test"])
+    create.assert_called_once()
+    assert upload.call_args.kwargs["repo_id"] == "org/l2l-test"
+    card = (tmp_path / "ckpt" / "README.md").read_text()
+    assert "Meta-training wall-clock" in card and "| Adam |" in card and '"meta_lr": 0.003' in card
+    loaded = CoordinatewiseLSTM.from_pretrained(tmp_path / "ckpt")
+    assert torch.equal(loaded.head.weight, Run(run).best_network().head.weight)
