@@ -1,0 +1,100 @@
+"""Optimizer step throughput and peak extra memory: LearnedOptimizer vs a naive LSTM step vs Adam.
+
+    python benchmarks/step_throughput.py [--sizes 10000 100000 1000000 10000000]
+
+For each parameter size, every variant steps the same parameter with the same gradient; the table
+gives coordinates per second, the speed-up over the naive reference (one ``nn.LSTMCell`` pass per
+layer over all coordinates at once, as a straightforward implementation would do) measured in the
+same run, the time relative to ``torch.optim.Adam``, and the peak memory the step adds on top of
+the parameters and optimizer state (Linux: peak resident set size, reset before each step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from learned_optim import CoordinatewiseLSTM, LearnedOptimizer
+from learned_optim.preprocessing import PREPROCESSINGS
+
+
+class NaiveLSTMStep:
+    """The reference a straightforward implementation gives: nn.LSTMCell over all coordinates at once."""
+
+    def __init__(self, param: torch.Tensor, network: CoordinatewiseLSTM) -> None:
+        self.param, self.network = param, network
+        self.state = [torch.zeros(param.numel(), network.hidden_size) for _ in range(2 * network.num_layers)]
+
+    @torch.no_grad()
+    def step(self) -> None:
+        x = PREPROCESSINGS[self.network.preprocessing][0](self.param.grad.reshape(-1), self.network.p)
+        for layer, cell in enumerate(self.network.cells):
+            h, c = cell(x, (self.state[2 * layer], self.state[2 * layer + 1]))
+            self.state[2 * layer], self.state[2 * layer + 1] = h, c
+            x = h
+        self.param.add_(self.network.head(x).view_as(self.param) * self.network.output_scale)
+
+
+def rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    return 0
+
+
+def measure(step, reps: int) -> tuple[float, float]:
+    """(median seconds per step, peak extra MiB of one step) after a warm-up step that builds the state."""
+    step()
+    peak_extra = float("nan")
+    clear_refs = Path("/proc/self/clear_refs")
+    if clear_refs.exists():
+        before = rss_kib("VmRSS")
+        clear_refs.write_text("5")  # reset the peak RSS to the current RSS
+        step()
+        peak_extra = (rss_kib("VmHWM") - before) / 1024
+    times = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), peak_extra
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000, 10_000_000])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--naive-max", type=int, default=10_000_000, help="skip the naive step above this size")
+    args = parser.parse_args()
+    network = CoordinatewiseLSTM.from_pretrained(Path(__file__).parents[1] / "pretrained" / "l2l-mnist") \
+        if (Path(__file__).parents[1] / "pretrained" / "l2l-mnist").is_dir() else CoordinatewiseLSTM()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("| parameters | variant | coords/s | x naive | time / Adam | peak extra MiB |")
+    print("|---|---|---|---|---|---|")
+    for size in args.sizes:
+        generator = torch.Generator().manual_seed(0)
+        results = {}
+        variants = {
+            "Adam": lambda p: torch.optim.Adam([p]).step,
+            "naive LSTM": lambda p: NaiveLSTMStep(p, network).step,
+            "LearnedOptimizer": lambda p: LearnedOptimizer([p], network).step,
+        }
+        for name, make in variants.items():
+            if name == "naive LSTM" and size > args.naive_max:
+                continue
+            param = torch.nn.Parameter(torch.randn(size, generator=generator) * 0.1)
+            param.grad = torch.randn(size, generator=generator) * 1e-3
+            results[name] = measure(make(param), reps=args.reps if size <= 1_000_000 else 2)
+            del param
+        for name, (seconds, peak) in results.items():
+            speedup = results["naive LSTM"][0] / seconds if "naive LSTM" in results else float("nan")
+            print(f"| {size:,} | {name} | {size / seconds / 1e6:.2f}M | {speedup:.1f} | "
+                  f"{seconds / results['Adam'][0]:.0f} | {peak:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

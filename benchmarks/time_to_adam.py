@@ -1,0 +1,73 @@
+"""Wall-clock to reach tuned Adam's 100-step loss on the MNIST MLP: LearnedOptimizer vs Adam.
+
+    python benchmarks/time_to_adam.py [--checkpoint l2l-mnist] [--problems 5]
+
+Adam's learning rate is tuned (final loss, log grid) on separate problems; the target is its mean
+loss over steps 91-100 on the benchmark problems. Each optimizer then trains the same problems in an
+ordinary loop and we time (forward, backward, step included) until the mean loss of the last 10
+steps reaches the target. Both are measured in the same run. Needs MNIST (learned_optim.meta.data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from learned_optim import LearnedOptimizer, pretrained
+from learned_optim.meta.evaluation import BASELINES, EVALUATION_SEED, TUNING_SEED, run_optimizer, tune
+from learned_optim.meta.registry import DEFAULTS, make_task
+from learned_optim.meta.tasks import seeded
+
+
+def time_to_target(problem, make_optimizer, target: float, max_steps: int) -> tuple[int | None, float]:
+    """(steps, seconds) until the mean of the last 10 losses is at most ``target``."""
+    params = {name: p.detach().clone().requires_grad_() for name, p in problem.params.items()}
+    optimizer = make_optimizer(list(params.values()))
+    losses = []
+    started = time.perf_counter()
+    for step in range(max_steps):
+        optimizer.zero_grad()
+        loss = problem.loss(params, step)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if len(losses) >= 10 and sum(losses[-10:]) / 10 <= target:
+            return step + 1, time.perf_counter() - started
+    return None, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="l2l-mnist")
+    parser.add_argument("--problems", type=int, default=5)
+    parser.add_argument("--max-steps", type=int, default=500)
+    args = parser.parse_args()
+    network = pretrained.load(args.checkpoint)
+    task = make_task(DEFAULTS["mnist"]["task"])
+    adam = BASELINES["Adam"]
+    lr = tune(adam, [task.sample(seeded(TUNING_SEED + i)) for i in range(args.problems)], 100)["final"]
+    problems = [task.sample(seeded(EVALUATION_SEED + i)) for i in range(args.problems)]
+    target = statistics.mean(
+        sum(run_optimizer(p, lambda params: adam(params, lr), 100).losses[-10:]) / 10 for p in problems)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; Adam lr {lr:.3g}; "
+          f"target = Adam's mean loss over steps 91-100 = {target:.4f}")
+    contenders = {"Adam": lambda params: adam(params, lr), args.checkpoint: lambda params: LearnedOptimizer(params, network)}
+    results = {name: [time_to_target(p, make, target, args.max_steps) for p in problems] for name, make in contenders.items()}
+    print("| optimizer | steps to target (mean) | seconds to target (mean) | reached |")
+    print("|---|---|---|---|")
+    for name, runs in results.items():
+        reached = [(s, t) for s, t in runs if s is not None]
+        steps = statistics.mean(s for s, _ in reached) if reached else float("nan")
+        seconds = statistics.mean(t for _, t in reached) if reached else float("nan")
+        print(f"| {name} | {steps:.0f} | {seconds:.3f} | {len(reached)}/{len(runs)} |")
+    adam_s = statistics.mean(t for _, t in results["Adam"])
+    ours = [t for s, t in results[args.checkpoint] if s is not None]
+    if len(ours) == len(problems):
+        print(f"wall-clock ratio Adam / {args.checkpoint}: {adam_s / statistics.mean(ours):.2f} (> 1: learned is faster)")
+
+
+if __name__ == "__main__":
+    main()
