@@ -2,6 +2,8 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported: no test touches the network
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -28,3 +30,13 @@ def checkpoint(tmp_path, network):
     folder = tmp_path / "ckpt"
     network.save_pretrained(folder)
     return folder
+
+
+def real_mnist() -> str | None:
+    """A folder with the real MNIST files ($LEARNED_OPTIM_MNIST or ../shared/data/mnist), else None."""
+    from learned_optim.meta.data import ENV_VAR, FILES
+
+    for folder in (os.environ.get(ENV_VAR), Path(__file__).parents[2] / "shared" / "data" / "mnist"):
+        if folder and all((Path(folder) / name).is_file() for name in FILES):
+            return str(folder)
+    return None

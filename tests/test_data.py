@@ -10,6 +10,8 @@ import torch
 from learned_optim.meta import data
 from learned_optim.meta.data import DataError, download_file, find_mnist, load_split, read_idx
 
+from conftest import real_mnist
+
 
 def write_idx(path: Path, array: torch.Tensor, truncate: int = 0) -> Path:
     header = bytes([0, 0, 0x08, array.dim()]) + struct.pack(f">{array.dim()}I", *array.shape)
@@ -101,13 +103,6 @@ def test_download_verifies_md5_and_writes_atomically(tmp_path, monkeypatch):
     assert not any((tmp_path / "bad").iterdir())
     with pytest.raises(DataError, match="could not download"):
         download_file("file.gz", tmp_path / "bad", mirrors=((tmp_path / "nowhere").as_uri() + "/",))
-
-
-def real_mnist() -> str | None:
-    for folder in (os.environ.get(data.ENV_VAR), Path(__file__).parents[2] / "shared" / "data" / "mnist"):
-        if folder and all((Path(folder) / name).is_file() for name in data.FILES):
-            return str(folder)
-    return None
 
 
 @pytest.mark.skipif(real_mnist() is None, reason=f"real MNIST not found: set {data.ENV_VAR}")

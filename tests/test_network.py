@@ -103,3 +103,15 @@ def test_invalid_constructor_arguments():
         CoordinatewiseLSTM(preprocessing="log")
     with pytest.raises(ValueError, match="p"):
         CoordinatewiseLSTM(p=-1.0)
+
+
+def test_fast_path_hands_out_chunk_sized_updates_covering_every_coordinate(network):
+    grad = torch.randn(23)
+    expected = fast_update_(network.fused_weights(), grad, network.initial_state(23), chunk_size=5)
+    pieces = []
+    returned = fast_update_(network.fused_weights(), grad, network.initial_state(23), chunk_size=5,
+                            apply=lambda rows, update: pieces.append((rows, update.clone())))
+    assert returned is None
+    assert [rows.start for rows, _ in pieces] == [0, 5, 10, 15, 20]
+    assert all(update.numel() <= 5 for _, update in pieces)
+    torch.testing.assert_close(torch.cat([update for _, update in pieces]), expected)

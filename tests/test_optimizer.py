@@ -329,3 +329,16 @@ def test_grad_scaler_unscales_and_skips_overflowing_steps(network):
     scaler.update()
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before))
     assert scaler.get_scale() < 1024.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_parameters_follow_the_cpu_trajectory(network):
+    cpu = nn.Parameter(torch.randn(1000))
+    gpu = nn.Parameter(cpu.detach().cuda())
+    opt_cpu, opt_gpu = LearnedOptimizer([cpu], network), LearnedOptimizer([gpu], network)
+    for step in range(3):
+        grad = torch.randn(1000, generator=torch.Generator().manual_seed(step))
+        cpu.grad, gpu.grad = grad, grad.cuda()
+        opt_cpu.step(), opt_gpu.step()
+    assert opt_gpu.state[gpu]["lstm_state"].device.type == "cuda"
+    torch.testing.assert_close(gpu.detach().cpu(), cpu.detach(), rtol=1e-4, atol=1e-5)

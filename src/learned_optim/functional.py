@@ -89,35 +89,45 @@ def reference_update(
 
 @torch.no_grad()
 def fast_update_(
-    weights: FusedWeights, grad: Tensor, state: Tensor, chunk_size: int = DEFAULT_CHUNK_SIZE
-) -> Tensor:
+    weights: FusedWeights,
+    grad: Tensor,
+    state: Tensor,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    apply: Callable[[slice, Tensor], None] | None = None,
+    maximize: bool = False,
+) -> Tensor | None:
     """No-grad update, chunk by chunk, writing the new ``state`` in place.
 
     The same rule as :func:`_step`, computed in place in cache-sized work buffers: per chunk and
     layer, two ``addmm`` into one gate buffer, one in-place sigmoid, and the cell update written
     straight into the stored state (through float32 buffers when the state is stored in another
-    dtype). Transient memory is that of one chunk, whatever the parameter size.
+    dtype). With ``apply``, each chunk's update is handed to ``apply(rows, update)`` and nothing of
+    size N is allocated, so transient memory is that of one chunk whatever the parameter size.
 
     Args:
         weights (FusedWeights): from :meth:`CoordinatewiseLSTM.fused_weights`.
         grad (Tensor): flat gradient ``[N]``, any floating dtype.
-        state (Tensor): ``[2 * num_layers, N, hidden_size]``, contiguous; updated in place.
+        state (Tensor): ``[2 * num_layers, N, hidden_size]``; updated in place.
         chunk_size (int, optional): coordinates per chunk (default: 8192).
+        apply (Callable, optional): receives ``(rows, update[rows])`` for each chunk (default: None,
+            return the whole update instead).
+        maximize (bool, optional): feed the network :math:`-\nabla` (default: False).
 
     Returns:
-        The update ``[N]`` in the weights' dtype.
+        The update ``[N]`` in the weights' dtype, or None when ``apply`` is given.
     """
     dtype, device = weights.head_weight.dtype, grad.device
-    hidden = state.shape[-1]
-    chunk = min(chunk_size, grad.shape[0])
+    total, hidden = grad.shape[0], state.shape[-1]
+    chunk = max(1, min(chunk_size, total))
     gates_buffer = torch.empty(chunk, 4 * hidden, dtype=dtype, device=device)
     tanh_buffer = torch.empty(chunk, hidden, dtype=dtype, device=device)
     state_buffer = torch.empty(state.shape[0], chunk, hidden, dtype=dtype, device=device) if state.dtype != dtype else None
-    update = torch.empty(grad.shape[0], dtype=dtype, device=device)
-    for start in range(0, grad.shape[0], chunk):
+    update = torch.empty(total if apply is None else chunk, dtype=dtype, device=device)
+    for start in range(0, total, chunk):
         rows = slice(start, start + chunk)
-        n = min(chunk, grad.shape[0] - start)
-        x = weights.preprocess(grad[rows].to(dtype))
+        n = min(chunk, total - start)
+        chunk_grad = grad[rows].to(dtype)
+        x = weights.preprocess(-chunk_grad if maximize else chunk_grad)
         gates, tanh_c = gates_buffer[:n], tanh_buffer[:n]
         for layer, (weight, bias) in enumerate(weights.layers):
             stored_h, stored_c = state[2 * layer, rows], state[2 * layer + 1, rows]
@@ -136,5 +146,9 @@ def fast_update_(
                 stored_h.copy_(h)
                 stored_c.copy_(c)
             x = h
-        torch.addmm(weights.head_bias, x, weights.head_weight, out=update[rows].unsqueeze(1))
-    return update.mul_(weights.output_scale)
+        chunk_update = update[rows] if apply is None else update[:n]
+        torch.addmm(weights.head_bias, x, weights.head_weight, out=chunk_update.unsqueeze(1))
+        chunk_update.mul_(weights.output_scale)
+        if apply is not None:
+            apply(rows, chunk_update)
+    return update if apply is None else None

@@ -124,7 +124,7 @@ class LearnedOptimizer(Optimizer):
                     )
                 work.append((group, p, p.grad))
                 where.append((g, i))
-        finite = [torch.isfinite(grad).all() for _, _, grad in work]
+        finite = [torch.linalg.vector_norm(grad, float("inf")).isfinite() for _, _, grad in work]  # no N-sized temporary
         if finite and not torch.stack(finite).all():
             if self.skip_nonfinite:
                 return None
@@ -155,13 +155,19 @@ class LearnedOptimizer(Optimizer):
             state = self.state[p]
             if not state:
                 state[STATE_KEY] = self.network.initial_state(p.numel(), group["state_dtype"], p.device)
-            flat_grad = grad.reshape(-1)
-            if group["maximize"]:
-                flat_grad = -flat_grad
-            update = fast_update_(self._weights(p.device), flat_grad, state[STATE_KEY], self.chunk_size)
-            if group["weight_decay"] != 0:
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-            p.add_(update.view(p.shape), alpha=group["lr"])
+            # Non-contiguous parameters are updated through a contiguous copy, written back at the end.
+            flat = p.view(-1) if p.is_contiguous() else p.reshape(-1).clone()
+            lr, decay = group["lr"], 1 - group["lr"] * group["weight_decay"]
+
+            def apply(rows: slice, update: Tensor, flat: Tensor = flat) -> None:
+                if decay != 1:
+                    flat[rows].mul_(decay)
+                flat[rows].add_(update, alpha=lr)
+
+            fast_update_(self._weights(p.device), grad.reshape(-1), state[STATE_KEY], self.chunk_size, apply,
+                         maximize=group["maximize"])
+            if not p.is_contiguous():
+                p.copy_(flat.view(p.shape))
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

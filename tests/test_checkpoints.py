@@ -1,0 +1,39 @@
+"""Golden numbers of the bundled checkpoints: pinned losses on seeded problems, and their claims."""
+
+import pytest
+import torch
+
+from learned_optim import LearnedOptimizer, pretrained
+from learned_optim.meta.evaluation import run_optimizer
+from learned_optim.meta.tasks import QuadraticTask, seeded
+
+from conftest import real_mnist
+
+PINNED = {
+    # checkpoint: (loss at step 100, sum over 100 steps) on QuadraticTask() seeds 0, 1, 2
+    "l2l-quadratic": ([0.077883, 0.169126, 4e-05], [167.4159, 327.8803, 202.6338]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_pinned_losses_on_seeded_quadratics(name):
+    network = pretrained.load(name)
+    runs = [run_optimizer(QuadraticTask().sample(seeded(seed)), lambda p: LearnedOptimizer(p, network), 100).losses
+            for seed in range(3)]
+    last, total = PINNED[name]
+    torch.testing.assert_close(torch.tensor([r[-1] for r in runs]), torch.tensor(last), rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(torch.tensor([sum(r) for r in runs]), torch.tensor(total), rtol=1e-4, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(real_mnist() is None, reason="real MNIST not found: set LEARNED_OPTIM_MNIST")
+def test_l2l_mnist_beats_tuned_baselines_on_the_papers_mnist_panel():
+    """The model card's headline: <= 0.26 mean loss over steps 91-100, below every tuned baseline."""
+    from learned_optim.meta.evaluation import compare
+    from learned_optim.meta.registry import DEFAULTS, make_task
+
+    task = make_task(DEFAULTS["mnist"]["task"])
+    summaries = compare(pretrained.load("l2l-mnist"), task, steps=100, num_problems=10, num_tuning_problems=5)
+    final = {s.name: s.metrics["final"] for s in summaries}
+    assert final["LSTM"] <= 0.26
+    assert final["LSTM"] < min(v for k, v in final.items() if k != "LSTM")
