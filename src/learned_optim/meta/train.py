@@ -33,7 +33,7 @@ import torch
 from ..network import CoordinatewiseLSTM
 from ..optimizer import LearnedOptimizer
 from .evaluation import run_optimizer
-from .registry import make_task
+from .registry import DEFAULTS, make_task
 from .tasks import Task, seeded
 from .truncated import Recipe, train_episode
 
@@ -187,12 +187,16 @@ def train(
     progress: bool = True,
     command: str | None = None,
     compile: bool = False,
+    task: Task | None = None,
+    validation_task: Task | None = None,
 ) -> Run:
     """Meta-train as ``config`` says into ``folder``; with ``resume``, continue the run found there.
 
     ``command`` is logged as the command line that started this session (default: ``sys.argv``).
     ``compile`` runs the network under ``torch.compile`` (faster episodes on large problems after a
     one-off compilation; the weights and checkpoints are the same module's).
+    ``task`` (and ``validation_task``, default: ``task``) meta-train on your own task instead of the
+    built-in one named by ``config.task``; pass the same objects again to resume.
 
     Raises:
         FileExistsError: ``folder`` already holds a run and ``resume`` is False.
@@ -215,8 +219,8 @@ def train(
     torch.manual_seed(config.seed)
     network = CoordinatewiseLSTM(**config.network)
     meta_optimizer = torch.optim.Adam(network.parameters(), lr=config.recipe.meta_lr)
-    task = make_task(config.task, "train")
-    validation_task = make_task(config.task, "validation")
+    task = task or make_task(config.task, "train")
+    validation_task = validation_task or (task if config.task.get("name") not in DEFAULTS else make_task(config.task, "validation"))
     if checkpoint is None:
         episode, elapsed, best = 0, 0.0, None
     else:
