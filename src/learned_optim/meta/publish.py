@@ -37,10 +37,10 @@ config `{network}`: {num_params} weights, 80 floats of state per optimized coord
 ## Meta-training
 
 - Task: `{task}`; data split used for meta-training: {train_split}.
-- Recipe (truncated BPTT): `{recipe}`; seed {seed}.
-- Episodes: {episodes}; the shipped network is the best by validation loss (mean loss over the horizon
-  on {num_validation} fixed held-out problems{validation_split}), found at episode {best_episode}
-  (validation loss {best_loss:.4g}).
+- Recipe (truncated BPTT): `{recipe}`, meta learning rate schedule `{schedule}`; seed {seed}.
+- Episodes: {episodes}; the shipped network is the best by validation loss ({validation_metric}
+  on {num_validation} fixed held-out problems{validation_split}, every {validate_every} episodes), found at
+  episode {best_episode} (validation loss {best_loss:.4g}).
 - Meta-training wall-clock: {elapsed:.0f} s ({elapsed_h:.2f} h) on {hardware}.
 - Command: `{command}`
 
@@ -66,8 +66,12 @@ def model_card(run: Run, name: str, description: str, results: str) -> str:
         train_split="the first 50,000 MNIST training images" if data_backed else "synthetic, fresh problem per episode",
         recipe=json.dumps(config.to_json()["recipe"]),
         seed=config.seed,
+        schedule=config.meta_lr_schedule,
         episodes=checkpoint["episode"],
         num_validation=config.num_validation,
+        validate_every=config.validate_every,
+        validation_metric={"mean": "mean loss over the horizon", "final": "mean loss over the last 10 steps"}[
+            config.validation_metric],
         validation_split=" drawn from the last 10,000 MNIST training images" if data_backed else "",
         best_episode=checkpoint["best"]["episode"],
         best_loss=checkpoint["best"]["validation_loss"],

@@ -32,15 +32,13 @@ import torch
 
 from ..network import CoordinatewiseLSTM
 from ..optimizer import LearnedOptimizer
-from .evaluation import run_optimizer
-from .registry import DEFAULTS, make_task
+from .evaluation import METRICS, run_optimizer
+from .registry import make_task
 from .tasks import Task, seeded
 from .truncated import Recipe, train_episode
 
-VALIDATION_METRICS = {
-    "mean": lambda losses: sum(losses) / len(losses),
-    "final": lambda losses: sum(losses[-10:]) / len(losses[-10:]),
-}
+VALIDATION_METRICS = {"mean": lambda losses: METRICS["sum"](losses) / len(losses), "final": METRICS["final"]}
+"""Validation criteria: mean loss over the horizon (the meta-objective) or mean of the last 10 steps."""
 VALIDATION_SEED = 1_000_000_007
 """Validation problem ``i`` is drawn with seed ``VALIDATION_SEED + i`` (disjoint from training seeds)."""
 
@@ -219,8 +217,9 @@ def train(
     torch.manual_seed(config.seed)
     network = CoordinatewiseLSTM(**config.network)
     meta_optimizer = torch.optim.Adam(network.parameters(), lr=config.recipe.meta_lr)
-    task = task or make_task(config.task, "train")
-    validation_task = validation_task or (task if config.task.get("name") not in DEFAULTS else make_task(config.task, "validation"))
+    if task is None:
+        task, validation_task = make_task(config.task, "train"), make_task(config.task, "validation")
+    validation_task = validation_task or task
     if checkpoint is None:
         episode, elapsed, best = 0, 0.0, None
     else:
