@@ -204,3 +204,15 @@ def test_cli_train_evaluate_publish_and_push(tmp_path, capsys):
     assert "Meta-training wall-clock" in card and "| Adam |" in card and '"meta_lr": 0.003' in card
     loaded = CoordinatewiseLSTM.from_pretrained(tmp_path / "ckpt")
     assert torch.equal(loaded.head.weight, Run(run).best_network().head.weight)
+
+
+def test_mnist_suite_evaluates_the_papers_five_panels_with_the_mnist_protocol(checkpoint):
+    from learned_optim.meta.registry import DEFAULTS
+
+    with mock.patch("learned_optim.meta.cli.evaluate") as evaluate:
+        main(["evaluate", "--checkpoint", str(checkpoint), "--suite", "mnist-paper", "--problems", "12"])
+    _, panels, protocol, _ = evaluate.call_args.args
+    assert protocol == {**DEFAULTS["mnist"]["evaluation"], "problems": 12}
+    assert {steps for _, steps, _ in panels.values()} == {100, 200}
+    assert all(spec["name"] == "mnist" for spec, _, _ in panels.values())
+    assert {spec.get("activation", "sigmoid") for spec, _, _ in panels.values()} == {"sigmoid", "relu"}

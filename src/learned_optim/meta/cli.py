@@ -74,7 +74,11 @@ def cmd_train(args: argparse.Namespace) -> Run:
 
 
 def evaluate(network: CoordinatewiseLSTM, panels: dict[str, tuple[dict, int, str]], protocol: dict, out: Path) -> None:
-    """Compare ``network`` with tuned baselines on each panel ``name -> (task spec, steps, title)``."""
+    """Compare ``network`` with tuned baselines on each panel ``name -> (task spec, steps, title)``.
+
+    Several panels also get an index, ``out/README.md``, with every table and figure.
+    """
+    index = []
     for name, (spec, steps, title) in panels.items():
         summaries = compare(
             network, make_task(spec, "train", heldout_split="test"), steps, protocol["problems"],
@@ -88,6 +92,14 @@ def evaluate(network: CoordinatewiseLSTM, panels: dict[str, tuple[dict, int, str
         table = write_results(summaries, out, name, title, info)
         print(f"\n{title} ({protocol['problems']} problems; lr tuned on {protocol['tuning_problems']} others)")
         print(table)
+        index.append(f"### {title}\n\n{table}\n\n![{title}]({name}.png)\n")
+    if len(panels) > 1:
+        (out / "README.md").write_text(
+            f"# Evaluation: {len(panels)} panels\n\nRegenerate with `{command_line()}`.\n\n"
+            f"Each panel: {protocol['problems']} fresh problems; baselines' learning rates tuned on "
+            f"{protocol['tuning_problems']} other problems over a log grid from 1e-4 to 10, separately for `final` "
+            "(mean loss over the last 10 steps) and `sum` (sum over all steps); ± is the standard error. "
+            f"Data: {splits}.\n\n" + "\n".join(index))
     print(f"\nresults written to {out}/")
 
 
@@ -104,12 +116,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     else:
         network, spec = pretrained.load(args.checkpoint), _task_spec(args)
         out = Path(args.out or f"evaluation-{Path(args.checkpoint).name}")
+    if args.suite == "mnist-paper":
+        spec = DEFAULTS["mnist"]["task"]
     protocol = dict(DEFAULTS[spec["name"]]["evaluation"])
     protocol.update({k: v for k, v in (("steps", args.steps), ("problems", args.problems),
                                         ("tuning_problems", args.tuning_problems)) if v is not None})
     if args.suite == "mnist-paper":
-        panels = {name: ({**DEFAULTS["mnist"]["task"], **overrides}, steps, title)
-                  for name, (overrides, steps, title) in MNIST_PANELS.items()}
+        panels = {name: ({**spec, **overrides}, steps, title) for name, (overrides, steps, title) in MNIST_PANELS.items()}
     else:
         panels = _single_panel(spec, protocol["steps"])
     evaluate(network, panels, protocol, out)
