@@ -216,3 +216,11 @@ def test_mnist_suite_evaluates_the_papers_five_panels_with_the_mnist_protocol(ch
     assert {steps for _, steps, _ in panels.values()} == {100, 200}
     assert all(spec["name"] == "mnist" for spec, _, _ in panels.values())
     assert {spec.get("activation", "sigmoid") for spec, _, _ in panels.values()} == {"sigmoid", "relu"}
+
+
+def test_resume_with_more_episodes_extends_a_finished_run(tmp_path):
+    run = tmp_path / "run"
+    main(["train", str(run), *TINY, "--episodes", "2"])
+    main(["train", str(run), "--resume", "--episodes", "3"])
+    assert Run(run).checkpoint()["episode"] == 3
+    assert [e["episode"] for e in Run(run).log() if "meta_loss" in e] == [1, 2, 3]

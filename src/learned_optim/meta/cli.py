@@ -55,8 +55,12 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> Run:
     if args.resume:
-        if not Run(args.run_dir).config_path.is_file():
+        run = Run(args.run_dir)
+        if not run.config_path.is_file():
             raise SystemExit(f"error: --resume: {args.run_dir} holds no run to resume")
+        if args.episodes is not None:  # extend (or shorten) the run; everything else stays as it was
+            config = run.config.to_json()
+            run.config_path.write_text(json.dumps({**config, "episodes": args.episodes}, indent=2) + "\n")
         return train(RunConfig(), args.run_dir, resume=True, command=command_line(), compile=args.compile)
     network = dict(DEFAULTS[args.task]["network"])
     for key in ("hidden_size", "num_layers", "preprocessing", "p", "output_scale"):
@@ -66,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> Run:
         task=_task_spec(args), network=network,
         recipe=Recipe(horizon=args.horizon, unroll=args.unroll, meta_lr=args.meta_lr, clip=args.clip,
                       second_order=args.second_order),
-        episodes=args.episodes, seed=args.seed, validate_every=args.validate_every,
+        episodes=args.episodes or RunConfig.episodes, seed=args.seed, validate_every=args.validate_every,
         num_validation=args.num_validation, validation_metric=args.validation_metric,
         meta_lr_schedule=args.meta_lr_schedule,
     )
@@ -170,10 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Meta-train a coordinatewise LSTM by truncated BPTT. Defaults: the "
                             "paper's recipe and the task family's network constants.")
     p.add_argument("run_dir", help="run folder: run.json, log.jsonl, checkpoint.pt, best/")
-    p.add_argument("--resume", action="store_true", help="continue the run in run_dir (its own settings)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in run_dir with its own settings (only --episodes and --compile apply)")
     _add_task_options(p)
     recipe = Recipe()
-    p.add_argument("--episodes", type=int, default=RunConfig.episodes, help=f"episodes (default: {RunConfig.episodes})")
+    p.add_argument("--episodes", type=int,
+                   help=f"episodes (default: {RunConfig.episodes}); with --resume, extends the run to this many")
     p.add_argument("--horizon", type=int, default=recipe.horizon, help=f"steps per episode (default: {recipe.horizon})")
     p.add_argument("--unroll", type=int, default=recipe.unroll, help=f"steps per truncation (default: {recipe.unroll})")
     p.add_argument("--meta-lr", type=float, default=recipe.meta_lr, help=f"Adam lr on the network (default: {recipe.meta_lr})")

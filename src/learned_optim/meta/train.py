@@ -125,6 +125,7 @@ def save_atomic(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
         torch.save(obj, handle)
+    os.chmod(handle.name, 0o644)  # temporary files are private; checkpoints are ordinary files
     os.replace(handle.name, path)
 
 
