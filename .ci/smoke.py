@@ -2,11 +2,12 @@
 
 import os
 import pathlib
+import tempfile
 
 import torch
 
 import learned_optim
-from learned_optim import LearnedOptimizer, list_pretrained
+from learned_optim import CoordinatewiseLSTM, LearnedOptimizer, list_pretrained
 
 assert os.environ.get("HF_HUB_OFFLINE") == "1", "run the smoke test offline"
 assert "site-packages" in pathlib.Path(learned_optim.__file__).parts, learned_optim.__file__
@@ -27,4 +28,8 @@ for step in range(100):
     losses.append(loss.item())
 print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f}")
 assert losses[-1] < 0.5 * losses[0], losses
+
+with tempfile.TemporaryDirectory() as folder:  # saving works with the runtime dependencies alone
+    optimizer.network.save_pretrained(folder)
+    assert torch.equal(CoordinatewiseLSTM.from_pretrained(folder).head.weight, optimizer.network.head.weight)
 print("smoke test passed")

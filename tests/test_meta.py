@@ -1,4 +1,5 @@
 import json
+import re
 import os
 import signal
 import subprocess
@@ -224,3 +225,26 @@ def test_resume_with_more_episodes_extends_a_finished_run(tmp_path):
     main(["train", str(run), "--resume", "--episodes", "3"])
     assert Run(run).checkpoint()["episode"] == 3
     assert [e["episode"] for e in Run(run).log() if "meta_loss" in e] == [1, 2, 3]
+
+
+def test_resume_before_the_first_checkpoint_keeps_the_runs_own_config(tmp_path):
+    run = tmp_path / "run"
+    main(["train", str(run), *TINY, "--episodes", "1"])
+    (run / "checkpoint.pt").unlink()  # killed before anything was checkpointed
+    main(["train", str(run), "--resume"])
+    assert Run(run).config.task == {"name": "quadratic", "num_functions": 2}
+    assert Run(run).checkpoint()["episode"] == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "RUN", "--task", "mnist", "--num-functions", "3"], "does not take options \\['num_functions'\\]"),
+    (["evaluate", "--checkpoint", "no-such-checkpoint"], "unknown checkpoint 'no-such-checkpoint'"),
+    (["evaluate", "--run", "RUN"], "not a run folder"),
+])
+def test_cli_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, capsys, argv, message):
+    argv = [str(tmp_path / "run") if a == "RUN" else a for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()

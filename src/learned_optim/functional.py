@@ -19,7 +19,8 @@ There is one definition of the step (:func:`_step`) and two ways to run it:
   in place, so transient memory stays bounded whatever the parameter size; the optimizer uses it.
 
 State layout: ``h_0, c_0, h_1, c_1, ...``, each ``[N, hidden_size]``, as a tuple (meta-training) or
-stacked in one ``[2 * num_layers, N, hidden_size]`` tensor (the optimizer's state). It may be stored in a lower precision (bfloat16) than the computation.
+stacked in one ``[2 * num_layers, N, hidden_size]`` tensor (the optimizer's state). The state may be
+stored in a lower precision (bfloat16) than the computation.
 """
 
 from __future__ import annotations

@@ -80,6 +80,11 @@ class CoordinatewiseLSTM(
             nn.LSTMCell(num_features if layer == 0 else hidden_size, hidden_size) for layer in range(num_layers)
         )
         self.head = nn.Linear(hidden_size, 1)
+        # nn.LSTMCell's gate order (i, f, g, o) -> (i, f, o, g), with g doubled: tanh(z) = 2 sigmoid(2z) - 1
+        h = hidden_size
+        gate_order = torch.cat([torch.arange(2 * h), torch.arange(3 * h, 4 * h), torch.arange(2 * h, 3 * h)])
+        self.register_buffer("gate_order", gate_order, persistent=False)
+        self.register_buffer("gate_scale", torch.cat([torch.ones(3 * h), torch.full((h,), 2.0)]), persistent=False)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -94,17 +99,10 @@ class CoordinatewiseLSTM(
 
     def fused_weights(self) -> FusedWeights:
         """The weights as :class:`FusedWeights`: one ``[in + H, 4H]`` matrix per layer (differentiable)."""
-        hidden = self.hidden_size
-        device = self.head.weight.device
-        # nn.LSTMCell's gate order (i, f, g, o) -> (i, f, o, g), with g doubled: tanh(z) = 2 sigmoid(2z) - 1
-        gate_order = torch.cat([torch.arange(2 * hidden), torch.arange(3 * hidden, 4 * hidden),
-                                torch.arange(2 * hidden, 3 * hidden)]).to(device)
-        gate_scale = torch.ones(4 * hidden, 1, device=device)
-        gate_scale[3 * hidden:] = 2.0
         layers = [
             (
-                (torch.cat((cell.weight_ih, cell.weight_hh), dim=1)[gate_order] * gate_scale).t(),
-                (cell.bias_ih + cell.bias_hh)[gate_order] * gate_scale.squeeze(1),
+                (torch.cat((cell.weight_ih, cell.weight_hh), dim=1)[self.gate_order] * self.gate_scale[:, None]).t(),
+                (cell.bias_ih + cell.bias_hh)[self.gate_order] * self.gate_scale,
             )
             for cell in self.cells
         ]

@@ -112,29 +112,26 @@ class LearnedOptimizer(Optimizer):
 
         Returns None when a gradient is non-finite and ``skip_nonfinite`` is set.
         """
-        work, where = [], []
-        for g, group in enumerate(self.param_groups):
-            for i, p in enumerate(group["params"]):
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError(
-                        f"LearnedOptimizer does not support sparse gradients ({_describe(group, g, i, p)}); "
-                        "use dense gradients, e.g. nn.Embedding(sparse=False)"
-                    )
-                work.append((group, p, p.grad))
-                where.append((g, i))
-        finite = [torch.linalg.vector_norm(grad, float("inf")).isfinite() for _, _, grad in work]  # no N-sized temporary
+        located = [(g, i, p) for g, group in enumerate(self.param_groups)
+                   for i, p in enumerate(group["params"]) if p.grad is not None]
+        for g, i, p in located:
+            if p.grad.is_sparse:
+                raise RuntimeError(
+                    f"LearnedOptimizer does not support sparse gradients ({_describe(self.param_groups[g], g, i, p)}); "
+                    "use dense gradients, e.g. nn.Embedding(sparse=False)"
+                )
+        # The inf-norm is a reduction: no N-sized temporary, and nan/inf anywhere makes it non-finite.
+        finite = [torch.linalg.vector_norm(p.grad, float("inf")).isfinite() for _, _, p in located]
         if finite and not torch.stack(finite).all():
             if self.skip_nonfinite:
                 return None
-            bad = next(index for index, ok in enumerate(finite) if not ok)
+            g, i, p = located[next(index for index, ok in enumerate(finite) if not ok)]
             raise FloatingPointError(
-                f"non-finite gradient for {_describe(work[bad][0], *where[bad], work[bad][1])}; "
+                f"non-finite gradient for {_describe(self.param_groups[g], g, i, p)}; "
                 "no parameter or optimizer state was changed. Find the source of the nan/inf, clip or scale "
                 "the gradients, or pass skip_nonfinite=True to skip such steps"
             )
-        return work
+        return [(self.param_groups[g], p, p.grad) for g, _, p in located]
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -155,11 +152,11 @@ class LearnedOptimizer(Optimizer):
             state = self.state[p]
             if not state:
                 state[STATE_KEY] = self.network.initial_state(p.numel(), group["state_dtype"], p.device)
-            # Non-contiguous parameters are updated through a contiguous copy, written back at the end.
-            flat = p.view(-1) if p.is_contiguous() else p.reshape(-1).clone()
+            # A non-contiguous parameter is updated through one contiguous copy, written back at the end.
+            flat = p.contiguous().view(-1)
             lr, decay = group["lr"], 1 - group["lr"] * group["weight_decay"]
 
-            def apply(rows: slice, update: Tensor, flat: Tensor = flat) -> None:
+            def apply(rows: slice, update: Tensor) -> None:  # called synchronously, chunk by chunk
                 if decay != 1:
                     flat[rows].mul_(decay)
                 flat[rows].add_(update, alpha=lr)

@@ -7,12 +7,14 @@ then evaluate against tuned SGD, NAG, RMSprop and Adam, writing everything to ``
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
 
 from .. import pretrained
 from ..network import CoordinatewiseLSTM
+from .data import DataError
 from .evaluation import compare, write_results
 from .publish import publish
 from .registry import DEFAULTS, TASK_NAMES, make_task
@@ -116,7 +118,7 @@ def _single_panel(spec: dict, steps: int) -> dict[str, tuple[dict, int, str]]:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.run is not None:
         run = Run(args.run)
-        network, spec, out = run.best_network(), run.config.task, Path(args.out or run.folder / "evaluation")
+        spec, network, out = run.config.task, run.best_network(), Path(args.out or run.folder / "evaluation")
     else:
         network, spec = pretrained.load(args.checkpoint), _task_spec(args)
         out = Path(args.out or f"evaluation-{Path(args.checkpoint).name}")
@@ -226,5 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    args.handler(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    missing = [name for name in ("tqdm", "matplotlib") if importlib.util.find_spec(name) is None]
+    if missing:
+        parser.exit(2, f"{parser.prog}: error: meta-training needs {', '.join(missing)}: "
+                       "pip install 'learned-optim[meta]'\n")
+    try:
+        args.handler(args)
+    except (ValueError, OSError, DataError) as error:  # bad input: one clear line, no traceback
+        parser.exit(2, f"{parser.prog}: error: {error}\n")

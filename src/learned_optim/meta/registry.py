@@ -28,6 +28,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 output scale 0.1) and the evaluation protocol."""
 
 TASK_NAMES = tuple(DEFAULTS)
+_EXTRA_OPTIONS = {"quadratic": {"dim"}, "mnist": {"batch_size", "init_std", "root"}, "simple": set()}
 
 
 def make_task(spec: dict[str, Any], split: str = "train", heldout_split: str | None = None) -> Task:
@@ -39,12 +40,16 @@ def make_task(spec: dict[str, Any], split: str = "train", heldout_split: str | N
     """
     options = dict(spec)
     name = options.pop("name", None)
+    if name not in DEFAULTS:
+        raise ValueError(f"Unknown task {name!r}; choose one of {list(TASK_NAMES)}")
+    allowed = set(DEFAULTS[name]["task"]) - {"name"} | _EXTRA_OPTIONS[name]
+    if set(options) - allowed:
+        raise ValueError(f"task {name!r} does not take options {sorted(set(options) - allowed)}; "
+                         f"it takes {sorted(allowed) or 'none'}")
     if name == "quadratic":
         return QuadraticTask(**options)
     if name == "simple":
-        return SimpleTask(**options)
-    if name == "mnist":
-        if "hidden_sizes" in options:
-            options["hidden_sizes"] = tuple(options["hidden_sizes"])
-        return mnist_mlp_task(split=split, heldout_split=heldout_split, **options)
-    raise ValueError(f"Unknown task {name!r}; choose one of {list(TASK_NAMES)}")
+        return SimpleTask()
+    if "hidden_sizes" in options:
+        options["hidden_sizes"] = tuple(options["hidden_sizes"])
+    return mnist_mlp_task(split=split, heldout_split=heldout_split, **options)

@@ -175,8 +175,9 @@ def mnist_mlp_task(
     """
     from .data import load_split
 
+    if activation not in ACTIVATIONS:  # fail now, not at the first sample
+        raise ValueError(f"Invalid activation: {activation!r}; choose one of {sorted(ACTIVATIONS)}")
     images, labels = load_split(split, root)
-    mlp(784, hidden_sizes, 10, activation, init_std)  # validate the architecture now, not at sampling
 
     def sample_batch(generator: torch.Generator) -> tuple[Tensor, Tensor]:
         index = torch.randint(images.shape[0], (batch_size,), generator=generator)

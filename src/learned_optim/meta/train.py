@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 import torch
 
+from .. import pretrained
 from ..network import CoordinatewiseLSTM
 from ..optimizer import LearnedOptimizer
 from .evaluation import METRICS, run_optimizer
@@ -176,7 +177,7 @@ class Run:
         return [entry for entry in self.log() if entry.get("event") == "start"]
 
     def best_network(self) -> CoordinatewiseLSTM:
-        return CoordinatewiseLSTM.from_pretrained(self.best_path)
+        return pretrained.load(self.best_path)
 
 
 def train(
@@ -201,29 +202,28 @@ def train(
         FileExistsError: ``folder`` already holds a run and ``resume`` is False.
     """
     run = Run(folder)
-    if resume and run.checkpoint_path.is_file():
+    if resume and run.config_path.is_file():
         config = run.config
-        checkpoint = run.checkpoint()
-        run.log_path.write_text(
-            "".join(json.dumps(e) + "\n" for e in run.log() if e["episode"] <= checkpoint["episode"])
-        )
-    else:
-        if run.config_path.exists() and not resume:
-            raise FileExistsError(f"{run.folder} already holds a run; pass resume=True (--resume) or use a new folder")
-        run.folder.mkdir(parents=True, exist_ok=True)
-        run.config_path.write_text(json.dumps(config.to_json(), indent=2) + "\n")
-        run.log_path.write_text("")
-        checkpoint = None
-
-    torch.manual_seed(config.seed)
-    network = CoordinatewiseLSTM(**config.network)
-    meta_optimizer = torch.optim.Adam(network.parameters(), lr=config.recipe.meta_lr)
+    elif run.config_path.exists():
+        raise FileExistsError(f"{run.folder} already holds a run; pass resume=True (--resume) or use a new folder")
+    # Everything that can reject the config happens before anything is written.
     if task is None:
         task, validation_task = make_task(config.task, "train"), make_task(config.task, "validation")
     validation_task = validation_task or task
+    torch.manual_seed(config.seed)
+    network = CoordinatewiseLSTM(**config.network)
+    meta_optimizer = torch.optim.Adam(network.parameters(), lr=config.recipe.meta_lr)
+
+    checkpoint = run.checkpoint() if resume and run.checkpoint_path.is_file() else None
     if checkpoint is None:
+        run.folder.mkdir(parents=True, exist_ok=True)
+        run.config_path.write_text(json.dumps(config.to_json(), indent=2) + "\n")
+        run.log_path.write_text("")
         episode, elapsed, best = 0, 0.0, None
-    else:
+    else:  # drop log lines of episodes after the checkpoint: they are run again
+        run.log_path.write_text(
+            "".join(json.dumps(e) + "\n" for e in run.log() if e["episode"] <= checkpoint["episode"])
+        )
         network.load_state_dict(checkpoint["network"])
         meta_optimizer.load_state_dict(checkpoint["meta_optimizer"])
         episode, elapsed, best = checkpoint["episode"], checkpoint["elapsed_s"], checkpoint["best"]
@@ -234,8 +234,7 @@ def train(
                                config.validation_metric)
         _append(run.log_path, {"episode": episode, "validation_loss": loss})
         if best is None or loss < best["validation_loss"]:
-            best = {"episode": episode, "validation_loss": loss,
-                    "network": {k: v.clone() for k, v in network.state_dict().items()}}
+            best = {"episode": episode, "validation_loss": loss}  # its weights: the best/ folder
             write_folder_atomic(run.best_path, network.save_pretrained)
 
     def save() -> None:

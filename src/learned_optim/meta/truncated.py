@@ -88,7 +88,7 @@ class Unroller:
         _, self.grad = self._loss_and_grad(self.theta.requires_grad_())
 
     def _loss_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
-        """:math:`f(\theta, t)` and :math:`\nabla_\theta f`, detached unless ``second_order``."""
+        r""":math:`f(\theta, t)` and :math:`\nabla_\theta f`, detached unless ``second_order``."""
         loss = self.problem.loss(self.layout.unflatten(theta), self.step)
         (grad,) = torch.autograd.grad(loss, theta, retain_graph=True, create_graph=self.second_order)
         return loss, grad if self.second_order else grad.detach()
