@@ -99,6 +99,17 @@ def test_one_meta_step_lowers_the_meta_loss_on_quadratics():
     assert after.item() < before.item()
 
 
+def test_log_objective_sums_the_log_losses_of_the_same_trajectory(network):
+    problem = QuadraticTask(num_functions=3).sample(seeded(2))
+    paper, losses = Unroller(network, problem).unroll(10)
+    log, log_losses = Unroller(network, problem, objective="log").unroll(10)
+    assert log_losses == losses
+    torch.testing.assert_close(paper, torch.tensor(losses).sum())
+    torch.testing.assert_close(log, torch.tensor(losses).log().sum())
+    with pytest.raises(ValueError, match="Invalid objective: 'mean'"):
+        Recipe(objective="mean")
+
+
 def test_non_finite_meta_loss_or_gradient_skips_the_meta_step():
     network = random_network(hidden_size=4, num_layers=1)
     meta_optimizer = torch.optim.Adam(network.parameters(), lr=0.1)
@@ -236,8 +247,20 @@ def test_resume_before_the_first_checkpoint_keeps_the_runs_own_config(tmp_path):
     assert Run(run).checkpoint()["episode"] == 1
 
 
+def test_init_fine_tunes_a_checkpoint(tmp_path):
+    first = tmp_path / "first"
+    main(["train", str(first), *TINY, "--episodes", "2"])
+    main(["train", str(tmp_path / "tuned"), *TINY, "--episodes", "1", "--init", str(first / "best"),
+          "--objective", "log"])
+    tuned = Run(tmp_path / "tuned").log()
+    start = [e["validation_loss"] for e in tuned if "validation_loss" in e][0]
+    assert start == Run(first).checkpoint()["best"]["validation_loss"]  # the same problems, the same network
+    assert Run(tmp_path / "tuned").config.init == str(first / "best")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "RUN", "--task", "mnist", "--num-functions", "3"], "does not take options \\['num_functions'\\]"),
+    (["train", "RUN", "--init", "l2l-mnist"], "init checkpoint 'l2l-mnist' has config .* pass the checkpoint's"),
     (["evaluate", "--checkpoint", "no-such-checkpoint"], "unknown checkpoint 'no-such-checkpoint'"),
     (["evaluate", "--run", "RUN"], "not a run folder"),
 ])

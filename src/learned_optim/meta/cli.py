@@ -19,7 +19,7 @@ from .evaluation import compare, write_results
 from .publish import publish
 from .registry import DEFAULTS, TASK_NAMES, make_task
 from .train import Run, RunConfig, train
-from .truncated import Recipe
+from .truncated import OBJECTIVES, Recipe
 
 MNIST_PANELS = {
     "mnist-20-sigmoid-100": ({"hidden_sizes": [20]}, 100, "MNIST, 20 sigmoid units, 100 steps"),
@@ -71,10 +71,10 @@ def cmd_train(args: argparse.Namespace) -> Run:
     config = RunConfig(
         task=_task_spec(args), network=network,
         recipe=Recipe(horizon=args.horizon, unroll=args.unroll, meta_lr=args.meta_lr, clip=args.clip,
-                      second_order=args.second_order),
+                      second_order=args.second_order, objective=args.objective),
         episodes=args.episodes or RunConfig.episodes, seed=args.seed, validate_every=args.validate_every,
         num_validation=args.num_validation, validation_metric=args.validation_metric,
-        meta_lr_schedule=args.meta_lr_schedule,
+        meta_lr_schedule=args.meta_lr_schedule, init=args.init,
     )
     return train(config, args.run_dir, command=command_line(), compile=args.compile)
 
@@ -87,10 +87,11 @@ def evaluate(network: CoordinatewiseLSTM, panels: dict[str, tuple[dict, int, str
     index = []
     for name, (spec, steps, title) in panels.items():
         summaries = compare(
-            network, make_task(spec, "train", heldout_split="test"), steps, protocol["problems"],
+            network, make_task(spec, "test", heldout_split="test"), steps, protocol["problems"],
             protocol["tuning_problems"],
         )
-        splits = ("minibatches from the first 50,000 MNIST training images; held-out = the 10,000 test images"
+        splits = ("minibatches from the 10,000 MNIST test images, which meta-training and validation never see; "
+                  "test-set loss = loss of the final parameters on all 10,000 of them"
                   if spec["name"] == "mnist" else "synthetic problems drawn from evaluation seeds")
         info = {"task": spec, "steps": steps, "problems": protocol["problems"],
                 "tuning_problems": protocol["tuning_problems"], "splits": splits,
@@ -187,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--meta-lr", type=float, default=recipe.meta_lr, help=f"Adam lr on the network (default: {recipe.meta_lr})")
     p.add_argument("--clip", type=float, help="clip the meta-gradient norm (default: no clipping)")
     p.add_argument("--second-order", action="store_true", help="keep second derivatives (default: dropped)")
+    p.add_argument("--objective", choices=list(OBJECTIVES), default=recipe.objective,
+                   help="meta-loss per step: the loss (the paper) or its log (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     p.add_argument("--validate-every", type=int, default=RunConfig.validate_every, help="episodes between validations")
     p.add_argument("--num-validation", type=int, default=RunConfig.num_validation, help="held-out validation problems")
@@ -194,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="select the best network by the mean loss over the horizon or the final loss (default: mean)")
     p.add_argument("--meta-lr-schedule", choices=["constant", "cosine"], default=RunConfig.meta_lr_schedule,
                    help="meta learning rate schedule (default: constant)")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="fine-tune: start from this checkpoint (bundled name, folder or Hub repo id)")
     p.add_argument("--compile", action="store_true", help="run the network under torch.compile (faster on MNIST)")
     for key, kind in (("hidden_size", int), ("num_layers", int), ("p", float), ("output_scale", float)):
         p.add_argument(f"--{key.replace('_', '-')}", type=kind, help="network config (default: the task's)")

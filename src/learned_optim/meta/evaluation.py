@@ -153,10 +153,11 @@ def compare(
 
 
 def format_table(summaries: list[Summary]) -> str:
-    """A markdown table: loss at steps 20, 40 and the last, mean of the last 10 steps, sum, held-out."""
+    """A markdown table: loss at steps 20, 40 and the last, mean of the last 10 steps, sum, and
+    the test-set loss (the loss on the task's whole held-out data set, when it has one)."""
     keys = [k for k in summaries[0].metrics if k.startswith("loss@")] + ["final", "sum"]
     has_heldout = all("heldout" in s.metrics for s in summaries)
-    header = ["optimizer", "lr (final / sum)", *keys] + (["held-out"] if has_heldout else [])
+    header = ["optimizer", "lr (final / sum)", *keys] + (["test-set loss"] if has_heldout else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in summaries:
         lrs = " / ".join("–" if lr is None else f"{lr:.3g}" for lr in s.learning_rates.values())

@@ -36,13 +36,7 @@ config `{network}`: {num_params} weights, 80 floats of state per optimized coord
 
 ## Meta-training
 
-- Task: `{task}`; data split used for meta-training: {train_split}.
-- Recipe (truncated BPTT): `{recipe}`, meta learning rate schedule `{schedule}`; seed {seed}.
-- Episodes: {episodes}; the shipped network is the best by validation loss ({validation_metric}
-  on {num_validation} fixed held-out problems{validation_split}, every {validate_every} episodes), found at
-  episode {best_episode} (validation loss {best_loss:.4g}).
-- Meta-training wall-clock: {elapsed:.0f} s ({elapsed_h:.2f} h) on {hardware}.
-- Command: `{command}`
+{stages}
 
 ## Results
 
@@ -50,35 +44,55 @@ config `{network}`: {num_params} weights, 80 floats of state per optimized coord
 """
 
 
-def model_card(run: Run, name: str, description: str, results: str) -> str:
-    """The model card (``README.md``) of a checkpoint published from ``run``."""
-    config = run.config
-    checkpoint = run.checkpoint()
-    sessions = run.sessions()
-    network = run.best_network()
+def _stage(run: Run) -> str:
+    """One meta-training run, as model-card bullets."""
+    config, checkpoint, sessions = run.config, run.checkpoint(), run.sessions()
     data_backed = config.task.get("name") == "mnist"
+    metric = {"mean": "mean loss over the horizon", "final": "mean loss over the last 10 steps"}[config.validation_metric]
+    lines = [
+        f"- Task: `{json.dumps(config.task)}`; data split used for meta-training: "
+        + ("the first 50,000 MNIST training images." if data_backed else "synthetic, a fresh problem per episode."),
+        f"- Recipe (truncated BPTT): `{json.dumps(config.to_json()['recipe'])}`, meta learning rate schedule "
+        f"`{config.meta_lr_schedule}`; seed {config.seed}"
+        + (f"; initialised from `{config.init}`." if config.init else "; fresh initialisation."),
+        f"- Episodes: {checkpoint['episode']}; the best network by validation loss ({metric} on "
+        f"{config.num_validation} fixed held-out problems"
+        + (" drawn from the last 10,000 MNIST training images" if data_backed else "")
+        + f", every {config.validate_every} episodes) was found at episode {checkpoint['best']['episode']} "
+        f"(validation loss {checkpoint['best']['validation_loss']:.4g}).",
+        f"- Meta-training wall-clock: {checkpoint['elapsed_s']:.0f} s ({checkpoint['elapsed_s'] / 3600:.2f} h) on "
+        + ("; ".join(sorted({s["hardware"] for s in sessions})) or "unknown hardware") + ".",
+        f"- Command: `{sessions[0]['command'] if sessions else 'unknown'}`",
+    ]
+    return "\n".join(lines)
+
+
+def _lineage(run: Run) -> list[Run]:
+    """``run`` and the runs it was fine-tuned from (an ``init`` inside a run folder's ``best/``), oldest first."""
+    runs = [run]
+    while runs[0].config.init and (parent := Run(Path(runs[0].config.init).parent)).config_path.is_file():
+        runs.insert(0, parent)
+    return runs
+
+
+def model_card(run: Run, name: str, description: str, results: str) -> str:
+    """The model card (``README.md``) of a checkpoint published from ``run``.
+
+    A fine-tuned run's card also describes the runs it started from, and the total wall-clock.
+    """
+    runs = _lineage(run)
+    stages = _stage(run)
+    if len(runs) > 1:
+        total = sum(r.checkpoint()["elapsed_s"] for r in runs)
+        stages = "\n\n".join(f"Stage {i} (`{r.folder}`):\n\n{_stage(r)}" for i, r in enumerate(runs, 1))
+        stages += f"\n\nTotal meta-training wall-clock: {total:.0f} s ({total / 3600:.2f} h)."
+    network = run.best_network()
     return _CARD.format(
         name=name,
         description=description,
         network=json.dumps(network.config),
         num_params=sum(p.numel() for p in network.parameters()),
-        task=json.dumps(config.task),
-        train_split="the first 50,000 MNIST training images" if data_backed else "synthetic, fresh problem per episode",
-        recipe=json.dumps(config.to_json()["recipe"]),
-        seed=config.seed,
-        schedule=config.meta_lr_schedule,
-        episodes=checkpoint["episode"],
-        num_validation=config.num_validation,
-        validate_every=config.validate_every,
-        validation_metric={"mean": "mean loss over the horizon", "final": "mean loss over the last 10 steps"}[
-            config.validation_metric],
-        validation_split=" drawn from the last 10,000 MNIST training images" if data_backed else "",
-        best_episode=checkpoint["best"]["episode"],
-        best_loss=checkpoint["best"]["validation_loss"],
-        elapsed=checkpoint["elapsed_s"],
-        elapsed_h=checkpoint["elapsed_s"] / 3600,
-        hardware="; ".join(sorted({s["hardware"] for s in sessions})) or "unknown",
-        command=sessions[0]["command"] if sessions else "unknown",
+        stages=stages,
         results=results or "Not evaluated yet: run `python -m learned_optim.meta evaluate`.",
     )
 

@@ -60,6 +60,8 @@ class RunConfig:
             (the meta-objective) or ``"final"`` loss (mean of the last 10 steps).
         meta_lr_schedule (str): ``"constant"``, or ``"cosine"`` decay from ``meta_lr`` to a tenth of
             it over the run (a function of the episode index, so resuming keeps it exact).
+        init (str | None): start from this checkpoint (a bundled name, a folder or a Hub repo id; its
+            config must equal ``network``) instead of a fresh initialisation: fine-tuning.
     """
 
     task: dict[str, Any] = field(default_factory=lambda: {"name": "quadratic", "num_functions": 32})
@@ -73,6 +75,7 @@ class RunConfig:
     num_validation: int = 20
     validation_metric: str = "mean"
     meta_lr_schedule: str = "constant"
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if self.validation_metric not in VALIDATION_METRICS:
@@ -212,6 +215,12 @@ def train(
     validation_task = validation_task or task
     torch.manual_seed(config.seed)
     network = CoordinatewiseLSTM(**config.network)
+    if config.init is not None:
+        start = pretrained.load(config.init)
+        if start.config != network.config:
+            raise ValueError(f"init checkpoint {config.init!r} has config {start.config}, but the run's network is "
+                             f"{network.config}; pass the checkpoint's network options")
+        network.load_state_dict(start.state_dict())
     meta_optimizer = torch.optim.Adam(network.parameters(), lr=config.recipe.meta_lr)
 
     checkpoint = run.checkpoint() if resume and run.checkpoint_path.is_file() else None

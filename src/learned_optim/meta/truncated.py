@@ -7,7 +7,8 @@ An episode optimizes a fresh problem for ``horizon`` steps with the learned rule
     \nabla_t = \nabla_\theta f(\theta_t, t)\ \text{(detached)},
 
 cut into unrolls of ``unroll`` steps. After each unroll, one meta-step on
-:math:`L(\phi) = \sum_{t \in \text{unroll}} f(\theta_t, t)`; :math:`\theta`, :math:`h` and
+:math:`L(\phi) = \sum_{t \in \text{unroll}} f(\theta_t, t)` (the paper's objective) or
+:math:`\sum_t \log f(\theta_t, t)` (``objective="log"``); :math:`\theta`, :math:`h` and
 :math:`\nabla` carry over to the next unroll with the graph cut. All parameter tensors are
 flattened into one coordinate vector: the rule is coordinatewise, so this equals running it per
 tensor (as :class:`~learned_optim.LearnedOptimizer` does) and costs one network call per step.
@@ -23,6 +24,11 @@ from torch import Tensor, nn
 
 from .tasks import Params, Problem
 
+OBJECTIVES = {"sum": lambda loss: loss, "log": torch.log}
+r"""Per-step terms of the meta-loss. ``"sum"``: :math:`f_t` (the paper). ``"log"``: :math:`\log f_t`,
+whose gradient :math:`\nabla f_t / f_t` weighs a step by its relative progress, so late steps (small
+losses) are not drowned out by the large early ones; it needs positive losses (cross-entropy is)."""
+
 
 @dataclass
 class Recipe:
@@ -35,6 +41,7 @@ class Recipe:
             ln 10 on MNIST).
         clip (float | None): clip the meta-gradient's global norm to this value (default: None).
         second_order (bool): keep second derivatives through :math:`\nabla_t` (default: False).
+        objective (str): meta-loss per step, a key of :data:`OBJECTIVES` (default: ``"sum"``).
     """
 
     horizon: int = 100
@@ -42,12 +49,15 @@ class Recipe:
     meta_lr: float = 3e-3
     clip: float | None = None
     second_order: bool = False
+    objective: str = "sum"
 
     def __post_init__(self) -> None:
         if self.horizon < 1 or self.unroll < 1:
             raise ValueError(f"Invalid horizon/unroll: {self.horizon}/{self.unroll}; both must be positive")
         if self.meta_lr <= 0:
             raise ValueError(f"Invalid meta learning rate: {self.meta_lr}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"Invalid objective: {self.objective!r}; choose one of {list(OBJECTIVES)}")
 
 
 class FlatParams:
@@ -75,12 +85,14 @@ class Unroller:
             :class:`~learned_optim.CoordinatewiseLSTM`.
         problem (Problem): the optimizee.
         second_order (bool, optional): keep the graph through the gradient input (default: False).
+        objective (str, optional): meta-loss per step, a key of :data:`OBJECTIVES` (default: ``"sum"``).
     """
 
-    def __init__(self, network: nn.Module, problem: Problem, second_order: bool = False) -> None:
+    def __init__(self, network: nn.Module, problem: Problem, second_order: bool = False, objective: str = "sum") -> None:
         self.network = network
         self.problem = problem
         self.second_order = second_order
+        self.objective = OBJECTIVES[objective]
         self.layout = FlatParams(problem.params)
         self.theta = self.layout.flatten(problem.params).detach()
         self.state = network.initial_state(self.theta.numel(), dtype=self.theta.dtype, device=self.theta.device)
@@ -94,7 +106,8 @@ class Unroller:
         return loss, grad if self.second_order else grad.detach()
 
     def unroll(self, steps: int) -> tuple[Tensor, list[float]]:
-        """Advance ``steps`` steps; returns the differentiable sum of their losses and the losses."""
+        """Advance ``steps`` steps; returns the differentiable meta-loss (the sum of the steps' objective
+        terms) and the losses."""
         meta_loss = torch.zeros((), dtype=self.theta.dtype, device=self.theta.device)
         losses = []
         for _ in range(steps):
@@ -102,7 +115,7 @@ class Unroller:
             self.theta = self.theta + update
             self.step += 1
             loss, self.grad = self._loss_and_grad(self.theta)
-            meta_loss = meta_loss + loss
+            meta_loss = meta_loss + self.objective(loss)
             losses.append(float(loss.detach()))
         return meta_loss, losses
 
@@ -137,7 +150,7 @@ def train_episode(
     Returns:
         ``{"meta_loss": mean meta-loss per unroll, "losses": per-step losses, "skipped": skipped meta-steps}``.
     """
-    unroller = Unroller(network, problem, recipe.second_order)
+    unroller = Unroller(network, problem, recipe.second_order, recipe.objective)
     meta_losses, losses, skipped = [], [], 0
     for start in range(0, recipe.horizon, recipe.unroll):
         meta_loss, unroll_losses = unroller.unroll(min(recipe.unroll, recipe.horizon - start))
