@@ -8,7 +8,7 @@ An episode optimizes a fresh problem for ``horizon`` steps with the learned rule
 
 cut into unrolls of ``unroll`` steps. After each unroll, one meta-step on
 :math:`L(\phi) = \sum_{t \in \text{unroll}} f(\theta_t, t)` (the paper's objective) or
-:math:`\sum_t \log f(\theta_t, t)` (``objective="log"``); :math:`\theta`, :math:`h` and
+a reweighting of it (:data:`OBJECTIVES`); :math:`\theta`, :math:`h` and
 :math:`\nabla` carry over to the next unroll with the graph cut. All parameter tensors are
 flattened into one coordinate vector: the rule is coordinatewise, so this equals running it per
 tensor (as :class:`~learned_optim.LearnedOptimizer` does) and costs one network call per step.
@@ -24,10 +24,16 @@ from torch import Tensor, nn
 
 from .tasks import Params, Problem
 
-OBJECTIVES = {"sum": lambda loss: loss, "log": torch.log}
-r"""Per-step terms of the meta-loss. ``"sum"``: :math:`f_t` (the paper). ``"log"``: :math:`\log f_t`,
-whose gradient :math:`\nabla f_t / f_t` weighs a step by its relative progress, so late steps (small
-losses) are not drowned out by the large early ones; it needs positive losses (cross-entropy is)."""
+OBJECTIVES = {
+    "sum": lambda loss, step: loss,
+    "log": lambda loss, step: torch.log(loss),
+    "log_ramp": lambda loss, step: step * torch.log(loss),
+}
+r"""Meta-loss term of the loss :math:`f_t` at step :math:`t` of an episode. ``"sum"``: :math:`f_t`
+(the paper). ``"log"``: :math:`\log f_t`, whose gradient :math:`\nabla f_t / f_t` weighs a step by its
+relative progress, so late steps (small losses) are not drowned out by the large early ones.
+``"log_ramp"``: :math:`t \log f_t`, which also weighs later steps more (the paper's general
+:math:`\sum_t w_t f_t` with increasing :math:`w_t`). The log terms need positive losses (cross-entropy is)."""
 
 
 @dataclass
@@ -115,7 +121,7 @@ class Unroller:
             self.theta = self.theta + update
             self.step += 1
             loss, self.grad = self._loss_and_grad(self.theta)
-            meta_loss = meta_loss + self.objective(loss)
+            meta_loss = meta_loss + self.objective(loss, self.step)
             losses.append(float(loss.detach()))
         return meta_loss, losses
 
