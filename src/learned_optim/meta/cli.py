@@ -137,7 +137,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_publish(args: argparse.Namespace) -> None:
     evaluation = Path(args.evaluation) if args.evaluation else Path(args.run) / "evaluation"
-    tables = sorted(evaluation.glob("*.md")) if evaluation.is_dir() else []
+    index = evaluation / "README.md"  # a suite's index holds all of its tables
+    tables = [index] if index.is_file() else sorted(evaluation.glob("*.md")) if evaluation.is_dir() else []
     results = "\n\n".join(t.read_text().strip() for t in tables)
     if results:
         commands = sorted({json.loads(f.read_text())["command"] for f in evaluation.glob("*.json")})
@@ -148,7 +149,8 @@ def cmd_publish(args: argparse.Namespace) -> None:
             + ", ".join(f"`{c}`" for c in commands) + "."
         )
     figures = sorted(evaluation.glob("*.png")) if evaluation.is_dir() else []
-    results += "".join(f"\n\n![{f.stem}]({f.name})" for f in figures)
+    if not index.is_file():  # the index shows its figures already
+        results += "".join(f"\n\n![{f.stem}]({f.name})" for f in figures)
     out = publish(args.run, args.out, description=args.description, results=results, figures=figures,
                   repo_id=args.repo_id)
     print(f"published {out}" + (f" and pushed to https://huggingface.co/{args.repo_id}" if args.repo_id else ""))

@@ -193,6 +193,7 @@ def write_results(summaries: list[Summary], folder: Path, name: str, title: str,
     folder.mkdir(parents=True, exist_ok=True)
     table = format_table(summaries)
     (folder / f"{name}.json").write_text(json.dumps({**info, "results": [s.to_json() for s in summaries]}, indent=1))
-    (folder / f"{name}.md").write_text(f"### {title}\n\n{table}\n")
+    data = f"\nData: {info['splits']}.\n" if "splits" in info else ""
+    (folder / f"{name}.md").write_text(f"### {title}\n\n{table}\n{data}")
     plot(summaries, folder / f"{name}.png", title)
     return table

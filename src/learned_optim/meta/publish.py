@@ -36,7 +36,7 @@ config `{network}`: {num_params} weights, 80 floats of state per optimized coord
 
 ## Meta-training
 
-{stages}
+{meta_training}
 
 ## Results
 
@@ -44,8 +44,8 @@ config `{network}`: {num_params} weights, 80 floats of state per optimized coord
 """
 
 
-def _stage(run: Run) -> str:
-    """One meta-training run, as model-card bullets."""
+def _meta_training(run: Run) -> str:
+    """How ``run`` was meta-trained, as model-card bullets."""
     config, checkpoint, sessions = run.config, run.checkpoint(), run.sessions()
     data_backed = config.task.get("name") == "mnist"
     metric = {"mean": "mean loss over the horizon", "final": "mean loss over the last 10 steps"}[config.validation_metric]
@@ -67,32 +67,15 @@ def _stage(run: Run) -> str:
     return "\n".join(lines)
 
 
-def _lineage(run: Run) -> list[Run]:
-    """``run`` and the runs it was fine-tuned from (an ``init`` inside a run folder's ``best/``), oldest first."""
-    runs = [run]
-    while runs[0].config.init and (parent := Run(Path(runs[0].config.init).parent)).config_path.is_file():
-        runs.insert(0, parent)
-    return runs
-
-
 def model_card(run: Run, name: str, description: str, results: str) -> str:
-    """The model card (``README.md``) of a checkpoint published from ``run``.
-
-    A fine-tuned run's card also describes the runs it started from, and the total wall-clock.
-    """
-    runs = _lineage(run)
-    stages = _stage(run)
-    if len(runs) > 1:
-        total = sum(r.checkpoint()["elapsed_s"] for r in runs)
-        stages = "\n\n".join(f"Stage {i} (`{r.folder}`):\n\n{_stage(r)}" for i, r in enumerate(runs, 1))
-        stages += f"\n\nTotal meta-training wall-clock: {total:.0f} s ({total / 3600:.2f} h)."
+    """The model card (``README.md``) of a checkpoint published from ``run``."""
     network = run.best_network()
     return _CARD.format(
         name=name,
         description=description,
         network=json.dumps(network.config),
         num_params=sum(p.numel() for p in network.parameters()),
-        stages=stages,
+        meta_training=_meta_training(run),
         results=results or "Not evaluated yet: run `python -m learned_optim.meta evaluate`.",
     )
 

@@ -24,16 +24,11 @@ from torch import Tensor, nn
 
 from .tasks import Params, Problem
 
-OBJECTIVES = {
-    "sum": lambda loss, step: loss,
-    "log": lambda loss, step: torch.log(loss),
-    "log_ramp": lambda loss, step: step * torch.log(loss),
-}
-r"""Meta-loss term of the loss :math:`f_t` at step :math:`t` of an episode. ``"sum"``: :math:`f_t`
+OBJECTIVES = {"sum": lambda loss: loss, "log": torch.log}
+r"""Meta-loss term of the loss :math:`f_t` of a step. ``"sum"``: :math:`f_t`
 (the paper). ``"log"``: :math:`\log f_t`, whose gradient :math:`\nabla f_t / f_t` weighs a step by its
-relative progress, so late steps (small losses) are not drowned out by the large early ones.
-``"log_ramp"``: :math:`t \log f_t`, which also weighs later steps more (the paper's general
-:math:`\sum_t w_t f_t` with increasing :math:`w_t`). The log terms need positive losses (cross-entropy is)."""
+relative progress, so late steps (small losses) are not drowned out by the large early ones; it
+needs positive losses (cross-entropy is)."""
 
 
 @dataclass
@@ -121,7 +116,7 @@ class Unroller:
             self.theta = self.theta + update
             self.step += 1
             loss, self.grad = self._loss_and_grad(self.theta)
-            meta_loss = meta_loss + self.objective(loss, self.step)
+            meta_loss = meta_loss + self.objective(loss)
             losses.append(float(loss.detach()))
         return meta_loss, losses
 
