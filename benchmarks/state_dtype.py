@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=20)
     args = parser.parse_args()
     network = pretrained.load(args.checkpoint)
-    task = make_task(DEFAULTS["mnist"]["task"])
+    task = make_task(DEFAULTS["mnist"]["task"], "test")
     problems = [task.sample(seeded(EVALUATION_SEED + i)) for i in range(args.problems)]
     results = {}
     for dtype in (torch.float32, torch.bfloat16):

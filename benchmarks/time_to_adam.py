@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=500)
     args = parser.parse_args()
     network = pretrained.load(args.checkpoint)
-    task = make_task(DEFAULTS["mnist"]["task"])
+    task = make_task(DEFAULTS["mnist"]["task"], "test")
     adam = BASELINES["Adam"]
     lr = tune(adam, [task.sample(seeded(TUNING_SEED + i)) for i in range(args.problems)], 100)["final"]
     problems = [task.sample(seeded(EVALUATION_SEED + i)) for i in range(args.problems)]

@@ -6,7 +6,7 @@ The files are looked for, in order, in an explicit ``root`` folder, in the folde
 files are downloaded from the usual public mirrors unless ``download=False``.
 
 Splits: ``train`` = the first 50,000 training images (meta-training), ``validation`` = the last
-10,000 training images (model selection), ``test`` = the 10,000 test images.
+10,000 training images (model selection), ``test`` = the 10,000 test images (evaluation).
 """
 
 from __future__ import annotations
