@@ -215,16 +215,16 @@ def train(
     validation_task = validation_task or task
     torch.manual_seed(config.seed)
     network = CoordinatewiseLSTM(**config.network)
-    if config.init is not None:
-        start = pretrained.load(config.init)
-        if start.config != network.config:
-            raise ValueError(f"init checkpoint {config.init!r} has config {start.config}, but the run's network is "
-                             f"{network.config}; pass the checkpoint's network options")
-        network.load_state_dict(start.state_dict())
     meta_optimizer = torch.optim.Adam(network.parameters(), lr=config.recipe.meta_lr)
 
     checkpoint = run.checkpoint() if resume and run.checkpoint_path.is_file() else None
     if checkpoint is None:
+        if config.init is not None:  # a resumed run has its weights in the checkpoint instead
+            start = pretrained.load(config.init)
+            if start.config != network.config:
+                raise ValueError(f"init checkpoint {config.init!r} has config {start.config}, but the run's network "
+                                 f"is {network.config}; pass the checkpoint's network options")
+            network.load_state_dict(start.state_dict())
         run.folder.mkdir(parents=True, exist_ok=True)
         run.config_path.write_text(json.dumps(config.to_json(), indent=2) + "\n")
         run.log_path.write_text("")

@@ -8,7 +8,7 @@ An episode optimizes a fresh problem for ``horizon`` steps with the learned rule
 
 cut into unrolls of ``unroll`` steps. After each unroll, one meta-step on
 :math:`L(\phi) = \sum_{t \in \text{unroll}} f(\theta_t, t)` (the paper's objective) or
-a reweighting of it (:data:`OBJECTIVES`); :math:`\theta`, :math:`h` and
+:math:`\sum_t \log f(\theta_t, t)` (:data:`OBJECTIVES`); :math:`\theta`, :math:`h` and
 :math:`\nabla` carry over to the next unroll with the graph cut. All parameter tensors are
 flattened into one coordinate vector: the rule is coordinatewise, so this equals running it per
 tensor (as :class:`~learned_optim.LearnedOptimizer` does) and costs one network call per step.
