@@ -96,6 +96,7 @@ def test_download_verifies_md5_and_writes_atomically(tmp_path, monkeypatch):
     monkeypatch.setitem(data.FILES, "file.gz", hashlib.md5(payload).hexdigest())
     out = download_file("file.gz", tmp_path / "out", mirrors=(mirror.as_uri() + "/",))
     assert out.read_bytes() == payload and os.listdir(tmp_path / "out") == ["file.gz"]
+    assert out.stat().st_mode & 0o777 == 0o644  # an ordinary file, not the temporary file's 0600
 
     monkeypatch.setitem(data.FILES, "file.gz", "0" * 32)
     with pytest.raises(DataError, match="md5 mismatch"):

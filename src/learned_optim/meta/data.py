@@ -14,14 +14,16 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import math
 import os
 import struct
-import tempfile
 import urllib.request
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from .atomic import write_file_atomic
 
 ENV_VAR = "LEARNED_OPTIM_MNIST"
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/")
@@ -78,18 +80,11 @@ def download_file(name: str, folder: Path, mirrors: tuple[str, ...] = MIRRORS) -
         if hashlib.md5(payload).hexdigest() != FILES[name]:
             errors.append(f"{mirror}: md5 mismatch")
             continue
-        return _write_atomic(folder / name, payload)
+        return write_file_atomic(folder / name, lambda handle: handle.write(payload))
     raise DataError(
         f"could not download MNIST file {name} ({'; '.join(errors)}); "
         f"download it by hand into {folder} or set {ENV_VAR} to a folder holding the MNIST files"
     )
-
-
-def _write_atomic(path: Path, payload: bytes) -> Path:
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, prefix=f".{path.name}.") as handle:
-        handle.write(payload)
-    os.replace(handle.name, path)
-    return path
 
 
 def read_idx(path: str | os.PathLike) -> Tensor:
@@ -106,16 +101,9 @@ def read_idx(path: str | os.PathLike) -> Tensor:
     ndim = raw[3]
     header = 4 + 4 * ndim
     shape = struct.unpack(f">{ndim}I", raw[4:header]) if len(raw) >= header else None
-    if shape is None or len(raw) - header != _product(shape):
+    if shape is None or len(raw) - header != math.prod(shape):
         raise DataError(f"MNIST file {path} has {len(raw)} bytes, which does not match its header; {fix}")
     return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(shape)
-
-
-def _product(shape: tuple[int, ...]) -> int:
-    out = 1
-    for size in shape:
-        out *= size
-    return out
 
 
 @functools.lru_cache(maxsize=4)

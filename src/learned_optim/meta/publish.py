@@ -9,7 +9,8 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
-from .train import Run, write_folder_atomic
+from .atomic import write_folder_atomic
+from .train import Run
 
 _CARD = """---
 library_name: learned_optim

@@ -20,19 +20,18 @@ import json
 import math
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from .. import pretrained
 from ..network import CoordinatewiseLSTM
 from ..optimizer import LearnedOptimizer
+from .atomic import write_file_atomic, write_folder_atomic
 from .evaluation import METRICS, run_optimizer
 from .registry import make_task
 from .tasks import Task, seeded
@@ -123,32 +122,6 @@ def validation_loss(
         for i in range(num_problems)
     ]
     return sum(values) / num_problems
-
-
-def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
-        torch.save(obj, handle)
-    os.chmod(handle.name, 0o644)  # temporary files are private; checkpoints are ordinary files
-    os.replace(handle.name, path)
-
-
-def write_folder_atomic(folder: Path, fill: Callable[[Path], None]) -> Path:
-    """Let ``fill`` write a temporary sibling folder, then swap it in for ``folder``.
-
-    A crash leaves either the old folder or the new one, never a half-written one
-    (at worst a stray ``.name.*`` staging folder).
-    """
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    fill(staging)
-    staging.chmod(0o755)
-    for path in staging.iterdir():
-        path.chmod(0o644)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(staging, folder)
-    return folder
 
 
 class Run:
@@ -247,8 +220,9 @@ def train(
             write_folder_atomic(run.best_path, network.save_pretrained)
 
     def save() -> None:
-        save_atomic({"episode": episode, "elapsed_s": elapsed, "best": best, "network": network.state_dict(),
-                     "meta_optimizer": meta_optimizer.state_dict()}, run.checkpoint_path)
+        snapshot = {"episode": episode, "elapsed_s": elapsed, "best": best, "network": network.state_dict(),
+                    "meta_optimizer": meta_optimizer.state_dict()}
+        write_file_atomic(run.checkpoint_path, lambda handle: torch.save(snapshot, handle))
 
     from tqdm.auto import tqdm
 
