@@ -82,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> Run:
 def evaluate(network: CoordinatewiseLSTM, panels: dict[str, tuple[dict, int, str]], protocol: dict, out: Path) -> None:
     """Compare ``network`` with tuned baselines on each panel ``name -> (task spec, steps, title)``.
 
-    Several panels also get an index, ``out/README.md``, with every table and figure.
+    Writes each panel's JSON and figure, and ``out/README.md`` with every table and figure.
     """
     index = []
     for name, (spec, steps, title) in panels.items():
@@ -100,13 +100,12 @@ def evaluate(network: CoordinatewiseLSTM, panels: dict[str, tuple[dict, int, str
         print(f"\n{title} ({protocol['problems']} problems; lr tuned on {protocol['tuning_problems']} others)")
         print(table)
         index.append(f"### {title}\n\n{table}\n\n![{title}]({name}.png)\n")
-    if len(panels) > 1:
-        (out / "README.md").write_text(
-            f"# Evaluation: {len(panels)} panels\n\nRegenerate with `{command_line()}`.\n\n"
-            f"Each panel: {protocol['problems']} fresh problems; baselines' learning rates tuned on "
-            f"{protocol['tuning_problems']} other problems over a log grid from 1e-4 to 10, separately for `final` "
-            "(mean loss over the last 10 steps) and `sum` (sum over all steps); ± is the standard error. "
-            f"Data: {splits}.\n\n" + "\n".join(index))
+    (out / "README.md").write_text(
+        f"# Evaluation: {len(panels)} panel{'s' * (len(panels) > 1)}\n\nRegenerate with `{command_line()}`.\n\n"
+        f"Each panel: {protocol['problems']} fresh problems; baselines' learning rates tuned on "
+        f"{protocol['tuning_problems']} other problems over a log grid from 1e-4 to 10, separately for `final` "
+        "(mean loss over the last 10 steps) and `sum` (sum over all steps); `loss@t` is the (minibatch) loss "
+        f"computed at step t; ± is the standard error. Data: {splits}.\n\n" + "\n".join(index))
     print(f"\nresults written to {out}/")
 
 
@@ -137,20 +136,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_publish(args: argparse.Namespace) -> None:
     evaluation = Path(args.evaluation) if args.evaluation else Path(args.run) / "evaluation"
-    index = evaluation / "README.md"  # a suite's index holds all of its tables
-    tables = [index] if index.is_file() else sorted(evaluation.glob("*.md")) if evaluation.is_dir() else []
-    results = "\n\n".join(t.read_text().strip() for t in tables)
-    if results:
-        commands = sorted({json.loads(f.read_text())["command"] for f in evaluation.glob("*.json")})
-        results += (
-            "\n\nMeans over the evaluation problems; `loss@t` is the (minibatch) loss computed at step t, `final`"
-            " the mean over the last 10 steps and `sum` the sum over all steps (± standard error). Baselines'"
-            " learning rates were tuned separately for `final` and `sum` on other problems. Reproduce with "
-            + ", ".join(f"`{c}`" for c in commands) + "."
-        )
+    index = evaluation / "README.md"  # every table and figure of the evaluation
+    results = index.read_text().strip() if index.is_file() else ""
     figures = sorted(evaluation.glob("*.png")) if evaluation.is_dir() else []
-    if not index.is_file():  # the index shows its figures already
-        results += "".join(f"\n\n![{f.stem}]({f.name})" for f in figures)
     out = publish(args.run, args.out, description=args.description, results=results, figures=figures,
                   repo_id=args.repo_id)
     print(f"published {out}" + (f" and pushed to https://huggingface.co/{args.repo_id}" if args.repo_id else ""))
@@ -210,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("evaluate", help="compare a network with tuned baselines",
                             description="Run the learned optimizer (through LearnedOptimizer) and SGD, NAG, RMSprop, "
                             "Adam (learning rates tuned on a log grid 1e-4..10 on separate problems) on fresh problems; "
-                            "print a table and write NAME.json, NAME.md and NAME.png.")
+                            "print the tables and write README.md (tables and figures), NAME.json and NAME.png.")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="a run folder: its best network on its task")
     source.add_argument("--checkpoint", help="a bundled name, checkpoint folder or Hub repo id")

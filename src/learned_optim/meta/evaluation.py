@@ -189,11 +189,9 @@ def plot(summaries: list[Summary], path: Path, title: str) -> None:
 
 
 def write_results(summaries: list[Summary], folder: Path, name: str, title: str, info: dict[str, Any]) -> str:
-    """Write ``name.json``, ``name.png`` and ``name.md`` into ``folder``; returns the markdown table."""
+    """Write ``name.json`` (``info`` and the results) and ``name.png`` into ``folder``; returns the
+    markdown table."""
     folder.mkdir(parents=True, exist_ok=True)
-    table = format_table(summaries)
     (folder / f"{name}.json").write_text(json.dumps({**info, "results": [s.to_json() for s in summaries]}, indent=1))
-    data = f"\nData: {info['splits']}.\n" if "splits" in info else ""
-    (folder / f"{name}.md").write_text(f"### {title}\n\n{table}\n{data}")
     plot(summaries, folder / f"{name}.png", title)
-    return table
+    return format_table(summaries)
