@@ -1,10 +1,12 @@
-"""Meta-training speed: seconds per MNIST episode (784-20-10 MLP, batch 128, 100 steps, unroll 20).
+"""Meta-training throughput: optimizee-steps per second on the MNIST MLP (784-20-10, batch 128, unroll 20).
 
-    python benchmarks/meta_training.py [--episodes 3]
+    python benchmarks/meta_training.py [--episodes 2] [--meta-batch 8 32] [--horizon 100] [--device cuda]
 
-Compares our truncated-BPTT episode with a straightforward implementation of the same rule (one
-``nn.LSTMCell`` call per layer, state stacked into one tensor per step), measured in the same run
-on the same problems, and prints the ratio. Needs MNIST (see learned_optim.meta.data).
+Measured in the same run on the same problems, every row's ratio against the previous engine (one
+optimizee per episode, the LSTM differentiated by autograd), which is also what ``K`` separate runs
+give: a straightforward ``nn.LSTMCell`` version, the previous engine, today's engine with one
+optimizee (the chunked hand-written backward) and with ``K`` optimizees run together in one
+meta-batch. Needs MNIST (see learned_optim.meta.data).
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from unittest import mock
 
 import torch
 from torch import nn
 
 from learned_optim import CoordinatewiseLSTM
+from learned_optim.functional import reference_update
 from learned_optim.meta.registry import DEFAULTS, make_task
 from learned_optim.meta.tasks import seeded
 from learned_optim.meta.truncated import Recipe, train_episode
@@ -44,34 +48,44 @@ class StraightforwardLSTM(nn.Module):
         return net.head(x).squeeze(1) * net.output_scale, torch.stack(new_state)
 
 
-def seconds_per_episode(rule: nn.Module, task, episodes: int) -> float:
-    meta_optimizer = torch.optim.Adam(rule.parameters(), lr=3e-3)
-    train_episode(rule, meta_optimizer, task.sample(seeded(0)), Recipe())  # warm-up
+def optimizee_steps_per_second(rule: nn.Module, task, meta_batch: int, episodes: int, horizon: int) -> float:
+    """Median over ``episodes`` meta-batches (after one warm-up) of optimizee-steps per second."""
+    meta_optimizer = torch.optim.Adam(rule.parameters(), lr=1e-3)
+    recipe = Recipe(horizon=horizon)
     times = []
-    for episode in range(episodes):
+    for episode in range(episodes + 1):
+        problems = task.sample_many([seeded(1000 * episode + k) for k in range(meta_batch)])
         started = time.perf_counter()
-        train_episode(rule, meta_optimizer, task.sample(seeded(episode + 1)), Recipe())
+        train_episode(rule, meta_optimizer, problems, recipe)
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return meta_batch * horizon / statistics.median(times[1:])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--episodes", type=int, default=3)
+    parser.add_argument("--episodes", type=int, default=2, help="timed meta-batches per row (default: 2)")
+    parser.add_argument("--meta-batch", type=int, nargs="+", default=[8], help="K of the batched rows (default: 8)")
+    parser.add_argument("--horizon", type=int, default=100, help="optimizee steps per episode (default: 100)")
+    parser.add_argument("--device", default="cpu", help="where to run (default: cpu)")
     args = parser.parse_args()
-    task = make_task(DEFAULTS["mnist"]["task"])
+    task = make_task(DEFAULTS["mnist"]["task"], device=args.device)
     torch.manual_seed(0)
-    network = CoordinatewiseLSTM(**DEFAULTS["mnist"]["network"])
-    results = {"straightforward (nn.LSTMCell)": seconds_per_episode(StraightforwardLSTM(network), task, args.episodes),
-               "learned_optim": seconds_per_episode(network, task, args.episodes)}
-    network.compile(dynamic=False)  # what `train --compile` does
-    results["learned_optim, --compile"] = seconds_per_episode(network, task, args.episodes)
-    reference = results["straightforward (nn.LSTMCell)"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| implementation | s / episode | episodes / s | speed-up |")
+    network = CoordinatewiseLSTM(**DEFAULTS["mnist"]["network"]).to(args.device)
+    measure = lambda rule, k: optimizee_steps_per_second(rule, task, k, args.episodes, args.horizon)  # noqa: E731
+    results = {"straightforward (nn.LSTMCell), 1 optimizee": measure(StraightforwardLSTM(network), 1)}
+    with mock.patch("learned_optim.network.chunked_update", lambda weights, grad, state: reference_update(weights, grad, state)):
+        results["previous engine (autograd LSTM), 1 optimizee"] = measure(network, 1)
+    results["learned_optim, 1 optimizee"] = measure(network, 1)
+    for k in args.meta_batch:
+        results[f"learned_optim, meta-batch of {k}"] = measure(network, k)
+    reference = results["previous engine (autograd LSTM), 1 optimizee"]
+    from learned_optim.meta.train import describe_hardware
+
+    print(f"{describe_hardware(args.device)}; horizon {args.horizon}, unroll 20")
+    print("| implementation | optimizee-steps / s | s / 100-step episode per optimizee | x previous engine |")
     print("|---|---|---|---|")
-    for name, seconds in results.items():
-        print(f"| {name} | {seconds:.2f} | {1 / seconds:.2f} | {reference / seconds:.2f} |")
+    for name, rate in results.items():
+        print(f"| {name} | {rate:.1f} | {100 / rate:.2f} | {rate / reference:.2f} |")
 
 
 if __name__ == "__main__":

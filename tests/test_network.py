@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from learned_optim import CheckpointError, CoordinatewiseLSTM
-from learned_optim.functional import fast_update_, reference_update
+from learned_optim.functional import chunked_update, fast_update_, reference_update
 from learned_optim.preprocessing import log_sign
 
 from conftest import random_network
@@ -45,6 +45,30 @@ def test_fast_path_equals_reference_path_in_lockstep(network, state_dtype, chunk
         for stored, expected_state in zip(state, reference_state):
             torch.testing.assert_close(stored.float(), expected_state.float(), **tolerance)
             assert stored.dtype == state_dtype
+
+
+@pytest.mark.parametrize("config", [{}, {"num_layers": 1, "preprocessing": "none"}, {"num_layers": 3, "hidden_size": 7}])
+@pytest.mark.parametrize("chunk_size", [5, 8192])
+def test_chunked_backward_equals_autograd_through_two_steps(config, chunk_size):
+    """Values and gradients (weights and initial state) of a two-step unroll, in float64."""
+    network = random_network(**config).double()
+    grads = [torch.randn(37, dtype=torch.float64) * 1e-2, torch.randn(37, dtype=torch.float64)]
+    state = tuple(torch.randn(37, network.hidden_size, dtype=torch.float64).requires_grad_()
+                  for _ in range(2 * network.num_layers))
+    weight = torch.randn(37, dtype=torch.float64)
+
+    def unroll(update_fn):
+        weights, current, outputs = network.fused_weights(), state, []
+        for grad in grads:
+            update, current = update_fn(weights, grad, current)
+            outputs.append(update)
+        loss = (outputs[0] * weight).sum() + outputs[1].pow(2).sum() + sum(s.pow(2).sum() for s in current) / 10
+        return [*outputs, *current], torch.autograd.grad(loss, [*network.parameters(), *state])
+
+    expected, expected_grads = unroll(reference_update)
+    got, got_grads = unroll(lambda weights, grad, current: chunked_update(weights, grad, current, chunk_size))
+    for a, b in zip([*got, *got_grads], [*expected, *expected_grads]):
+        torch.testing.assert_close(a, b)
 
 
 def test_coordinatewise_permuting_coordinates_permutes_updates(network):

@@ -13,7 +13,7 @@ from huggingface_hub import PyTorchModelHubMixin, constants
 from safetensors.torch import load_model
 from torch import Tensor, nn
 
-from .functional import FusedWeights, reference_update
+from .functional import FusedWeights, chunked_update, reference_update
 from .preprocessing import PREPROCESSINGS
 
 _CONFIG_KEYS = ("hidden_size", "num_layers", "preprocessing", "p", "output_scale")
@@ -110,12 +110,15 @@ class CoordinatewiseLSTM(
         return FusedWeights(layers, self.head.weight.t(), self.head.bias, self.output_scale, preprocess)
 
     def forward(self, grad: Tensor, state: Sequence[Tensor]) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """Update for the flat gradient ``grad [N]``; returns ``(update [N], new_state)``.
+        """Update for the flat gradient ``grad [N]``; returns ``(update [N], new_state)``, differentiable.
 
         ``state`` is ``(h_0, c_0, h_1, ...)``, each ``[N, hidden_size]``, or their stack from
-        :meth:`initial_state`; the new state is a tuple.
+        :meth:`initial_state`; the new state is a tuple. A ``grad`` that requires grad (second-order
+        meta-training) goes through autograd's :func:`~learned_optim.functional.reference_update`, any
+        other through the chunked hand-written backward of :func:`~learned_optim.functional.chunked_update`.
         """
-        return reference_update(self.fused_weights(), grad, state)
+        update = reference_update if grad.requires_grad else chunked_update
+        return update(self.fused_weights(), grad, state)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.config.items())

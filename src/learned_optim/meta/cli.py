@@ -18,6 +18,7 @@ from .data import DataError
 from .evaluation import compare, write_results
 from .publish import publish
 from .registry import DEFAULTS, TASK_NAMES, make_task
+from .schedules import META_LR_SCHEDULES
 from .train import Run, RunConfig, train
 from .truncated import OBJECTIVES, Recipe
 
@@ -60,10 +61,8 @@ def cmd_train(args: argparse.Namespace) -> Run:
         run = Run(args.run_dir)
         if not run.config_path.is_file():
             raise SystemExit(f"error: --resume: {args.run_dir} holds no run to resume")
-        if args.episodes is not None:  # extend (or shorten) the run; everything else stays as it was
-            config = run.config.to_json()
-            run.config_path.write_text(json.dumps({**config, "episodes": args.episodes}, indent=2) + "\n")
-        return train(RunConfig(), args.run_dir, resume=True, command=command_line(), compile=args.compile)
+        return train(RunConfig(), args.run_dir, resume=True, command=command_line(), device=args.device,
+                     episodes=args.episodes)
     network = dict(DEFAULTS[args.task]["network"])
     for key in ("hidden_size", "num_layers", "preprocessing", "p", "output_scale"):
         if getattr(args, key) is not None:
@@ -71,12 +70,14 @@ def cmd_train(args: argparse.Namespace) -> Run:
     config = RunConfig(
         task=_task_spec(args), network=network,
         recipe=Recipe(horizon=args.horizon, unroll=args.unroll, meta_lr=args.meta_lr, clip=args.clip,
-                      second_order=args.second_order, objective=args.objective),
+                      second_order=args.second_order, objective=args.objective, meta_batch=args.meta_batch,
+                      random_scale=args.random_scale, imitation=args.imitation, imitation_lr=args.imitation_lr),
         episodes=args.episodes or RunConfig.episodes, seed=args.seed, validate_every=args.validate_every,
         num_validation=args.num_validation, validation_metric=args.validation_metric,
-        meta_lr_schedule=args.meta_lr_schedule, init=args.init,
+        meta_lr_schedule=args.meta_lr_schedule, meta_lr_warmup=args.meta_lr_warmup, init=args.init,
+        network_init=args.network_init, curriculum=args.curriculum, curriculum_patience=args.curriculum_patience,
     )
-    return train(config, args.run_dir, command=command_line(), compile=args.compile)
+    return train(config, args.run_dir, command=command_line(), device=args.device)
 
 
 def evaluate(network: CoordinatewiseLSTM, panels: dict[str, tuple[dict, int, str]], protocol: dict, out: Path) -> None:
@@ -168,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "paper's recipe and the task family's network constants.")
     p.add_argument("run_dir", help="run folder: run.json, log.jsonl, checkpoint.pt, best/")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in run_dir with its own settings (only --episodes and --compile apply)")
+                   help="continue the run in run_dir with its own settings (only --episodes and --device "
+                   "apply)")
     _add_task_options(p)
     recipe = Recipe()
     p.add_argument("--episodes", type=int,
@@ -179,17 +181,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", type=float, help="clip the meta-gradient norm (default: no clipping)")
     p.add_argument("--second-order", action="store_true", help="keep second derivatives (default: dropped)")
     p.add_argument("--objective", choices=list(OBJECTIVES), default=recipe.objective,
-                   help="meta-loss per step: the loss (the paper) or its log (default: %(default)s)")
+                   help="meta-loss per step: the loss (the paper), its log, or log(f_t / f_0) / T "
+                   "(Wichrowska et al. 2017) (default: %(default)s)")
+    p.add_argument("--meta-batch", type=int, default=recipe.meta_batch,
+                   help="optimizees per meta-step, run together; split over torchrun's processes (default: 1)")
+    p.add_argument("--random-scale", type=float, default=recipe.random_scale, metavar="R",
+                   help="reparameterise each coordinate by exp(U(-R, R)) per episode (Lv et al. 2017; default: 0)")
+    p.add_argument("--imitation", type=float, default=recipe.imitation, metavar="FRACTION",
+                   help="fraction of episodes that imitate a tuned Adam (Chen et al. 2020; default: 0)")
+    p.add_argument("--imitation-lr", type=float, default=recipe.imitation_lr,
+                   help="learning rate of the imitated Adam (default: %(default)s)")
+    p.add_argument("--network-init", choices=["pytorch", "sonnet"], default=RunConfig.network_init,
+                   help="fresh network: PyTorch's defaults, or Sonnet's biases (forget gate +1, zero output bias) "
+                   "as the authors (default: %(default)s)")
+    p.add_argument("--curriculum", type=int, nargs="+", metavar="HORIZON",
+                   help="horizon curriculum, e.g. 100 200 500 1000: each stage validated on the next stage's "
+                   "horizon, moving on when validation stops improving (Chen et al. 2020; default: none)")
+    p.add_argument("--curriculum-patience", type=int, default=RunConfig.curriculum_patience,
+                   help="validations without improvement before the next stage (default: %(default)s)")
+    p.add_argument("--meta-lr-warmup", type=int, default=RunConfig.meta_lr_warmup, metavar="EPISODES",
+                   help="linear meta-lr warm-up (default: 0)")
+    p.add_argument("--device", default="cpu", help="where to meta-train: cpu, cuda, cuda:1 ... (default: cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     p.add_argument("--validate-every", type=int, default=RunConfig.validate_every, help="episodes between validations")
     p.add_argument("--num-validation", type=int, default=RunConfig.num_validation, help="held-out validation problems")
     p.add_argument("--validation-metric", choices=["mean", "final"], default=RunConfig.validation_metric,
                    help="select the best network by the mean loss over the horizon or the final loss (default: mean)")
-    p.add_argument("--meta-lr-schedule", choices=["constant", "cosine"], default=RunConfig.meta_lr_schedule,
+    p.add_argument("--meta-lr-schedule", choices=list(META_LR_SCHEDULES), default=RunConfig.meta_lr_schedule,
                    help="meta learning rate schedule (default: constant)")
     p.add_argument("--init", metavar="CHECKPOINT",
                    help="fine-tune: start from this checkpoint (bundled name, folder or Hub repo id)")
-    p.add_argument("--compile", action="store_true", help="run the network under torch.compile (faster on MNIST)")
     for key, kind in (("hidden_size", int), ("num_layers", int), ("p", float), ("output_scale", float)):
         p.add_argument(f"--{key.replace('_', '-')}", type=kind, help="network config (default: the task's)")
     p.add_argument("--preprocessing", choices=["log_sign", "none"], help="gradient encoding (default: the task's)")

@@ -54,8 +54,9 @@ def _meta_training(run: Run) -> str:
         f"- Task: `{json.dumps(config.task)}`; data split used for meta-training: "
         + ("the first 50,000 MNIST training images." if data_backed else "synthetic, a fresh problem per episode."),
         f"- Recipe (truncated BPTT): `{json.dumps(config.to_json()['recipe'])}`, meta learning rate schedule "
-        f"`{config.meta_lr_schedule}`; seed {config.seed}"
-        + (f"; initialised from `{config.init}`." if config.init else "; fresh initialisation."),
+        f"`{config.meta_lr_schedule}` with {config.meta_lr_warmup} warm-up episodes; horizon curriculum "
+        f"`{config.curriculum or 'none'}`; seed {config.seed}"
+        + (f"; initialised from `{config.init}`." if config.init else f"; fresh `{config.network_init}` initialisation."),
         f"- Episodes: {checkpoint['episode']}; the best network by validation loss ({metric} on "
         f"{config.num_validation} fixed held-out problems"
         + (" drawn from the last 10,000 MNIST training images" if data_backed else "")

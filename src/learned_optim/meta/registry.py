@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from .tasks import QuadraticTask, SimpleTask, Task, mnist_mlp_task
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -31,12 +33,14 @@ TASK_NAMES = tuple(DEFAULTS)
 _EXTRA_OPTIONS = {"quadratic": {"dim"}, "mnist": {"batch_size", "init_std", "root"}, "simple": set()}
 
 
-def make_task(spec: dict[str, Any], split: str = "train", heldout_split: str | None = None) -> Task:
+def make_task(spec: dict[str, Any], split: str = "train", heldout_split: str | None = None,
+              device: torch.device | str | None = None) -> Task:
     """Build a task from ``spec = {"name": ..., **options}``.
 
     ``split`` picks the data that data-backed tasks train on (``"train"``, ``"validation"``,
     ``"test"``) and ``heldout_split`` the data of each problem's held-out loss (None: none);
-    quadratic and simple problems are synthetic and use fresh seeds instead.
+    quadratic and simple problems are synthetic and use fresh seeds instead. ``device``: where the
+    problems live (default: CPU).
     """
     options = dict(spec)
     name = options.pop("name", None)
@@ -47,9 +51,9 @@ def make_task(spec: dict[str, Any], split: str = "train", heldout_split: str | N
         raise ValueError(f"task {name!r} does not take options {sorted(set(options) - allowed)}; "
                          f"it takes {sorted(allowed) or 'none'}")
     if name == "quadratic":
-        return QuadraticTask(**options)
+        return QuadraticTask(**options, device=device)
     if name == "simple":
-        return SimpleTask()
+        return SimpleTask(device)
     if "hidden_sizes" in options:
         options["hidden_sizes"] = tuple(options["hidden_sizes"])
-    return mnist_mlp_task(split=split, heldout_split=heldout_split, **options)
+    return mnist_mlp_task(split=split, heldout_split=heldout_split, device=device, **options)

@@ -4,6 +4,12 @@ A :class:`Task` samples :class:`Problem` instances from a ``torch.Generator``. A
 initial parameters :math:`\theta_0` (a dict of tensors) and a differentiable loss
 :math:`f(\theta, t)` of those parameters at step :math:`t` (so minibatches can change per step;
 the same ``t`` always gives the same minibatch).
+
+Meta-training runs ``K`` problems of one task together as a :class:`ProblemBatch`: every
+parameter stacked along a leading dimension of size ``K`` and one loss call returning the ``K``
+losses. :meth:`Task.sample_many` stacks ``K`` problems drawn from ``K`` generators, so problem
+``k`` of a batch is exactly the problem :meth:`Task.sample` draws from the ``k``-th generator;
+:class:`ModuleTask` evaluates the ``K`` models in one call with ``torch.func.vmap``.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
 Params = dict[str, Tensor]
 
@@ -30,12 +36,45 @@ class Problem:
     heldout_loss: Callable[[Params], Tensor] | None = None
 
 
+@dataclass
+class ProblemBatch:
+    """``K`` problems of one architecture: ``params[name]`` is ``[K, *shape]`` and
+    ``loss(params, step)`` returns the ``K`` losses ``[K]``, problem ``k``'s depending only on ``params[name][k]``."""
+
+    params: Params
+    loss: Callable[[Params, int], Tensor]
+
+    @property
+    def size(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+
+def stack_problems(problems: list[Problem]) -> ProblemBatch:
+    """The problems as one :class:`ProblemBatch` (they must have the same parameter names and shapes);
+    the loss is evaluated problem by problem."""
+    names = list(problems[0].params)
+    shapes = [{name: p.shape for name, p in problem.params.items()} for problem in problems]
+    if any(shape != shapes[0] for shape in shapes):
+        raise ValueError("a problem batch needs problems with the same parameter names and shapes")
+    params = {name: torch.stack([problem.params[name] for problem in problems]) for name in names}
+
+    def loss(params: Params, step: int) -> Tensor:
+        return torch.stack([problem.loss({name: value[k] for name, value in params.items()}, step)
+                            for k, problem in enumerate(problems)])
+
+    return ProblemBatch(params, loss)
+
+
 class Task(ABC):
     """A family of problems (learned_optimization's "task family")."""
 
     @abstractmethod
     def sample(self, generator: torch.Generator) -> Problem:
         """A fresh problem drawn with ``generator``."""
+
+    def sample_many(self, generators: list[torch.Generator]) -> ProblemBatch:
+        """Problem ``k`` drawn with ``generators[k]``, all stacked (override to evaluate them in one call)."""
+        return stack_problems([self.sample(generator) for generator in generators])
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -50,8 +89,11 @@ def _draw_seed(generator: torch.Generator) -> int:
 class SimpleTask(Task):
     r""":math:`f(x) = x^2` from :math:`x_0 = 1` (the authors' deterministic test problem)."""
 
+    def __init__(self, device: torch.device | str | None = None) -> None:
+        self.device = device
+
     def sample(self, generator: torch.Generator) -> Problem:
-        return Problem({"x": torch.ones(())}, lambda params, step: params["x"] ** 2)
+        return Problem({"x": torch.ones((), device=self.device)}, lambda params, step: params["x"] ** 2)
 
 
 class QuadraticTask(Task):
@@ -64,17 +106,19 @@ class QuadraticTask(Task):
     Args:
         dim (int, optional): :math:`d` (default: 10).
         num_functions (int, optional): independent functions per problem (default: 1).
+        device (torch.device, optional): where the problems live (default: CPU); drawn on the CPU either way.
     """
 
-    def __init__(self, dim: int = 10, num_functions: int = 1) -> None:
+    def __init__(self, dim: int = 10, num_functions: int = 1, device: torch.device | str | None = None) -> None:
         self.dim = dim
         self.num_functions = num_functions
+        self.device = device
 
     def sample(self, generator: torch.Generator) -> Problem:
         k, d = self.num_functions, self.dim
-        W = torch.randn(k, d, d, generator=generator)
-        y = torch.randn(k, d, generator=generator)
-        theta = torch.randn(k, d, generator=generator)
+        W = torch.randn(k, d, d, generator=generator).to(self.device)
+        y = torch.randn(k, d, generator=generator).to(self.device)
+        theta = torch.randn(k, d, generator=generator).to(self.device)
 
         def loss(params: Params, step: int) -> Tensor:
             residual = torch.einsum("kij,kj->ki", W, params["theta"]) - y
@@ -93,6 +137,8 @@ class ModuleTask(Task):
         loss_fn (Callable, optional): ``loss_fn(model(inputs), targets)`` (default: cross-entropy).
         heldout (tuple, optional): ``(inputs, targets)`` for the problem's held-out loss, evaluated
             in one batch (default: None).
+        device (torch.device, optional): where the models live (default: CPU); ``sample_batch`` should
+            return minibatches there (default: None).
 
     Example:
         >>> task = ModuleTask(lambda: nn.Linear(3, 2),
@@ -108,16 +154,22 @@ class ModuleTask(Task):
         sample_batch: Callable[[torch.Generator], tuple[Tensor, Tensor]],
         loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
         heldout: tuple[Tensor, Tensor] | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
         self.model_factory = model_factory
         self.sample_batch = sample_batch
         self.loss_fn = loss_fn
         self.heldout = heldout
+        self.device = device
 
-    def sample(self, generator: torch.Generator) -> Problem:
+    def _model(self, generator: torch.Generator) -> nn.Module:
+        """A fresh model, initialised under a seed drawn from ``generator``."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_draw_seed(generator))
-            model = self.model_factory()
+            return self.model_factory().to(self.device)
+
+    def sample(self, generator: torch.Generator) -> Problem:
+        model = self._model(generator)
         params = {name: p.detach().clone() for name, p in model.named_parameters()}
         batch_seed = _draw_seed(generator)
 
@@ -130,6 +182,27 @@ class ModuleTask(Task):
             return self.loss_fn(functional_call(model, params, (inputs,)), targets)
 
         return Problem(params, loss, heldout_loss if self.heldout is not None else None)
+
+    def sample_many(self, generators: list[torch.Generator]) -> ProblemBatch:
+        """``K`` models stacked; one ``vmap``-ed ``functional_call`` evaluates all of them on their own minibatches."""
+        models, batch_seeds = [], []
+        for generator in generators:  # the same draws, in the same order, as sample()
+            models.append(self._model(generator))
+            batch_seeds.append(_draw_seed(generator))
+        template = models[0]
+        params = {name: torch.stack([dict(model.named_parameters())[name].detach() for model in models])
+                  for name, _ in template.named_parameters()}
+
+        def one(params: Params, inputs: Tensor, targets: Tensor) -> Tensor:
+            return self.loss_fn(functional_call(template, params, (inputs,)), targets)
+
+        batched = vmap(one)
+
+        def loss(params: Params, step: int) -> Tensor:
+            inputs, targets = zip(*(self.sample_batch(seeded(seed + step)) for seed in batch_seeds))
+            return batched(params, torch.stack(inputs), torch.stack(targets))
+
+        return ProblemBatch(params, loss)
 
 
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
@@ -160,6 +233,7 @@ def mnist_mlp_task(
     init_std: float = 0.01,
     root: str | None = None,
     heldout_split: str | None = None,
+    device: torch.device | str | None = None,
 ) -> ModuleTask:
     """MLPs on MNIST minibatches with cross-entropy (the paper's MNIST experiment).
 
@@ -172,16 +246,18 @@ def mnist_mlp_task(
         init_std (float, optional): std of the Gaussian initialisation (default: 0.01).
         root (str, optional): folder of the MNIST files (see :mod:`learned_optim.meta.data`).
         heldout_split (str, optional): split of each problem's held-out loss (default: None, no held-out loss).
+        device (torch.device, optional): where the images and models live (default: CPU).
     """
     from .data import load_split
 
     if activation not in ACTIVATIONS:  # fail now, not at the first sample
         raise ValueError(f"Invalid activation: {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-    images, labels = load_split(split, root)
+    images, labels = (data.to(device) for data in load_split(split, root))
 
     def sample_batch(generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        index = torch.randint(images.shape[0], (batch_size,), generator=generator)
+        index = torch.randint(images.shape[0], (batch_size,), generator=generator).to(images.device)
         return images[index], labels[index]
 
-    heldout = load_split(heldout_split, root) if heldout_split else None
-    return ModuleTask(lambda: mlp(784, hidden_sizes, 10, activation, init_std), sample_batch, heldout=heldout)
+    heldout = tuple(data.to(device) for data in load_split(heldout_split, root)) if heldout_split else None
+    return ModuleTask(lambda: mlp(784, hidden_sizes, 10, activation, init_std), sample_batch, heldout=heldout,
+                      device=device)

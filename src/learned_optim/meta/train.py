@@ -1,46 +1,72 @@
-"""The meta-training loop: seeded episodes of truncated BPTT, validation, checkpoints, resume.
+"""The meta-training loop: seeded meta-batches, gradient estimators, schedules, validation, checkpoints, resume.
 
 A run lives in one folder:
 
-* ``run.json``: everything needed to repeat it (task, network config, recipe, seed, schedule);
-* ``log.jsonl``: one JSON line per episode (meta-loss, final loss, skipped meta-steps) and per
-  validation (mean loss over the horizon on fixed held-out problems);
-* ``checkpoint.pt``: network, meta-optimizer, best network so far, elapsed time; written
-  atomically after every episode and loaded with ``weights_only=True`` on ``resume``;
+* ``run.json``: everything needed to repeat it (task, network config, recipe, seed, schedules);
+* ``log.jsonl``: one JSON line per episode (estimator, horizon, meta-loss, final loss, skipped
+  meta-steps) and per validation (the mean loss over the horizon and the final loss, on fixed
+  held-out problems);
+* ``checkpoint.pt``: network, meta-optimizer, curriculum, best network so far, elapsed time;
+  written atomically after every episode and loaded with ``weights_only=True`` on ``resume``;
 * ``best/``: the best network by validation loss, as a checkpoint folder (``save_pretrained``).
 
-Episode ``e`` optimizes the problem drawn with seed ``(seed, e)``, so a resumed run ends with the
-same weights as an uninterrupted one.
+Problem ``k`` of episode ``e`` is drawn with a seed of ``(seed, e, k)`` alone, so a resumed run ends
+with the same weights as an uninterrupted one, and a run split over processes by ``torchrun``
+(:mod:`~learned_optim.meta.distributed`) with the same weights as a single process.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import platform
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+from torch import nn
 
 from .. import pretrained
 from ..network import CoordinatewiseLSTM
-from ..optimizer import LearnedOptimizer
 from .atomic import write_file_atomic, write_folder_atomic
-from .evaluation import METRICS, run_optimizer
+from .distributed import Distribution, from_environment
+from .evaluation import METRICS
+from .imitation import imitation_episode
 from .registry import make_task
+from .schedules import META_LR_SCHEDULES, HorizonCurriculum, meta_lr
 from .tasks import Task, seeded
-from .truncated import Recipe, train_episode
+from .truncated import BatchLayout, Recipe, Unroller, random_scales, train_episode
 
 VALIDATION_METRICS = {"mean": lambda losses: METRICS["sum"](losses) / len(losses), "final": METRICS["final"]}
 """Validation criteria: mean loss over the horizon (the meta-objective) or mean of the last 10 steps."""
 VALIDATION_SEED = 1_000_000_007
 """Validation problem ``i`` is drawn with seed ``VALIDATION_SEED + i`` (disjoint from training seeds)."""
+VALIDATION_CHUNK = 25
+"""Validation problems run together, at most."""
+
+
+def sonnet_init_(network: CoordinatewiseLSTM) -> CoordinatewiseLSTM:
+    """Sonnet's LSTM defaults, which the paper's authors used: gate biases zero but the forget gate's +1,
+    and a zero output bias (PyTorch's default output bias moves every coordinate even at zero gradient)."""
+    with torch.no_grad():
+        for cell in network.cells:
+            hidden = cell.hidden_size
+            cell.bias_ih.zero_()
+            cell.bias_hh.zero_()
+            cell.bias_ih[hidden:2 * hidden] = 1.0  # nn.LSTMCell's gate order: input, forget, cell, output
+        network.head.bias.zero_()
+    return network
+
+
+NETWORK_INITS: dict[str, Callable[[CoordinatewiseLSTM], CoordinatewiseLSTM]] = {
+    "pytorch": lambda network: network,
+    "sonnet": sonnet_init_,
+}
+"""How a fresh network is initialised: PyTorch's ``nn.LSTMCell``/``nn.Linear`` defaults, or Sonnet's biases."""
 
 
 @dataclass
@@ -51,16 +77,21 @@ class RunConfig:
         task (dict): task spec for :func:`~learned_optim.meta.registry.make_task`.
         network (dict): :class:`~learned_optim.CoordinatewiseLSTM` config.
         recipe (Recipe): truncated-BPTT hyperparameters.
-        episodes (int): episodes to train.
-        seed (int): seeds the network's initialisation and every episode's problem.
+        episodes (int): episodes (meta-batches) to train.
+        seed (int): seeds the network's initialisation and every episode's problems.
         validate_every (int): episodes between validations.
-        num_validation (int): fixed held-out validation problems.
+        num_validation (int): fixed held-out validation problems (the same for every validation).
         validation_metric (str): what selects the best network: ``"mean"`` loss over the horizon
             (the meta-objective) or ``"final"`` loss (mean of the last 10 steps).
         meta_lr_schedule (str): ``"constant"``, or ``"cosine"`` decay from ``meta_lr`` to a tenth of
             it over the run (a function of the episode index, so resuming keeps it exact).
+        meta_lr_warmup (int): episodes of linear meta-lr warm-up (default: 0).
         init (str | None): start from this checkpoint (a bundled name, a folder or a Hub repo id; its
             config must equal ``network``) instead of a fresh initialisation: fine-tuning.
+        network_init (str): how a fresh network is initialised, a key of :data:`NETWORK_INITS`.
+        curriculum (list[int] | None): horizons of a :class:`~learned_optim.meta.schedules.HorizonCurriculum`
+            (default: None, always ``recipe.horizon``).
+        curriculum_patience (int): validations without improvement before the next stage.
     """
 
     task: dict[str, Any] = field(default_factory=lambda: {"name": "quadratic", "num_functions": 32})
@@ -74,19 +105,29 @@ class RunConfig:
     num_validation: int = 20
     validation_metric: str = "mean"
     meta_lr_schedule: str = "constant"
+    meta_lr_warmup: int = 0
     init: str | None = None
+    network_init: str = "pytorch"
+    curriculum: list[int] | None = None
+    curriculum_patience: int = 2
 
     def __post_init__(self) -> None:
         if self.validation_metric not in VALIDATION_METRICS:
             raise ValueError(f"Invalid validation_metric: {self.validation_metric!r}; use one of {list(VALIDATION_METRICS)}")
-        if self.meta_lr_schedule not in ("constant", "cosine"):
-            raise ValueError(f"Invalid meta_lr_schedule: {self.meta_lr_schedule!r}; use 'constant' or 'cosine'")
+        if self.meta_lr_schedule not in META_LR_SCHEDULES:
+            raise ValueError(f"Invalid meta_lr_schedule: {self.meta_lr_schedule!r}; use one of {list(META_LR_SCHEDULES)}")
+        if self.network_init not in NETWORK_INITS:
+            raise ValueError(f"Invalid network_init: {self.network_init!r}; use one of {list(NETWORK_INITS)}")
+        if self.meta_lr_warmup < 0:
+            raise ValueError(f"Invalid meta_lr_warmup: {self.meta_lr_warmup}; it must be >= 0")
+        self.make_curriculum()  # validates the stages
 
     def meta_lr(self, episode: int) -> float:
         """The meta learning rate of ``episode`` under the schedule."""
-        if self.meta_lr_schedule == "constant":
-            return self.recipe.meta_lr
-        return self.recipe.meta_lr * (0.1 + 0.45 * (1 + math.cos(math.pi * episode / self.episodes)))
+        return meta_lr(self.recipe.meta_lr, episode, self.episodes, self.meta_lr_schedule, self.meta_lr_warmup)
+
+    def make_curriculum(self) -> HorizonCurriculum:
+        return HorizonCurriculum(self.curriculum or [self.recipe.horizon], self.curriculum_patience)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -96,32 +137,45 @@ class RunConfig:
         return cls(**{**data, "recipe": Recipe(**data["recipe"])})
 
 
-def describe_hardware() -> str:
-    """CPU model, cores, torch threads and version: what the model card reports as the hardware."""
+def describe_hardware(device: torch.device | str = "cpu", world_size: int = 1) -> str:
+    """CPU (or GPU) model, cores, torch threads, processes and version: what the model card reports."""
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
         model = names[0] if names else model
-    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    if torch.device(device).type == "cuda":
+        model = f"{torch.cuda.get_device_name(device)} (host: {model})"
+    processes = f", {world_size} processes" if world_size > 1 else ""
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{processes}, torch {torch.__version__}"
 
 
-def episode_generator(seed: int, episode: int) -> torch.Generator:
-    return seeded(seed * 2**32 + episode)
+def problem_generator(seed: int, episode: int, index: int = 0) -> torch.Generator:
+    """The generator of problem ``index`` of ``episode`` (index 0 keeps the seeds of single-problem runs)."""
+    return seeded((seed * 2**32 + episode) ^ (index * 0x9E3779B97F4A7C15 % 2**63))
 
 
-def validation_loss(
-    network: CoordinatewiseLSTM, task: Task, num_problems: int, horizon: int, metric: str = "mean"
-) -> float:
-    """``metric`` of the losses over ``horizon`` steps, averaged over ``num_problems`` fixed problems,
-    with the network run by ``LearnedOptimizer``."""
-    values = [
-        VALIDATION_METRICS[metric](
-            run_optimizer(task.sample(seeded(VALIDATION_SEED + i)), lambda p: LearnedOptimizer(p, network), horizon).losses
-        )
-        for i in range(num_problems)
-    ]
-    return sum(values) / num_problems
+def is_imitation_episode(config: RunConfig, episode: int) -> bool:
+    """Whether ``episode`` imitates Adam: a fixed draw of the run's seed, the same on every process."""
+    draw = torch.rand((), generator=seeded(config.seed * 2**32 + episode + 0x1A17A7E))
+    return bool(draw < config.recipe.imitation)
+
+
+def validation_losses(network: nn.Module, task: Task, indices: range | list[int], horizon: int) -> list[list[float]]:
+    """Loss curves (``horizon`` losses each, as ``run_optimizer`` measures them) of validation problems
+    ``indices``: the same problems, initial parameters and minibatches for every network."""
+    curves = []
+    for start in range(0, len(indices), VALIDATION_CHUNK):
+        chunk = indices[start:start + VALIDATION_CHUNK]
+        problems = task.sample_many([seeded(VALIDATION_SEED + i) for i in chunk])
+        curves += Unroller(network, problems).rollout(horizon).t().tolist()
+    return curves
+
+
+def validation_loss(network: nn.Module, task: Task, num_problems: int, horizon: int, metric: str = "mean") -> float:
+    """``metric`` of the losses over ``horizon`` steps, averaged over ``num_problems`` fixed problems."""
+    curves = validation_losses(network, task, range(num_problems), horizon)
+    return sum(VALIDATION_METRICS[metric](curve) for curve in curves) / num_problems
 
 
 class Run:
@@ -162,35 +216,48 @@ def train(
     resume: bool = False,
     progress: bool = True,
     command: str | None = None,
-    compile: bool = False,
     task: Task | None = None,
     validation_task: Task | None = None,
+    device: torch.device | str = "cpu",
+    distribution: Distribution | None = None,
+    episodes: int | None = None,
 ) -> Run:
     """Meta-train as ``config`` says into ``folder``; with ``resume``, continue the run found there.
 
     ``command`` is logged as the command line that started this session (default: ``sys.argv``).
-    ``compile`` runs the network under ``torch.compile`` (faster episodes on large problems after a
-    one-off compilation; the weights and checkpoints are the same module's).
     ``task`` (and ``validation_task``, default: ``task``) meta-train on your own task instead of the
-    built-in one named by ``config.task``; pass the same objects again to resume.
+    built-in one named by ``config.task``; pass the same objects again to resume. ``device`` is where
+    the network and the problems live; ``distribution`` the process group (default: the one
+    ``torchrun`` set up, or a single process). ``episodes`` with ``resume`` extends (or shortens) the
+    run to that many episodes; everything else stays as it was.
 
     Raises:
         FileExistsError: ``folder`` already holds a run and ``resume`` is False.
     """
+    dist = distribution or from_environment(device)
     run = Run(folder)
     if resume and run.config_path.is_file():
         config = run.config
+        if episodes is not None:
+            config = dataclasses.replace(config, episodes=episodes)
     elif run.config_path.exists():
         raise FileExistsError(f"{run.folder} already holds a run; pass resume=True (--resume) or use a new folder")
+    recipe = config.recipe
+    if recipe.meta_batch < dist.world_size:
+        raise ValueError(f"meta_batch {recipe.meta_batch} is smaller than the {dist.world_size} processes; "
+                         "give every process at least one problem")
     # Everything that can reject the config happens before anything is written.
     if task is None:
-        task, validation_task = make_task(config.task, "train"), make_task(config.task, "validation")
+        task = make_task(config.task, "train", device=device)
+        validation_task = make_task(config.task, "validation", device=device)
     validation_task = validation_task or task
     torch.manual_seed(config.seed)
-    network = CoordinatewiseLSTM(**config.network)
-    meta_optimizer = torch.optim.Adam(network.parameters(), lr=config.recipe.meta_lr)
+    network = NETWORK_INITS[config.network_init](CoordinatewiseLSTM(**config.network)).to(device)
+    meta_optimizer = torch.optim.Adam(network.parameters(), lr=recipe.meta_lr)
+    curriculum = config.make_curriculum()
 
     checkpoint = run.checkpoint() if resume and run.checkpoint_path.is_file() else None
+    dist.barrier()  # every process has read the folder before rank 0 writes to it
     if checkpoint is None:
         if config.init is not None:  # a resumed run has its weights in the checkpoint instead
             start = pretrained.load(config.init)
@@ -198,60 +265,88 @@ def train(
                 raise ValueError(f"init checkpoint {config.init!r} has config {start.config}, but the run's network "
                                  f"is {network.config}; pass the checkpoint's network options")
             network.load_state_dict(start.state_dict())
-        run.folder.mkdir(parents=True, exist_ok=True)
-        run.config_path.write_text(json.dumps(config.to_json(), indent=2) + "\n")
-        run.log_path.write_text("")
+        if dist.is_main:
+            run.folder.mkdir(parents=True, exist_ok=True)
+            run.config_path.write_text(json.dumps(config.to_json(), indent=2) + "\n")
+            run.log_path.write_text("")
         episode, elapsed, best = 0, 0.0, None
-    else:  # drop log lines of episodes after the checkpoint: they are run again
-        run.log_path.write_text(
-            "".join(json.dumps(e) + "\n" for e in run.log() if e["episode"] <= checkpoint["episode"])
-        )
+    else:
+        if dist.is_main:  # drop log lines of episodes after the checkpoint: they are run again
+            run.config_path.write_text(json.dumps(config.to_json(), indent=2) + "\n")
+            run.log_path.write_text(
+                "".join(json.dumps(e) + "\n" for e in run.log() if e["episode"] <= checkpoint["episode"])
+            )
         network.load_state_dict(checkpoint["network"])
         meta_optimizer.load_state_dict(checkpoint["meta_optimizer"])
+        curriculum.load_state_dict(checkpoint.get("curriculum", curriculum.state_dict()))
         episode, elapsed, best = checkpoint["episode"], checkpoint["elapsed_s"], checkpoint["best"]
+
+    def log(entry: dict[str, Any]) -> None:
+        if dist.is_main:
+            _append(run.log_path, entry)
 
     def validate() -> None:
         nonlocal best
-        loss = validation_loss(network, validation_task, config.num_validation, config.recipe.horizon,
-                               config.validation_metric)
-        _append(run.log_path, {"episode": episode, "validation_loss": loss})
-        if best is None or loss < best["validation_loss"]:
-            best = {"episode": episode, "validation_loss": loss}  # its weights: the best/ folder
-            write_folder_atomic(run.best_path, network.save_pretrained)
+        horizon = curriculum.validation_horizon
+        curves = validation_losses(network, validation_task, dist.shard(config.num_validation), horizon)
+        sums = torch.tensor([[VALIDATION_METRICS[m](c) for m in VALIDATION_METRICS] for c in curves] or
+                            [[0.0] * len(VALIDATION_METRICS)], dtype=torch.float64).sum(0)
+        dist.all_reduce(sums)
+        values = dict(zip(VALIDATION_METRICS, (sums / config.num_validation).tolist()))
+        loss = values[config.validation_metric]
+        log({"episode": episode, "validation_loss": loss, "validation_mean": values["mean"],
+             "validation_final": values["final"], "validation_horizon": horizon})
+        if best is None or best.get("horizon", horizon) != horizon or loss < best["validation_loss"]:
+            best = {"episode": episode, "validation_loss": loss, "horizon": horizon}  # its weights: best/
+            if dist.is_main:
+                write_folder_atomic(run.best_path, network.save_pretrained)
+        if curriculum.observe(episode, loss):
+            log({"episode": episode, "event": "curriculum", "horizon": curriculum.horizon,
+                 "validation_horizon": curriculum.validation_horizon})
 
     def save() -> None:
+        if not dist.is_main:
+            return
         snapshot = {"episode": episode, "elapsed_s": elapsed, "best": best, "network": network.state_dict(),
-                    "meta_optimizer": meta_optimizer.state_dict()}
+                    "meta_optimizer": meta_optimizer.state_dict(), "curriculum": curriculum.state_dict()}
         write_file_atomic(run.checkpoint_path, lambda handle: torch.save(snapshot, handle))
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=config.episodes, initial=episode, disable=not progress, desc="meta-training", unit="ep")
-    _append(run.log_path, {"episode": episode, "event": "start", "command": command or " ".join(sys.argv),
-                           "hardware": describe_hardware()})
+    bar = tqdm(total=config.episodes, initial=episode, disable=not (progress and dist.is_main), desc="meta-training",
+               unit="ep")
+    log({"episode": episode, "event": "start", "command": command or " ".join(sys.argv),
+         "hardware": describe_hardware(device, dist.world_size)})
     if episode == 0:
         validate()
         save()
     running = None
-    if compile:
-        network.compile(dynamic=False)
+    shard = dist.shard(recipe.meta_batch)
     while episode < config.episodes:
         for group in meta_optimizer.param_groups:
             group["lr"] = config.meta_lr(episode)
         started = time.perf_counter()
-        result = train_episode(network, meta_optimizer, task.sample(episode_generator(config.seed, episode)),
-                               config.recipe)
+        generators = [problem_generator(config.seed, episode, k) for k in shard]
+        problems = task.sample_many(generators)
+        scale = random_scales(BatchLayout(problems.params), recipe.random_scale, generators)
+        imitation = is_imitation_episode(config, episode)
+        estimator = imitation_episode if imitation else train_episode
+        result = estimator(network, meta_optimizer, problems, dataclasses.replace(recipe, horizon=curriculum.horizon),
+                           scale.to(device) if scale is not None else None, recipe.meta_batch, dist.all_reduce)
         episode += 1
         elapsed += time.perf_counter() - started
-        _append(run.log_path, {"episode": episode, "meta_loss": result["meta_loss"],
-                               "final_loss": result["losses"][-1], "skipped": result["skipped"]})
+        log({"episode": episode, "estimator": "imitation" if imitation else "bptt", "horizon": curriculum.horizon,
+             "meta_loss": result["meta_loss"], "final_loss": result["losses"][-1], "skipped": result["skipped"]})
         if episode % config.validate_every == 0 or episode == config.episodes:
             validate()
         save()
-        running = result["meta_loss"] if running is None else 0.95 * running + 0.05 * result["meta_loss"]
-        bar.set_postfix(meta_loss=f"{running:.4g}", val=f"{best['validation_loss']:.4g}", best_ep=best["episode"])
+        if not imitation:
+            running = result["meta_loss"] if running is None else 0.95 * running + 0.05 * result["meta_loss"]
+        bar.set_postfix(meta_loss=f"{running or float('nan'):.4g}", val=f"{best['validation_loss']:.4g}",
+                        best_ep=best["episode"], horizon=curriculum.horizon)
         bar.update()
     bar.close()
+    dist.barrier()
     return run
 
 

@@ -1,34 +1,46 @@
-r"""Truncated backpropagation through time over one optimizee (Andrychowicz et al., 2016, sec. 2).
+r"""Truncated backpropagation through time over a batch of optimizees (Andrychowicz et al., 2016, sec. 2).
 
-An episode optimizes a fresh problem for ``horizon`` steps with the learned rule
+An episode optimizes ``K`` fresh problems for ``horizon`` steps with the learned rule
 
 .. math::
     \theta_{t+1} = \theta_t + g_t, \qquad (g_t, h_{t+1}) = m(\nabla_t, h_t; \phi), \qquad
     \nabla_t = \nabla_\theta f(\theta_t, t)\ \text{(detached)},
 
-cut into unrolls of ``unroll`` steps. After each unroll, one meta-step on
-:math:`L(\phi) = \sum_{t \in \text{unroll}} f(\theta_t, t)` (the paper's objective) or
-:math:`\sum_t \log f(\theta_t, t)` (:data:`OBJECTIVES`); :math:`\theta`, :math:`h` and
-:math:`\nabla` carry over to the next unroll with the graph cut. All parameter tensors are
-flattened into one coordinate vector: the rule is coordinatewise, so this equals running it per
-tensor (as :class:`~learned_optim.LearnedOptimizer` does) and costs one network call per step.
+cut into unrolls of ``unroll`` steps. After each unroll, one meta-step on the mean over the ``K``
+problems of :math:`L(\phi) = \sum_{t \in \text{unroll}} \ell(f(\theta_t, t))`, the loss after
+each of the unroll's updates (so the last update is trained too; :data:`OBJECTIVES` gives
+:math:`\ell`); :math:`\theta`, :math:`h` and :math:`\nabla` carry over to the next unroll with the
+graph cut. All coordinates of all ``K`` problems are one flat vector, so each step is one network
+call: the rule is coordinatewise, so this equals running it per tensor and per problem (as
+:class:`~learned_optim.LearnedOptimizer` does).
+
+Random scaling (Lv et al., 2017): with scales :math:`c = e^{u}`, :math:`u \sim U(-r, r)` per
+coordinate, the rule optimizes :math:`\psi` with :math:`\theta = c \odot \psi`, so it sees
+:math:`\nabla_\psi = c \odot \nabla_\theta` and cannot rely on one gradient scale.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-from .tasks import Params, Problem
+from .tasks import Params, Problem, ProblemBatch, stack_problems
 
-OBJECTIVES = {"sum": lambda loss: loss, "log": torch.log}
-r"""Meta-loss term of the loss :math:`f_t` of a step. ``"sum"``: :math:`f_t`
-(the paper). ``"log"``: :math:`\log f_t`, whose gradient :math:`\nabla f_t / f_t` weighs a step by its
-relative progress, so late steps (small losses) are not drowned out by the large early ones; it
-needs positive losses (cross-entropy is)."""
+OBJECTIVES: dict[str, Callable[[Tensor, Tensor, int], Tensor]] = {
+    "sum": lambda loss, initial, horizon: loss,
+    "log": lambda loss, initial, horizon: loss.log(),
+    "log_ratio": lambda loss, initial, horizon: (loss / initial).log() / horizon,
+}
+r"""Meta-loss term :math:`\ell(f_t)` of a step, given the problem's initial loss :math:`f_0` and the horizon
+:math:`T`. ``"sum"``: :math:`f_t` (the paper). ``"log"``: :math:`\log f_t`, whose gradient
+:math:`\nabla f_t / f_t` weighs a step by its relative progress, so late steps (small losses) are not
+drowned out by the large early ones. ``"log_ratio"``: :math:`\log(f_t / f_0) / T`, summing to
+:math:`\operatorname{mean}_t \log(f_t / f_0)` over the horizon (Wichrowska et al., 2017): the same
+direction as ``"log"``, on a scale comparable across problems and horizons. Both logs need positive losses."""
 
 
 @dataclass
@@ -41,8 +53,13 @@ class Recipe:
         meta_lr (float): Adam learning rate on the network's weights (default: 3e-3; 1e-2 never leaves
             ln 10 on MNIST).
         clip (float | None): clip the meta-gradient's global norm to this value (default: None).
-        second_order (bool): keep second derivatives through :math:`\nabla_t` (default: False).
+        second_order (bool): keep second derivatives through :math:`\\nabla_t` (default: False).
         objective (str): meta-loss per step, a key of :data:`OBJECTIVES` (default: ``"sum"``).
+        meta_batch (int): optimizees per meta-step, the meta-gradient averaged over them (default: 1).
+        random_scale (float): :math:`r` of random scaling, 0 for none (default: 0; Lv et al. use 3).
+        imitation (float): fraction of episodes that imitate a tuned Adam instead
+            (:mod:`~learned_optim.meta.imitation`; Chen et al., 2020) (default: 0).
+        imitation_lr (float): the imitated Adam's learning rate, tuned on the task (default: 0.01).
     """
 
     horizon: int = 100
@@ -51,6 +68,10 @@ class Recipe:
     clip: float | None = None
     second_order: bool = False
     objective: str = "sum"
+    meta_batch: int = 1
+    random_scale: float = 0.0
+    imitation: float = 0.0
+    imitation_lr: float = 0.01
 
     def __post_init__(self) -> None:
         if self.horizon < 1 or self.unroll < 1:
@@ -59,104 +80,176 @@ class Recipe:
             raise ValueError(f"Invalid meta learning rate: {self.meta_lr}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"Invalid objective: {self.objective!r}; choose one of {list(OBJECTIVES)}")
+        if self.meta_batch < 1:
+            raise ValueError(f"Invalid meta_batch: {self.meta_batch}; it must be a positive integer")
+        if self.random_scale < 0:
+            raise ValueError(f"Invalid random_scale: {self.random_scale}; it must be >= 0")
+        if not 0 <= self.imitation <= 1 or self.imitation_lr <= 0:
+            raise ValueError(f"Invalid imitation fraction/lr: {self.imitation}/{self.imitation_lr}; "
+                             "the fraction must be in [0, 1] and the lr positive")
 
 
-class FlatParams:
-    """Views a dict of tensors as one flat coordinate vector and back."""
+class BatchLayout:
+    """Views a batch's stacked parameters (``[K, *shape]`` each) as one flat vector, problem-major:
+    problem ``k``'s coordinates are ``flat.view(K, N)[k]``."""
 
     def __init__(self, params: Params) -> None:
         self.names = list(params)
         self.shapes = [p.shape for p in params.values()]
-        self.sizes = [p.numel() for p in params.values()]
+        self.problems = self.shapes[0][0]
+        self.sizes = [math.prod(shape[1:]) for shape in self.shapes]
 
     def flatten(self, params: Params) -> Tensor:
-        return torch.cat([params[name].reshape(-1) for name in self.names])
+        return torch.cat([params[name].reshape(self.problems, -1) for name in self.names], dim=1).reshape(-1)
 
     def unflatten(self, flat: Tensor) -> Params:
-        chunks = flat.split(self.sizes)
-        return {name: chunk.view(shape) for name, chunk, shape in zip(self.names, chunks, self.shapes)}
+        chunks = flat.view(self.problems, -1).split(self.sizes, dim=1)
+        return {name: chunk.reshape(shape) for name, chunk, shape in zip(self.names, chunks, self.shapes)}
+
+    def per_problem(self, flat: Tensor) -> Tensor:
+        """``flat [K * N] -> [K, N]``."""
+        return flat.view(self.problems, -1)
+
+
+def random_scales(layout: BatchLayout, radius: float, generators: list[torch.Generator]) -> Tensor | None:
+    r"""Coordinate scales :math:`e^{U(-r, r)}`, problem ``k``'s drawn with ``generators[k]`` (None if ``radius`` is 0)."""
+    if radius == 0:
+        return None
+    per_problem = sum(layout.sizes)
+    return torch.cat([(torch.rand(per_problem, generator=g) * 2 - 1).mul_(radius).exp_() for g in generators])
 
 
 class Unroller:
-    """Runs a problem through the learned rule in truncations, yielding differentiable meta-losses.
+    """Runs a batch of problems through the learned rule in truncations, yielding differentiable meta-losses.
 
     Args:
         network (nn.Module): the update rule being meta-trained: ``network(grad [N], state) ->
             (update [N], state)`` and ``network.initial_state(N, dtype, device)``, such as
             :class:`~learned_optim.CoordinatewiseLSTM`.
-        problem (Problem): the optimizee.
+        problems (ProblemBatch or Problem): the optimizees (one problem is a batch of one).
         second_order (bool, optional): keep the graph through the gradient input (default: False).
         objective (str, optional): meta-loss per step, a key of :data:`OBJECTIVES` (default: ``"sum"``).
+        horizon (int, optional): the episode's horizon :math:`T`, for ``"log_ratio"`` (default: 100).
+        scale (Tensor, optional): random scaling :math:`c` of the coordinates (default: None).
     """
 
-    def __init__(self, network: nn.Module, problem: Problem, second_order: bool = False, objective: str = "sum") -> None:
+    def __init__(self, network: nn.Module, problems: ProblemBatch | Problem, second_order: bool = False,
+                 objective: str = "sum", horizon: int = 100, scale: Tensor | None = None) -> None:
         self.network = network
-        self.problem = problem
+        self.problems = stack_problems([problems]) if isinstance(problems, Problem) else problems
         self.second_order = second_order
         self.objective = OBJECTIVES[objective]
-        self.layout = FlatParams(problem.params)
-        self.theta = self.layout.flatten(problem.params).detach()
-        self.state = network.initial_state(self.theta.numel(), dtype=self.theta.dtype, device=self.theta.device)
+        self.horizon = horizon
+        self.layout = BatchLayout(self.problems.params)
+        theta = self.layout.flatten(self.problems.params).detach()
+        self.scale = scale
+        self.psi = theta if scale is None else theta / scale
+        self.state = network.initial_state(self.psi.numel(), dtype=self.psi.dtype, device=self.psi.device)
         self.step = 0
-        _, self.grad = self._loss_and_grad(self.theta.requires_grad_())
+        initial, self.grad = self.loss_and_grad(self.psi.requires_grad_())
+        self.initial_loss = initial.detach()
 
-    def _loss_and_grad(self, theta: Tensor) -> tuple[Tensor, Tensor]:
-        r""":math:`f(\theta, t)` and :math:`\nabla_\theta f`, detached unless ``second_order``."""
-        loss = self.problem.loss(self.layout.unflatten(theta), self.step)
-        (grad,) = torch.autograd.grad(loss, theta, retain_graph=True, create_graph=self.second_order)
-        return loss, grad if self.second_order else grad.detach()
+    @property
+    def theta(self) -> Tensor:
+        """The optimizees' parameters, flat."""
+        return self.psi if self.scale is None else self.psi * self.scale
 
-    def unroll(self, steps: int) -> tuple[Tensor, list[float]]:
-        """Advance ``steps`` steps; returns the differentiable meta-loss (the sum of the steps' objective
-        terms) and the losses."""
-        meta_loss = torch.zeros((), dtype=self.theta.dtype, device=self.theta.device)
+    def loss_and_grad(self, psi: Tensor) -> tuple[Tensor, Tensor]:
+        r"""The losses :math:`f(c \odot \psi, t)` ``[K]`` and :math:`\nabla_\psi \sum_k f_k`, detached unless
+        ``second_order``."""
+        theta = psi if self.scale is None else psi * self.scale
+        losses = self.problems.loss(self.layout.unflatten(theta), self.step)
+        (grad,) = torch.autograd.grad(losses.sum(), psi, retain_graph=True, create_graph=self.second_order)
+        return losses, grad if self.second_order else grad.detach()
+
+    def rollout(self, steps: int) -> Tensor:
+        """The losses ``[steps, K]`` at steps ``0 .. steps - 1`` (the initial one first), the rule applied without
+        a meta-graph: what :func:`~learned_optim.meta.evaluation.run_optimizer` measures, for validation."""
+        losses = [self.initial_loss]
+        for _ in range(steps - 1):
+            with torch.no_grad():
+                update, self.state = self.network(self.grad, self.state)
+                self.psi = self.psi + update
+            self.step += 1
+            loss, self.grad = self.loss_and_grad(self.psi.requires_grad_())
+            self.psi = self.psi.detach()
+            losses.append(loss.detach())
+        return torch.stack(losses)
+
+    def unroll(self, steps: int) -> tuple[Tensor, Tensor]:
+        """Advance ``steps`` steps; returns each problem's differentiable meta-loss ``[K]`` (the sum of its
+        steps' objective terms) and the losses ``[steps, K]`` (detached)."""
+        meta_loss = torch.zeros(self.layout.problems, dtype=self.psi.dtype, device=self.psi.device)
         losses = []
         for _ in range(steps):
             update, self.state = self.network(self.grad, self.state)
-            self.theta = self.theta + update
+            self.psi = self.psi + update
             self.step += 1
-            loss, self.grad = self._loss_and_grad(self.theta)
-            meta_loss = meta_loss + self.objective(loss)
-            losses.append(float(loss.detach()))
-        return meta_loss, losses
+            loss, self.grad = self.loss_and_grad(self.psi)
+            meta_loss = meta_loss + self.objective(loss, self.initial_loss, self.horizon)
+            losses.append(loss.detach())
+        return meta_loss, torch.stack(losses)
 
     def truncate(self) -> None:
         """Cut the graph: the next unroll starts from the current values with no history."""
-        self.theta, self.grad = self.theta.detach(), self.grad.detach()
+        self.psi, self.grad = self.psi.detach(), self.grad.detach()
         self.state = tuple(s.detach() for s in self.state)
 
 
-def meta_step(
-    network: nn.Module, meta_optimizer: torch.optim.Optimizer, meta_loss: Tensor, clip: float | None
-) -> bool:
-    """One meta-step on ``meta_loss``; skipped (returns False) if the loss or its gradient is not finite."""
+AllReduce = Callable[[Tensor], None]
+"""Sums a tensor in place over the processes of a distributed run (identity in a single process)."""
+
+
+def meta_step(network: nn.Module, meta_optimizer: torch.optim.Optimizer, meta_loss: Tensor,
+              clip: float | None, all_reduce: AllReduce | None = None) -> float | None:
+    """One meta-step on ``meta_loss`` (this process's share, summed over processes by ``all_reduce``).
+
+    Returns the (summed) meta-loss, or None when it or its gradient is not finite: then nothing changes.
+    """
     meta_optimizer.zero_grad(set_to_none=True)
-    if not math.isfinite(float(meta_loss.detach())):
-        return False
-    meta_loss.backward()
-    params = [p for p in network.parameters() if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, clip if clip is not None else math.inf)
-    if not torch.isfinite(norm):
+    params = list(network.parameters())
+    if meta_loss.requires_grad:
+        meta_loss.backward()
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+                     + [meta_loss.detach().reshape(1)])
+    if all_reduce is not None:
+        all_reduce(flat)
+    loss, grads = float(flat[-1]), flat[:-1]
+    norm = torch.linalg.vector_norm(grads)
+    if not (math.isfinite(loss) and torch.isfinite(norm)):
         meta_optimizer.zero_grad(set_to_none=True)
-        return False
+        return None
+    if clip is not None and norm > clip:
+        grads = grads * (clip / norm)
+    for p, g in zip(params, grads.split([p.numel() for p in params])):
+        p.grad = g.view_as(p).clone()
     meta_optimizer.step()
-    return True
+    return loss
 
 
-def train_episode(
-    network: nn.Module, meta_optimizer: torch.optim.Optimizer, problem: Problem, recipe: Recipe
-) -> dict:
-    """One episode of truncated BPTT on ``problem``: ``horizon / unroll`` meta-steps.
+def train_episode(network: nn.Module, meta_optimizer: torch.optim.Optimizer, problems: ProblemBatch | Problem,
+                  recipe: Recipe, scale: Tensor | None = None, total_problems: int | None = None,
+                  all_reduce: AllReduce | None = None) -> dict:
+    """One episode of truncated BPTT: ``horizon / unroll`` meta-steps on the mean over the problems.
+
+    In a distributed run each process passes its share of the meta-batch, ``total_problems`` the size of
+    the whole meta-batch (default: this batch's) and ``all_reduce`` to sum over processes.
 
     Returns:
-        ``{"meta_loss": mean meta-loss per unroll, "losses": per-step losses, "skipped": skipped meta-steps}``.
+        ``{"meta_loss": mean meta-loss per unroll, "losses": mean loss over the problems per step,
+        "skipped": skipped meta-steps}``, all summed over the processes.
     """
-    unroller = Unroller(network, problem, recipe.second_order, recipe.objective)
+    unroller = Unroller(network, problems, recipe.second_order, recipe.objective, recipe.horizon, scale)
+    total = total_problems or unroller.layout.problems
     meta_losses, losses, skipped = [], [], 0
     for start in range(0, recipe.horizon, recipe.unroll):
         meta_loss, unroll_losses = unroller.unroll(min(recipe.unroll, recipe.horizon - start))
-        skipped += not meta_step(network, meta_optimizer, meta_loss, recipe.clip)
-        meta_losses.append(float(meta_loss.detach()))
-        losses += unroll_losses
+        value = meta_step(network, meta_optimizer, meta_loss.sum() / total, recipe.clip, all_reduce)
+        skipped += value is None
+        meta_losses.append(math.nan if value is None else value)
+        losses.append(unroll_losses.sum(1) / total)
         unroller.truncate()
-    return {"meta_loss": sum(meta_losses) / len(meta_losses), "losses": losses, "skipped": skipped}
+    losses = torch.cat(losses)
+    if all_reduce is not None:
+        all_reduce(losses)
+    return {"meta_loss": sum(meta_losses) / len(meta_losses), "losses": losses.tolist(), "skipped": skipped}
