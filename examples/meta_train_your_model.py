@@ -14,6 +14,7 @@ from learned_optim.meta.tasks import ModuleTask
 from learned_optim.meta.train import RunConfig, train
 from learned_optim.meta.truncated import Recipe
 
+torch.manual_seed(0)  # the same teacher, so a re-run resumes on the same task
 TEACHER = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1)).requires_grad_(False)
 
 
@@ -31,7 +32,7 @@ task = ModuleTask(make_model, sample_batch, loss_fn=nn.functional.mse_loss)
 config = RunConfig(
     task={"name": "teacher-regression"},  # a label for run.json; the task object is passed below
     network={"hidden_size": 20, "num_layers": 2, "preprocessing": "log_sign", "p": 10.0, "output_scale": 0.1},
-    recipe=Recipe(horizon=100, unroll=20, meta_lr=3e-3),
+    recipe=Recipe(horizon=100, unroll=20, meta_lr=3e-3, meta_batch=4),  # 4 models per meta-step
     episodes=100,
     validate_every=25,
     num_validation=5,

@@ -19,7 +19,7 @@ from .evaluation import compare, write_results
 from .publish import publish
 from .registry import DEFAULTS, TASK_NAMES, make_task
 from .schedules import META_LR_SCHEDULES
-from .train import Run, RunConfig, train
+from .train import NETWORK_INITS, Run, RunConfig, train
 from .truncated import OBJECTIVES, Recipe
 
 MNIST_PANELS = {
@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of episodes that imitate a tuned Adam (Chen et al. 2020; default: 0)")
     p.add_argument("--imitation-lr", type=float, default=recipe.imitation_lr,
                    help="learning rate of the imitated Adam (default: %(default)s)")
-    p.add_argument("--network-init", choices=["pytorch", "sonnet"], default=RunConfig.network_init,
+    p.add_argument("--network-init", choices=list(NETWORK_INITS), default=RunConfig.network_init,
                    help="fresh network: PyTorch's defaults, or Sonnet's biases (forget gate +1, zero output bias) "
                    "as the authors (default: %(default)s)")
     p.add_argument("--curriculum", type=int, nargs="+", metavar="HORIZON",
