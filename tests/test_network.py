@@ -115,6 +115,31 @@ def test_loading_rejects_bad_configs(checkpoint):
         CoordinatewiseLSTM.from_pretrained(checkpoint)
 
 
+@pytest.mark.parametrize("damage", ["empty", "truncated", "random"])
+def test_unreadable_weights_are_a_checkpoint_error_naming_the_file(checkpoint, damage):
+    path = checkpoint / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "random": bytes(range(256)) * 4}[damage])
+    with pytest.raises(CheckpointError, match="model.safetensors is not a readable safetensors file"):
+        CoordinatewiseLSTM.from_pretrained(checkpoint)
+
+
+def test_non_finite_weights_are_refused(checkpoint):
+    weights = load_file(checkpoint / "model.safetensors")
+    weights["head.bias"] = torch.tensor([float("nan")])
+    save_file(weights, checkpoint / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"non-finite .*\['head.bias'\]"):
+        CoordinatewiseLSTM.from_pretrained(checkpoint)
+
+
+def test_broken_config_json_is_a_checkpoint_error(checkpoint):
+    from learned_optim import pretrained
+
+    (checkpoint / "config.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
+        pretrained.load(checkpoint)
+
+
 def test_loading_requires_safetensors_weights(checkpoint):
     (checkpoint / "model.safetensors").unlink()
     torch.save({}, checkpoint / "pytorch_model.bin")

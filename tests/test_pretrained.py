@@ -58,3 +58,13 @@ def test_hub_repo_id_not_cached_offline_is_a_fast_clear_error(hub_cache):
 def test_unknown_names_list_the_bundled_ones():
     with pytest.raises(CheckpointError, match=f"unknown checkpoint 'nope'.*{DEFAULT_CHECKPOINT}"):
         resolve("nope")
+
+
+def test_a_bundled_name_with_a_revision_says_bundled_checkpoints_have_none():
+    with pytest.raises(CheckpointError, match="'l2l-mnist' is a bundled checkpoint, which has no revisions"):
+        LearnedOptimizer([torch.nn.Parameter(torch.ones(2))], pretrained="l2l-mnist", revision="main")
+
+
+def test_a_learning_rate_in_the_checkpoint_position_shows_the_keyword_form():
+    with pytest.raises(TypeError, match=r"LearnedOptimizer\(params, lr=0.001\)"):
+        LearnedOptimizer([torch.nn.Parameter(torch.ones(2))], 1e-3)

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin, constants
+from safetensors import SafetensorError
 from safetensors.torch import load_model
 from torch import Tensor, nn
 
@@ -153,8 +154,17 @@ class CoordinatewiseLSTM(
             raise CheckpointError(f"checkpoint {model_id!r} has an invalid config: {error}") from error
         try:
             load_model(model, os.fspath(weights), strict=True, device=map_location)
+        except SafetensorError as error:
+            raise CheckpointError(
+                f"{weights} is not a readable safetensors file ({error}); it may be truncated or corrupt: "
+                "download or save the checkpoint again"
+            ) from error
         except RuntimeError as error:
             raise CheckpointError(
                 f"checkpoint {model_id!r} does not match its config {config}: {error}"
             ) from error
+        broken = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]
+        if broken:
+            raise CheckpointError(f"{weights} holds non-finite (nan/inf) weights in {broken}: a diverged or corrupt "
+                                  "checkpoint would write nan into your model; use another checkpoint")
         return model.eval()

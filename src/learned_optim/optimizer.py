@@ -70,6 +70,11 @@ class LearnedOptimizer(Optimizer):
         skip_nonfinite: bool = False,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
+        if isinstance(pretrained, (int, float)) and not isinstance(pretrained, bool):
+            raise TypeError(
+                f"LearnedOptimizer's second argument is the checkpoint (pretrained=), not the learning rate: "
+                f"pass the learning rate by keyword, LearnedOptimizer(params, lr={pretrained!r})"
+            )
         if chunk_size < 1:
             raise ValueError(f"Invalid chunk_size: {chunk_size}; it must be a positive integer")
         defaults = dict(lr=lr, weight_decay=weight_decay, maximize=maximize, state_dtype=state_dtype)

@@ -10,6 +10,7 @@ Resolution order for ``pretrained=name``:
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from importlib import resources
@@ -62,7 +63,10 @@ def resolve(name: str | os.PathLike, revision: str | None = None) -> Path:
     """
     name = os.fspath(name)
     bundled = _bundled_root() / name
-    if revision is None and "/" not in name and (bundled / constants.CONFIG_NAME).is_file():
+    if "/" not in name and (bundled / constants.CONFIG_NAME).is_file():
+        if revision is not None:
+            raise CheckpointError(f"{name!r} is a bundled checkpoint, which has no revisions: drop revision={revision!r} "
+                                  "(revisions apply to Hugging Face Hub repo ids such as 'org/repo')")
         return bundled
     if os.path.isdir(name):
         return Path(name)
@@ -84,5 +88,16 @@ def resolve(name: str | os.PathLike, revision: str | None = None) -> Path:
 
 
 def load(name: str | os.PathLike = DEFAULT_CHECKPOINT, revision: str | None = None) -> CoordinatewiseLSTM:
-    """Load a checkpoint strictly: bundled name, local folder, or Hub repo id (see :func:`resolve`)."""
-    return CoordinatewiseLSTM.from_pretrained(resolve(name, revision))
+    """Load a checkpoint strictly: bundled name, local folder, or Hub repo id (see :func:`resolve`).
+
+    Raises:
+        CheckpointError: the checkpoint cannot be found, or its files are unreadable, inconsistent or non-finite.
+    """
+    folder = resolve(name, revision)
+    config = folder / constants.CONFIG_NAME
+    if config.is_file():
+        try:
+            json.loads(config.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as error:
+            raise CheckpointError(f"{config} is not valid JSON ({error}); save or download the checkpoint again") from error
+    return CoordinatewiseLSTM.from_pretrained(folder)
