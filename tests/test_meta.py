@@ -225,9 +225,9 @@ def test_cli_train_evaluate_publish_and_push(tmp_path, capsys):
 def test_mnist_suite_evaluates_the_papers_five_panels_with_the_mnist_protocol(checkpoint):
     from learned_optim.meta.registry import DEFAULTS
 
-    with mock.patch("learned_optim.meta.cli.evaluate") as evaluate:
+    with mock.patch("learned_optim.meta.cli.run_suite") as evaluate:
         main(["evaluate", "--checkpoint", str(checkpoint), "--suite", "mnist-paper", "--problems", "12"])
-    _, panels, protocol, _ = evaluate.call_args.args
+    _, panels, protocol, _, _ = evaluate.call_args.args
     assert protocol == {**DEFAULTS["mnist"]["evaluation"], "problems": 12}
     assert {steps for _, steps, _ in panels.values()} == {100, 200}
     assert all(spec["name"] == "mnist" for spec, _, _ in panels.values())

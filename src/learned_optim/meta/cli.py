@@ -8,29 +8,17 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
 from .. import pretrained
-from ..network import CoordinatewiseLSTM
 from .data import DataError
-from .evaluation import compare, write_results
 from .publish import publish
 from .registry import DEFAULTS, TASK_NAMES, make_task
 from .schedules import META_LR_SCHEDULES
+from .suites import MNIST_PANELS, run_suite, single_panel
 from .train import NETWORK_INITS, Run, RunConfig, train
 from .truncated import OBJECTIVES, Recipe
-
-MNIST_PANELS = {
-    "mnist-20-sigmoid-100": ({"hidden_sizes": [20]}, 100, "MNIST, 20 sigmoid units, 100 steps"),
-    "mnist-40-sigmoid-100": ({"hidden_sizes": [40]}, 100, "MNIST, 40 sigmoid units, 100 steps"),
-    "mnist-2x20-sigmoid-100": ({"hidden_sizes": [20, 20]}, 100, "MNIST, 2 hidden layers of 20, 100 steps"),
-    "mnist-20-sigmoid-200": ({"hidden_sizes": [20]}, 200, "MNIST, 20 sigmoid units, 200 steps"),
-    "mnist-20-relu-100": ({"hidden_sizes": [20], "activation": "relu"}, 100, "MNIST, 20 ReLU units, 100 steps"),
-}
-"""The paper's MNIST panels (Figure 4 and 5): task overrides, steps, title."""
-
 
 def command_line() -> str:
     """How this process was started, as a user would type it."""
@@ -80,42 +68,6 @@ def cmd_train(args: argparse.Namespace) -> Run:
     return train(config, args.run_dir, command=command_line(), device=args.device)
 
 
-def evaluate(network: CoordinatewiseLSTM, panels: dict[str, tuple[dict, int, str]], protocol: dict, out: Path) -> None:
-    """Compare ``network`` with tuned baselines on each panel ``name -> (task spec, steps, title)``.
-
-    Writes each panel's JSON and figure, and ``out/README.md`` with every table and figure.
-    """
-    index = []
-    for name, (spec, steps, title) in panels.items():
-        summaries = compare(
-            network, make_task(spec, "test", heldout_split="test"), steps, protocol["problems"],
-            protocol["tuning_problems"],
-        )
-        splits = ("minibatches from the 10,000 MNIST test images, which meta-training and validation never see; "
-                  "test-set loss = loss of the final parameters on all 10,000 of them"
-                  if spec["name"] == "mnist" else "synthetic problems drawn from evaluation seeds")
-        info = {"task": spec, "steps": steps, "problems": protocol["problems"],
-                "tuning_problems": protocol["tuning_problems"], "splits": splits,
-                "command": command_line()}
-        table = write_results(summaries, out, name, title, info)
-        print(f"\n{title} ({protocol['problems']} problems; lr tuned on {protocol['tuning_problems']} others)")
-        print(table)
-        index.append(f"### {title}\n\n{table}\n\n![{title}]({name}.png)\n")
-    (out / "README.md").write_text(
-        f"# Evaluation: {len(panels)} panel{'s' * (len(panels) > 1)}\n\nRegenerate with `{command_line()}`.\n\n"
-        f"Each panel: {protocol['problems']} fresh problems; baselines' learning rates tuned on "
-        f"{protocol['tuning_problems']} other problems over a log grid from 1e-4 to 10, separately for `final` "
-        "(mean loss over the last 10 steps) and `sum` (sum over all steps); `loss@t` is the (minibatch) loss "
-        f"computed at step t; ± is the standard error. Data: {splits}.\n\n" + "\n".join(index))
-    print(f"\nresults written to {out}/")
-
-
-def _single_panel(spec: dict, steps: int) -> dict[str, tuple[dict, int, str]]:
-    if spec["name"] == "quadratic":
-        spec = {**spec, "num_functions": 1}  # each function is evaluated on its own
-    return {spec["name"]: (spec, steps, f"{spec['name']}: {json.dumps(spec)}")}
-
-
 def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.run is not None:
         run = Run(args.run)
@@ -131,8 +83,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.suite == "mnist-paper":
         panels = {name: ({**spec, **overrides}, steps, title) for name, (overrides, steps, title) in MNIST_PANELS.items()}
     else:
-        panels = _single_panel(spec, protocol["steps"])
-    evaluate(network, panels, protocol, out)
+        panels = single_panel(spec, protocol["steps"])
+    run_suite(network, panels, protocol, out, command_line())
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
@@ -150,7 +102,8 @@ def cmd_default(args: argparse.Namespace) -> None:
     folder = Path(args.run_dir)
     run = train(RunConfig(), folder, resume=(folder / "run.json").is_file(), command=command_line())
     protocol = DEFAULTS["quadratic"]["evaluation"]
-    evaluate(run.best_network(), _single_panel(run.config.task, protocol["steps"]), protocol, run.folder / "evaluation")
+    run_suite(run.best_network(), single_panel(run.config.task, protocol["steps"]), protocol,
+              run.folder / "evaluation", command_line())
 
 
 def build_parser() -> argparse.ArgumentParser:
