@@ -208,3 +208,23 @@ def test_a_meta_batch_smaller_than_the_process_count_is_refused(tmp_path):
     with pytest.raises(ValueError, match="meta_batch 1 is smaller than the 2 processes"):
         train(RunConfig(), tmp_path / "run", distribution=Distribution(0, 2))
     assert not (tmp_path / "run").exists()
+
+
+def test_each_task_family_has_its_training_defaults_and_options_override_them():
+    from learned_optim.meta.cli import build_parser, run_config
+
+    mnist = run_config(build_parser().parse_args(["train", "RUN", "--task", "mnist", "--meta-lr", "3e-4"]))
+    assert (mnist.recipe.objective, mnist.recipe.meta_lr, mnist.network_init) == ("log", 3e-4, "sonnet")
+    assert (mnist.meta_lr_warmup, mnist.num_validation, mnist.validation_metric) == (20, 50, "final")
+    quadratic = run_config(build_parser().parse_args(["train", "RUN"]))
+    assert quadratic.recipe == Recipe() and quadratic.network_init == "pytorch"  # the paper's
+
+
+def test_a_run_whose_validation_never_moves_warns_with_the_likely_causes(tmp_path, monkeypatch):
+    import learned_optim.meta.train as training
+
+    monkeypatch.setattr(training, "STALL_EPISODES", 2)
+    config = RunConfig(task={"name": "quadratic", "num_functions": 2}, recipe=Recipe(horizon=4, unroll=2, meta_lr=1e-9),
+                       episodes=2, validate_every=1, num_validation=2)
+    with pytest.warns(RuntimeWarning, match=r"has not moved validation .* meta learning rate .*log\.jsonl"):
+        train(config, tmp_path / "run", progress=False)

@@ -7,6 +7,7 @@ then evaluate against tuned SGD, NAG, RMSprop and Adam, writing everything to ``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import sys
 from pathlib import Path
@@ -44,6 +45,23 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
                         help="quadratic: functions optimized at once per meta-training problem (default: 32)")
 
 
+RECIPE_OPTIONS = [f.name for f in dataclasses.fields(Recipe)]
+RUN_OPTIONS = ["episodes", "seed", "validate_every", "num_validation", "validation_metric", "meta_lr_schedule",
+               "meta_lr_warmup", "init", "network_init", "curriculum", "curriculum_patience"]
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The run the arguments ask for: the task family's training defaults, overridden by the options given."""
+    given = {key: getattr(args, key) for key in RECIPE_OPTIONS + RUN_OPTIONS if getattr(args, key) is not None}
+    options = {**DEFAULTS[args.task].get("training", {}), **given}
+    network = dict(DEFAULTS[args.task]["network"])
+    network.update({key: getattr(args, key) for key in ("hidden_size", "num_layers", "preprocessing", "p", "output_scale")
+                    if getattr(args, key) is not None})
+    return RunConfig(task=_task_spec(args), network=network,
+                     recipe=Recipe(**{key: value for key, value in options.items() if key in RECIPE_OPTIONS}),
+                     **{key: value for key, value in options.items() if key in RUN_OPTIONS})
+
+
 def cmd_train(args: argparse.Namespace) -> Run:
     if args.resume:
         run = Run(args.run_dir)
@@ -51,21 +69,7 @@ def cmd_train(args: argparse.Namespace) -> Run:
             raise SystemExit(f"error: --resume: {args.run_dir} holds no run to resume")
         return train(RunConfig(), args.run_dir, resume=True, command=command_line(), device=args.device,
                      episodes=args.episodes)
-    network = dict(DEFAULTS[args.task]["network"])
-    for key in ("hidden_size", "num_layers", "preprocessing", "p", "output_scale"):
-        if getattr(args, key) is not None:
-            network[key] = getattr(args, key)
-    config = RunConfig(
-        task=_task_spec(args), network=network,
-        recipe=Recipe(horizon=args.horizon, unroll=args.unroll, meta_lr=args.meta_lr, clip=args.clip,
-                      second_order=args.second_order, objective=args.objective, meta_batch=args.meta_batch,
-                      random_scale=args.random_scale, imitation=args.imitation, imitation_lr=args.imitation_lr),
-        episodes=args.episodes or RunConfig.episodes, seed=args.seed, validate_every=args.validate_every,
-        num_validation=args.num_validation, validation_metric=args.validation_metric,
-        meta_lr_schedule=args.meta_lr_schedule, meta_lr_warmup=args.meta_lr_warmup, init=args.init,
-        network_init=args.network_init, curriculum=args.curriculum, curriculum_patience=args.curriculum_patience,
-    )
-    return train(config, args.run_dir, command=command_line(), device=args.device)
+    return train(run_config(args), args.run_dir, command=command_line(), device=args.device)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -118,50 +122,50 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands")
 
     p = commands.add_parser("train", help="meta-train by truncated BPTT into a run folder",
-                            description="Meta-train a coordinatewise LSTM by truncated BPTT. Defaults: the "
-                            "paper's recipe and the task family's network constants.")
+                            description="Meta-train a coordinatewise LSTM by truncated BPTT. Defaults: the task "
+                            "family's network constants and training recipe (the paper's for quadratics; for mnist "
+                            "one that learns: log objective, meta-lr 1e-3 with warm-up and cosine decay, Sonnet init).")
     p.add_argument("run_dir", help="run folder: run.json, log.jsonl, checkpoint.pt, best/")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in run_dir with its own settings (only --episodes and --device "
                    "apply)")
     _add_task_options(p)
-    recipe = Recipe()
     p.add_argument("--episodes", type=int,
                    help=f"episodes (default: {RunConfig.episodes}); with --resume, extends the run to this many")
-    p.add_argument("--horizon", type=int, default=recipe.horizon, help=f"steps per episode (default: {recipe.horizon})")
-    p.add_argument("--unroll", type=int, default=recipe.unroll, help=f"steps per truncation (default: {recipe.unroll})")
-    p.add_argument("--meta-lr", type=float, default=recipe.meta_lr, help=f"Adam lr on the network (default: {recipe.meta_lr})")
+    p.add_argument("--horizon", type=int, help="steps per episode (default: 100)")
+    p.add_argument("--unroll", type=int, help="steps per truncation (default: 20)")
+    p.add_argument("--meta-lr", type=float, help="Adam lr on the network (default: 3e-3; mnist: 1e-3)")
     p.add_argument("--clip", type=float, help="clip the meta-gradient norm (default: no clipping)")
-    p.add_argument("--second-order", action="store_true", help="keep second derivatives (default: dropped)")
-    p.add_argument("--objective", choices=list(OBJECTIVES), default=recipe.objective,
+    p.add_argument("--second-order", action="store_true", default=None, help="keep second derivatives (default: dropped)")
+    p.add_argument("--objective", choices=list(OBJECTIVES),
                    help="meta-loss per step: the loss (the paper), its log, or log(f_t / f_0) / T "
-                   "(Wichrowska et al. 2017) (default: %(default)s)")
-    p.add_argument("--meta-batch", type=int, default=recipe.meta_batch,
+                   "(Wichrowska et al. 2017) (default: sum; mnist: log)")
+    p.add_argument("--meta-batch", type=int,
                    help="optimizees per meta-step, run together; split over torchrun's processes (default: 1)")
-    p.add_argument("--random-scale", type=float, default=recipe.random_scale, metavar="R",
+    p.add_argument("--random-scale", type=float, metavar="R",
                    help="reparameterise each coordinate by exp(U(-R, R)) per episode (Lv et al. 2017; default: 0)")
-    p.add_argument("--imitation", type=float, default=recipe.imitation, metavar="FRACTION",
+    p.add_argument("--imitation", type=float, metavar="FRACTION",
                    help="fraction of episodes that imitate a tuned Adam (Chen et al. 2020; default: 0)")
-    p.add_argument("--imitation-lr", type=float, default=recipe.imitation_lr,
-                   help="learning rate of the imitated Adam (default: %(default)s)")
-    p.add_argument("--network-init", choices=list(NETWORK_INITS), default=RunConfig.network_init,
+    p.add_argument("--imitation-lr", type=float, help="learning rate of the imitated Adam (default: 0.01)")
+    p.add_argument("--network-init", choices=list(NETWORK_INITS),
                    help="fresh network: PyTorch's defaults, or Sonnet's biases (forget gate +1, zero output bias) "
-                   "as the authors (default: %(default)s)")
+                   "as the authors (default: pytorch; mnist: sonnet)")
     p.add_argument("--curriculum", type=int, nargs="+", metavar="HORIZON",
                    help="horizon curriculum, e.g. 100 200 500 1000: each stage validated on the next stage's "
                    "horizon, moving on when validation stops improving (Chen et al. 2020; default: none)")
-    p.add_argument("--curriculum-patience", type=int, default=RunConfig.curriculum_patience,
-                   help="validations without improvement before the next stage (default: %(default)s)")
-    p.add_argument("--meta-lr-warmup", type=int, default=RunConfig.meta_lr_warmup, metavar="EPISODES",
-                   help="linear meta-lr warm-up (default: 0)")
+    p.add_argument("--curriculum-patience", type=int,
+                   help="validations without improvement before the next stage (default: 2)")
+    p.add_argument("--meta-lr-warmup", type=int, metavar="EPISODES",
+                   help="linear meta-lr warm-up (default: 0; mnist: 20)")
     p.add_argument("--device", default="cpu", help="where to meta-train: cpu, cuda, cuda:1 ... (default: cpu)")
-    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
-    p.add_argument("--validate-every", type=int, default=RunConfig.validate_every, help="episodes between validations")
-    p.add_argument("--num-validation", type=int, default=RunConfig.num_validation, help="held-out validation problems")
-    p.add_argument("--validation-metric", choices=["mean", "final"], default=RunConfig.validation_metric,
-                   help="select the best network by the mean loss over the horizon or the final loss (default: mean)")
-    p.add_argument("--meta-lr-schedule", choices=list(META_LR_SCHEDULES), default=RunConfig.meta_lr_schedule,
-                   help="meta learning rate schedule (default: constant)")
+    p.add_argument("--seed", type=int, help="seed (default: 0)")
+    p.add_argument("--validate-every", type=int, help="episodes between validations (default: 50; mnist: 25)")
+    p.add_argument("--num-validation", type=int, help="held-out validation problems (default: 20; mnist: 50)")
+    p.add_argument("--validation-metric", choices=["mean", "final"],
+                   help="select the best network by the mean loss over the horizon or the final loss "
+                   "(default: mean; mnist: final)")
+    p.add_argument("--meta-lr-schedule", choices=list(META_LR_SCHEDULES),
+                   help="meta learning rate schedule (default: constant; mnist: cosine)")
     p.add_argument("--init", metavar="CHECKPOINT",
                    help="fine-tune: start from this checkpoint (bundled name, folder or Hub repo id)")
     for key, kind in (("hidden_size", int), ("num_layers", int), ("p", float), ("output_scale", float)):

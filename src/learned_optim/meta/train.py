@@ -23,6 +23,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -47,6 +48,8 @@ VALIDATION_SEED = 1_000_000_007
 """Validation problem ``i`` is drawn with seed ``VALIDATION_SEED + i`` (disjoint from training seeds)."""
 VALIDATION_CHUNK = 25
 """Validation problems run together, at most."""
+STALL_EPISODES = 100
+"""A run whose best validation loss is still within 2% of its initial one after this many episodes gets a warning."""
 
 
 def sonnet_init_(network: CoordinatewiseLSTM) -> CoordinatewiseLSTM:
@@ -300,6 +303,14 @@ def train(
             best = {"episode": episode, "validation_loss": loss, "horizon": horizon}  # its weights: best/
             if dist.is_main:
                 write_folder_atomic(run.best_path, network.save_pretrained)
+        if dist.is_main and episode >= STALL_EPISODES > episode - config.validate_every:
+            initial = next(e["validation_loss"] for e in run.log() if "validation_loss" in e)
+            if best["validation_loss"] >= 0.98 * initial:
+                warnings.warn(
+                    f"meta-training has not moved validation from its initial {initial:.4g} in {episode} episodes: "
+                    "the meta learning rate is likely too high (on MNIST such runs stay at ln 10; try --meta-lr 1e-3 "
+                    "--meta-lr-warmup 20 --network-init sonnet) or the objective unsuited (--objective log); "
+                    f"see {run.log_path}", RuntimeWarning, stacklevel=2)
         if curriculum.observe(episode, loss):
             log({"episode": episode, "event": "curriculum", "horizon": curriculum.horizon,
                  "validation_horizon": curriculum.validation_horizon})
