@@ -262,7 +262,7 @@ def test_state_dict_from_another_optimizer_is_rejected_without_changes(network):
     train_steps(model, adam, 1)
     with pytest.raises(ValueError, match="not from a LearnedOptimizer"):
         optimizer.load_state_dict(adam.state_dict())
-    other = LearnedOptimizer(params[:2], random_network(hidden_size=5))
+    other = LearnedOptimizer(params[:2], network)
     grads_for(params[:2], 0)
     other.step()
     with pytest.raises(ValueError, match="groups"):
@@ -342,3 +342,20 @@ def test_cuda_parameters_follow_the_cpu_trajectory(network):
         opt_cpu.step(), opt_gpu.step()
     assert opt_gpu.state[gpu]["lstm_state"].device.type == "cuda"
     torch.testing.assert_close(gpu.detach().cpu(), cpu.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_state_belongs_to_its_network(network):
+    model, optimizer = make_model_and_optimizer(network)
+    train_steps(model, optimizer, 2)
+    saved = copy.deepcopy(optimizer.state_dict())
+    assert saved["network"] == {"config": network.config, "fingerprint": optimizer.network_fingerprint()}
+    params = list(model.parameters())
+    _, other = make_model_and_optimizer(random_network(seed=1))  # the same config, other weights
+    other_params = [p.detach().clone() for p in other.param_groups[0]["params"]]
+    with pytest.raises(ValueError, match="hidden states do not carry over between networks.*allow_other_network=True"):
+        other.load_state_dict(saved)
+    assert not other.state and all(torch.equal(a, b) for a, b in zip(other_params, other.param_groups[0]["params"]))
+    other.load_state_dict(saved, allow_other_network=True)  # the user means it
+    assert len(other.state) == len(params)
+    legacy = {key: value for key, value in saved.items() if key != "network"}  # saved before fingerprints
+    make_model_and_optimizer(random_network(seed=1))[1].load_state_dict(legacy)
