@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import inspect
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin, constants
-from safetensors import SafetensorError
-from safetensors.torch import load_model
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
 from .functional import FusedWeights, chunked_update, reference_update
@@ -124,13 +127,27 @@ class CoordinatewiseLSTM(
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.config.items())
 
+    def fingerprint(self) -> str:
+        """SHA-256 of the config and weights: names this exact network (checkpoint integrity, optimizer state)."""
+        digest = hashlib.sha256(json.dumps(self.config, sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
+
     def _save_pretrained(self, save_directory: Path) -> None:
-        super()._save_pretrained(save_directory)
+        save_model(self, os.fspath(save_directory / constants.SAFETENSORS_SINGLE_FILE),
+                   metadata={"format": "pt", "fingerprint": self.fingerprint()})
         (save_directory / constants.CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n")
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, config: dict | None = None, map_location: str = "cpu", **kwargs):
-        """Strict, safetensors-only loading from a local folder (resolved by :mod:`learned_optim.pretrained`)."""
+        """Strict, safetensors-only loading from a local folder (resolved by :mod:`learned_optim.pretrained`).
+
+        The config is checked, then the tensor names, shapes and dtypes in the safetensors header against
+        it, all before anything is allocated; then the weights are loaded, checked to be finite and, where
+        the file records one, against its fingerprint.
+        """
         folder = Path(model_id)
         if not folder.is_dir():
             raise CheckpointError(
@@ -139,32 +156,82 @@ class CoordinatewiseLSTM(
             )
         if config is None:
             raise CheckpointError(f"checkpoint {model_id!r} has no {constants.CONFIG_NAME}; save it with save_pretrained()")
-        unknown = set(config) - set(_CONFIG_KEYS)
-        if unknown:
-            raise CheckpointError(
-                f"checkpoint {model_id!r} has unknown config keys {sorted(unknown)}; "
-                f"expected a subset of {list(_CONFIG_KEYS)} (was it written by another library?)"
-            )
+        config = _checked_config(config, folder / constants.CONFIG_NAME)
         weights = folder / constants.SAFETENSORS_SINGLE_FILE
         if not weights.is_file():
             raise CheckpointError(f"checkpoint {model_id!r} has no {constants.SAFETENSORS_SINGLE_FILE}")
         try:
-            model = cls(**{key: config[key] for key in _CONFIG_KEYS if key in config})
-        except (TypeError, ValueError) as error:
-            raise CheckpointError(f"checkpoint {model_id!r} has an invalid config: {error}") from error
-        try:
-            load_model(model, os.fspath(weights), strict=True, device=map_location)
-        except SafetensorError as error:
+            with safe_open(os.fspath(weights), "pt", device="cpu") as handle:
+                header = {name: (tuple(handle.get_slice(name).get_shape()), handle.get_slice(name).get_dtype())
+                          for name in handle.keys()}
+                metadata = handle.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as error:
             raise CheckpointError(
                 f"{weights} is not a readable safetensors file ({error}); it may be truncated or corrupt: "
                 "download or save the checkpoint again"
             ) from error
-        except RuntimeError as error:
-            raise CheckpointError(
-                f"checkpoint {model_id!r} does not match its config {config}: {error}"
-            ) from error
+        expected = _expected_shapes(config)
+        shapes = {name: shape for name, (shape, _) in header.items()}
+        if shapes != expected:
+            missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
+            misshapen = [f"{name} {shapes[name]} (expected {shape})" for name, shape in expected.items()
+                         if name in shapes and shapes[name] != shape]
+            raise CheckpointError(f"{weights} does not match its config {config}: missing {missing}, "
+                                  f"unexpected {unexpected}, misshapen {misshapen}")
+        if set(metadata) - {"format", "fingerprint"}:
+            raise CheckpointError(f"{weights} has unexpected metadata keys {sorted(set(metadata) - {'format', 'fingerprint'})}; "
+                                  "the file is corrupt or was not written by learned_optim: save it again")
+        dtypes = {name: dtype for name, (_, dtype) in header.items() if dtype != "F32"}
+        if dtypes:
+            raise CheckpointError(f"{weights} holds tensors of dtype {dtypes}; checkpoints are float32 (F32)")
+        model = cls(**config)
+        try:
+            load_model(model, os.fspath(weights), strict=True, device=map_location)
+        except (SafetensorError, RuntimeError) as error:
+            raise CheckpointError(f"{weights} could not be read ({error}); download or save the checkpoint again") from error
         broken = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]
         if broken:
             raise CheckpointError(f"{weights} holds non-finite (nan/inf) weights in {broken}: a diverged or corrupt "
                                   "checkpoint would write nan into your model; use another checkpoint")
+        if "fingerprint" in metadata and metadata["fingerprint"] != model.fingerprint():
+            raise CheckpointError(f"{weights} does not match the fingerprint it was saved with: the file was changed "
+                                  "or corrupted after saving; download or save the checkpoint again")
         return model.eval()
+
+
+MAX_HIDDEN_SIZE, MAX_LAYERS = 4096, 64
+"""Bounds on a checkpoint's declared network size (the paper's is 20 units, 2 layers)."""
+
+
+def _checked_config(config: dict, path: Path) -> dict[str, Any]:
+    """``config`` if its keys, types and ranges are valid, else a :class:`CheckpointError` naming ``path``."""
+    unknown = set(config) - set(_CONFIG_KEYS)
+    if unknown:
+        raise CheckpointError(f"{path} has unknown config keys {sorted(unknown)}; expected a subset of "
+                              f"{list(_CONFIG_KEYS)} (was it written by another library?)")
+    checks = {
+        "hidden_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_HIDDEN_SIZE,
+        "num_layers": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_LAYERS,
+        "preprocessing": lambda v: isinstance(v, str) and v in PREPROCESSINGS,
+        "p": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
+        "output_scale": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+    }
+    invalid = {key: config[key] for key, ok in checks.items() if key in config and not ok(config[key])}
+    if invalid:
+        raise CheckpointError(f"{path} has an invalid config: {invalid} (hidden_size 1..{MAX_HIDDEN_SIZE}, "
+                              f"num_layers 1..{MAX_LAYERS}, preprocessing one of {sorted(PREPROCESSINGS)}, "
+                              "finite p > 0 and output_scale)")
+    return config
+
+
+def _expected_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes of :class:`CoordinatewiseLSTM` ``(**config)``, computed without building it."""
+    defaults = inspect.signature(CoordinatewiseLSTM.__init__).parameters
+    hidden, layers = (config.get(key, defaults[key].default) for key in ("hidden_size", "num_layers"))
+    features = PREPROCESSINGS[config.get("preprocessing", defaults["preprocessing"].default)][1]
+    shapes = {"head.weight": (1, hidden), "head.bias": (1,)}
+    for layer in range(layers):
+        shapes.update({f"cells.{layer}.weight_ih": (4 * hidden, features if layer == 0 else hidden),
+                       f"cells.{layer}.weight_hh": (4 * hidden, hidden),
+                       f"cells.{layer}.bias_ih": (4 * hidden,), f"cells.{layer}.bias_hh": (4 * hidden,)})
+    return shapes

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import os
 from typing import Any, Callable, Iterable
 
@@ -174,19 +172,11 @@ class LearnedOptimizer(Optimizer):
                 p.copy_(flat.view(p.shape))
         return loss
 
-    def network_fingerprint(self) -> str:
-        """A hash of the network's config and weights: which network produced the hidden states."""
-        digest = hashlib.sha256(json.dumps(self.network.config, sort_keys=True).encode())
-        for name, tensor in sorted(self.network.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()[:16]
-
     def state_dict(self) -> dict[str, Any]:
         """``torch.optim``'s state dict plus ``"network"``: the config and fingerprint of the network whose
         hidden states it holds (checked by :meth:`load_state_dict`)."""
         state = super().state_dict()
-        state["network"] = {"config": self.network.config, "fingerprint": self.network_fingerprint()}
+        state["network"] = {"config": self.network.config, "fingerprint": self.network.fingerprint()[:16]}
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any], *, allow_other_network: bool = False) -> None:
@@ -203,10 +193,10 @@ class LearnedOptimizer(Optimizer):
         """
         saved_network = state_dict.get("network")
         if saved_network is not None and not allow_other_network \
-                and saved_network["fingerprint"] != self.network_fingerprint():
+                and saved_network["fingerprint"] != self.network.fingerprint()[:16]:
             raise ValueError(
                 f"this state dict holds LSTM states of network {saved_network['fingerprint']} "
-                f"(config {saved_network['config']}), but this optimizer runs network {self.network_fingerprint()} "
+                f"(config {saved_network['config']}), but this optimizer runs network {self.network.fingerprint()[:16]} "
                 f"(config {self.network.config}): hidden states do not carry over between networks. Build the "
                 "optimizer with the checkpoint that produced them, or pass allow_other_network=True if you mean it"
             )
