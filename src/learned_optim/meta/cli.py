@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .. import pretrained
 from .data import DataError
+from .evaluation import LR_GRID
 from .publish import publish
 from .registry import DEFAULTS, TASK_NAMES, make_task
 from .schedules import META_LR_SCHEDULES
@@ -79,6 +80,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     else:
         network, spec = pretrained.load(args.checkpoint), _task_spec(args)
         out = Path(args.out or f"evaluation-{Path(args.checkpoint).name}")
+    print(f"evaluating against tuned SGD, NAG, RMSprop and Adam (each tuned over {len(LR_GRID)} learning rates); "
+          f"results in {out}/", flush=True)
     if args.suite == "mnist-paper":
         spec = DEFAULTS["mnist"]["task"]
     protocol = dict(DEFAULTS[spec["name"]]["evaluation"])
@@ -104,6 +107,9 @@ def cmd_publish(args: argparse.Namespace) -> None:
 def cmd_default(args: argparse.Namespace) -> None:
     """The main job: meta-train on quadratics, then evaluate against tuned baselines."""
     folder = Path(args.run_dir)
+    print(f"The main job: meta-train an LSTM optimizer on random 10-d quadratics ({RunConfig.episodes} episodes, "
+          f"a few minutes on 2 CPU cores), then compare it with tuned SGD, NAG, RMSprop and Adam; results in {folder}/",
+          flush=True)
     run = train(RunConfig(), folder, resume=(folder / "run.json").is_file(), command=command_line())
     protocol = DEFAULTS["quadratic"]["evaluation"]
     run_suite(run.best_network(), single_panel(run.config.task, protocol["steps"]), protocol,

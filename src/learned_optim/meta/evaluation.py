@@ -118,11 +118,15 @@ def _stderr(values: list[float]) -> float:
 
 
 def tune(
-    make: Callable[[list[torch.Tensor], float], torch.optim.Optimizer], problems: list[Problem], steps: int
+    make: Callable[[list[torch.Tensor], float], torch.optim.Optimizer], problems: list[Problem], steps: int,
+    description: str = "",
 ) -> dict[str, float]:
-    """The learning rate of :data:`LR_GRID` minimizing each metric's mean over ``problems``."""
+    """The learning rate of :data:`LR_GRID` minimizing each metric's mean over ``problems`` (a progress bar
+    named by ``description`` on a terminal)."""
+    from tqdm.auto import tqdm
+
     scores = {metric: {} for metric in METRICS}
-    for lr in LR_GRID:
+    for lr in tqdm(LR_GRID, desc=f"tuning {description}", unit="lr", leave=False, disable=None):
         runs = [run_optimizer(problem, functools.partial(make, lr=lr), steps) for problem in problems]
         for metric, fn in METRICS.items():
             scores[metric][lr] = _mean([fn(run.losses) for run in runs])
@@ -142,11 +146,15 @@ def compare(
     problems = [task.sample(seeded(EVALUATION_SEED + i)) for i in range(num_problems)]
     tuning_source = tuning_task or task
     tuning = [tuning_source.sample(seeded(TUNING_SEED + i)) for i in range(num_tuning_problems)]
-    learned = [run_optimizer(p, lambda params: LearnedOptimizer(params, network), steps) for p in problems]
+    from tqdm.auto import tqdm
+
+    learned = [run_optimizer(p, lambda params: LearnedOptimizer(params, network), steps)
+               for p in tqdm(problems, desc="LSTM", unit="problem", leave=False, disable=None)]
     summaries = [summarize("LSTM", {metric: learned for metric in METRICS}, {m: None for m in METRICS})]
     for name, make in baselines.items():
-        best = tune(make, tuning, steps)
-        runs = {lr: [run_optimizer(p, functools.partial(make, lr=lr), steps) for p in problems]
+        best = tune(make, tuning, steps, name)
+        runs = {lr: [run_optimizer(p, functools.partial(make, lr=lr), steps)
+                     for p in tqdm(problems, desc=f"{name} lr {lr:.3g}", unit="problem", leave=False, disable=None)]
                 for lr in set(best.values())}
         summaries.append(summarize(name, {metric: runs[lr] for metric, lr in best.items()}, best))
     return summaries

@@ -167,8 +167,11 @@ def is_imitation_episode(config: RunConfig, episode: int) -> bool:
 def validation_losses(network: nn.Module, task: Task, indices: range | list[int], horizon: int) -> list[list[float]]:
     """Loss curves (``horizon`` losses each, as ``run_optimizer`` measures them) of validation problems
     ``indices``: the same problems, initial parameters and minibatches for every network."""
+    from tqdm.auto import tqdm
+
     curves = []
-    for start in range(0, len(indices), VALIDATION_CHUNK):
+    for start in tqdm(range(0, len(indices), VALIDATION_CHUNK), desc="validation", unit="chunk", leave=False,
+                      disable=None):
         chunk = indices[start:start + VALIDATION_CHUNK]
         problems = task.sample_many([seeded(VALIDATION_SEED + i) for i in chunk])
         curves += Unroller(network, problems).rollout(horizon).t().tolist()
@@ -324,6 +327,12 @@ def train(
 
     from tqdm.auto import tqdm
 
+    if progress and dist.is_main:
+        print(f"meta-training on {json.dumps(config.task)} into {run.folder}/: episodes {episode + 1}-{config.episodes} "
+              f"of {recipe.meta_batch} optimizee(s), horizon {curriculum.horizon}, unroll {recipe.unroll}, on {device}"
+              f"{f' x {dist.world_size} processes' if dist.world_size > 1 else ''}; validation on "
+              f"{config.num_validation} problems every {config.validate_every} episodes (the bar gives the time left)",
+              flush=True)
     bar = tqdm(total=config.episodes, initial=episode, disable=not (progress and dist.is_main), desc="meta-training",
                unit="ep")
     log({"episode": episode, "event": "start", "command": command or " ".join(sys.argv),
@@ -358,6 +367,9 @@ def train(
         bar.update()
     bar.close()
     dist.barrier()
+    if progress and dist.is_main:
+        print(f"meta-training done: best validation loss {best['validation_loss']:.4g} at episode {best['episode']}; "
+              f"the network is in {run.best_path}/, the log in {run.log_path}", flush=True)
     return run
 
 
