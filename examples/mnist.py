@@ -1,12 +1,13 @@
 """Train an MLP on MNIST with LearnedOptimizer and with Adam, in an ordinary PyTorch loop.
 
-    python examples/mnist.py --steps 200 --plot mnist_comparison.png
+    python examples/mnist.py --steps 200 [--out outputs]
 
 Needs the MNIST files: set LEARNED_OPTIM_MNIST to a folder holding them, or let
 learned_optim.meta.data download them once into ~/.cache/learned_optim/mnist.
 """
 
 import argparse
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -52,12 +53,12 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--adam-lr", type=float, default=0.02)  # about the tuned rate (docs/mnist)
-    parser.add_argument("--plot", default="mnist_comparison.png")
+    parser.add_argument("--out", default="outputs", help="folder for the plot (default: ./outputs)")
     args = parser.parse_args()
 
     train_images, train_labels = load_split("train")
     test_images, test_labels = load_split("test")
-    results = {}
+    results, summary = {}, {}
     for name in ("LearnedOptimizer", "Adam"):
         torch.manual_seed(0)
         loader = DataLoader(TensorDataset(train_images, train_labels), batch_size=128, shuffle=True)
@@ -68,8 +69,10 @@ def main():
             optimizer = torch.optim.Adam(model.parameters(), lr=args.adam_lr)
         print(name)
         results[name] = train(model, optimizer, loader, args.steps)
-        loss, accuracy = test_accuracy(model, test_images, test_labels)
-        print(f"  test loss {loss:.4f}, test accuracy {accuracy:.1%}")
+        summary[name] = test_accuracy(model, test_images, test_labels)
+    print(f"\n{'optimizer':<18}{'final loss (mean of last 20)':>30}{'test loss':>11}{'test accuracy':>15}")
+    for name, (loss, accuracy) in summary.items():
+        print(f"{name:<18}{sum(results[name][-20:]) / 20:>30.4f}{loss:>11.4f}{accuracy:>15.1%}")
 
     import matplotlib
 
@@ -83,8 +86,10 @@ def main():
     plt.ylabel("minibatch loss")
     plt.legend()
     plt.tight_layout()
-    plt.savefig(args.plot, dpi=120)
-    print(f"saved {args.plot}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plt.savefig(out / "mnist_comparison.png", dpi=120)
+    print(f"saved {out / 'mnist_comparison.png'}")
 
 
 if __name__ == "__main__":
