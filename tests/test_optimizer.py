@@ -359,3 +359,31 @@ def test_state_belongs_to_its_network(network):
     assert len(other.state) == len(params)
     legacy = {key: value for key, value in saved.items() if key != "network"}  # saved before fingerprints
     make_model_and_optimizer(random_network(seed=1))[1].load_state_dict(legacy)
+
+
+@pytest.mark.parametrize("threshold, expected", [(2**20, 1), (0, "torch's")])
+def test_small_steps_run_on_one_thread_and_restore_torchs_setting(network, threshold, expected):
+    from unittest import mock
+
+    import learned_optim.optimizer as module
+
+    seen = []
+
+    real = module.fast_update_
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        param = torch.nn.Parameter(torch.randn(10))
+        optimizer = LearnedOptimizer([param], network, parallel_threshold=threshold)
+        param.grad = torch.randn(10)
+        with mock.patch.object(module, "fast_update_", recording):
+            optimizer.step()
+        assert seen == [1 if expected == 1 else 2]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from typing import Any, Callable, Iterable
@@ -15,6 +16,22 @@ from .functional import DEFAULT_CHUNK_SIZE, FusedWeights, fast_update_
 from .network import CoordinatewiseLSTM
 
 STATE_KEY = "lstm_state"
+PARALLEL_THRESHOLD = 2**20
+"""Steps over fewer CPU coordinates run on one thread (see ``benchmarks/step_contention.py``)."""
+
+
+@contextlib.contextmanager
+def _threads(count: int | None):
+    """Run the block on ``count`` torch threads (None: leave torch's setting alone)."""
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class LearnedOptimizer(Optimizer):
@@ -46,6 +63,9 @@ class LearnedOptimizer(Optimizer):
             (counted in ``skipped_steps``) instead of raising (default: False).
         chunk_size (int, optional): coordinates processed at once; bounds transient memory
             (default: 8192).
+        parallel_threshold (int, optional): a step over fewer CPU coordinates than this runs on one
+            thread (its many small operations stall when other processes busy the cores), a larger one
+            on torch's threads; 0 always uses torch's threads (default: 2**20).
 
     Example:
         >>> model = torch.nn.Linear(4, 1)
@@ -69,6 +89,7 @@ class LearnedOptimizer(Optimizer):
         revision: str | None = None,
         skip_nonfinite: bool = False,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        parallel_threshold: int = PARALLEL_THRESHOLD,
     ) -> None:
         if isinstance(pretrained, (int, float)) and not isinstance(pretrained, bool):
             raise TypeError(
@@ -87,6 +108,7 @@ class LearnedOptimizer(Optimizer):
         self.skip_nonfinite = skip_nonfinite
         self.skipped_steps = 0
         self.chunk_size = chunk_size
+        self.parallel_threshold = parallel_threshold
         self._weights_by_device: dict[torch.device, FusedWeights] = {}
         super().__init__(params, defaults)
 
@@ -153,6 +175,13 @@ class LearnedOptimizer(Optimizer):
         if work is None:
             self.skipped_steps += 1
             return loss
+        cpu_coordinates = sum(p.numel() for _, p, _ in work if p.device.type == "cpu")
+        with _threads(1 if 0 < cpu_coordinates < self.parallel_threshold else None):
+            self._update(work)
+        return loss
+
+    def _update(self, work: list[tuple[dict[str, Any], Tensor, Tensor]]) -> None:
+        """The learned update of every ``(group, param, grad)``, the state created on first use."""
         for group, p, grad in work:
             state = self.state[p]
             if not state:
@@ -170,7 +199,6 @@ class LearnedOptimizer(Optimizer):
                          maximize=group["maximize"])
             if not p.is_contiguous():
                 p.copy_(flat.view(p.shape))
-        return loss
 
     def state_dict(self) -> dict[str, Any]:
         """``torch.optim``'s state dict plus ``"network"``: the config and fingerprint of the network whose
@@ -241,7 +269,8 @@ class LearnedOptimizer(Optimizer):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.update(network=self.network, skip_nonfinite=self.skip_nonfinite,
-                     skipped_steps=self.skipped_steps, chunk_size=self.chunk_size)
+                     skipped_steps=self.skipped_steps, chunk_size=self.chunk_size,
+                     parallel_threshold=self.parallel_threshold)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -250,6 +279,7 @@ class LearnedOptimizer(Optimizer):
         self.__dict__.setdefault("skip_nonfinite", False)
         self.__dict__.setdefault("skipped_steps", 0)
         self.__dict__.setdefault("chunk_size", DEFAULT_CHUNK_SIZE)
+        self.__dict__.setdefault("parallel_threshold", PARALLEL_THRESHOLD)
         for group in self.param_groups:
             group.setdefault("maximize", False)
             group.setdefault("weight_decay", 0.0)

@@ -1,0 +1,85 @@
+"""The optimizer step on a busy machine: slowdown beside a competing 2-thread training job.
+
+    python benchmarks/step_contention.py [--steps 200]
+
+Times ``optimizer.step()`` on a 784-20-10 MLP (15,910 parameters) for Adam, for LearnedOptimizer on
+torch's threads (``parallel_threshold=0``, the previous behaviour) and for LearnedOptimizer as it ships
+(steps below 2**20 coordinates on one thread): first on an idle machine, then while another process
+trains a model with 2 torch threads (once with Adam, once with LearnedOptimizer). Prints the median
+step time and the slowdown against the idle machine, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from torch import nn
+
+from learned_optim import LearnedOptimizer
+
+COMPETITOR = """
+import torch, sys
+from torch import nn
+from learned_optim import LearnedOptimizer
+torch.set_num_threads(2)
+model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+optimizer = torch.optim.Adam(model.parameters()) if sys.argv[1] == "Adam" else LearnedOptimizer(model.parameters())
+x, y = torch.randn(256, 784), torch.randint(10, (256,))
+while True:
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+"""
+
+CANDIDATES = {
+    "Adam": lambda params: torch.optim.Adam(params),
+    "LearnedOptimizer, torch's threads": lambda params: LearnedOptimizer(params, parallel_threshold=0),
+    "LearnedOptimizer": lambda params: LearnedOptimizer(params),
+}
+
+
+def median_step_ms(make, steps: int) -> float:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(784, 20), nn.Sigmoid(), nn.Linear(20, 10))
+    optimizer = make(model.parameters())
+    x, y = torch.randn(128, 784), torch.randint(10, (128,))
+    times = []
+    for step in range(steps + 10):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        started = time.perf_counter()
+        optimizer.step()
+        if step >= 10:
+            times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=200, help="timed steps per measurement (default: 200)")
+    args = parser.parse_args()
+    idle = {name: median_step_ms(make, args.steps) for name, make in CANDIDATES.items()}
+    busy = {}
+    for competitor in ("Adam", "LearnedOptimizer"):
+        process = subprocess.Popen([sys.executable, "-c", COMPETITOR, competitor])
+        try:
+            time.sleep(3)  # let it start training
+            busy[competitor] = {name: median_step_ms(make, args.steps) for name, make in CANDIDATES.items()}
+        finally:
+            process.kill()
+            process.wait()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; step of a 15,910-parameter MLP, median ms")
+    print("| optimizer | idle | beside Adam training | slowdown | beside LearnedOptimizer training | slowdown |")
+    print("|---|---|---|---|---|---|")
+    for name, base in idle.items():
+        a, b = busy["Adam"][name], busy["LearnedOptimizer"][name]
+        print(f"| {name} | {base:.2f} | {a:.2f} | {a / base:.1f}x | {b:.2f} | {b / base:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
