@@ -202,10 +202,14 @@ def test_train_refuses_to_overwrite_a_run(tmp_path):
 def test_cli_train_evaluate_publish_and_push(tmp_path, capsys):
     run = tmp_path / "run"
     main(["train", str(run), *TINY])
+    said = capsys.readouterr().out
+    assert said.startswith(f"meta-training on {{\"name\": \"quadratic\"") and f"into {run}/" in said
+    assert f"the network is in {run / 'best'}/" in said
     log = Run(run).log()
     assert [e["episode"] for e in log if "validation_loss" in e] == [0, 4, 8]
     main(["evaluate", "--run", str(run), "--steps", "10", "--problems", "3", "--tuning-problems", "2"])
     printed = capsys.readouterr().out
+    assert printed.startswith("evaluating against tuned SGD, NAG, RMSprop and Adam") and "results written to" in printed
     assert "| LSTM |" in printed and "| Adam |" in printed
     results = json.loads((run / "evaluation" / "quadratic.json").read_text())
     assert [r["name"] for r in results["results"]] == ["LSTM", "SGD", "NAG", "RMSprop", "Adam"]
@@ -218,6 +222,7 @@ def test_cli_train_evaluate_publish_and_push(tmp_path, capsys):
     assert upload.call_args.kwargs["repo_id"] == "org/l2l-test"
     card = (tmp_path / "ckpt" / "README.md").read_text()
     assert "Meta-training wall-clock" in card and "| Adam |" in card and '"meta_lr": 0.003' in card
+    assert 'pretrained="org/l2l-test"' in card  # the snippet loads from anywhere
     loaded = CoordinatewiseLSTM.from_pretrained(tmp_path / "ckpt")
     assert torch.equal(loaded.head.weight, Run(run).best_network().head.weight)
 

@@ -1,4 +1,5 @@
 import json
+from unittest import mock
 
 import pytest
 import torch
@@ -130,6 +131,15 @@ def test_non_finite_weights_are_refused(checkpoint):
     save_file(weights, checkpoint / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"non-finite .*\['head.bias'\]"):
         CoordinatewiseLSTM.from_pretrained(checkpoint)
+
+
+@pytest.mark.parametrize("size", [{"hidden_size": 10**9}, {"num_layers": 10**6}, {"hidden_size": 4096}])
+def test_a_config_asking_for_a_huge_network_is_refused_before_allocating(checkpoint, size):
+    config = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps({**config, **size}))
+    with mock.patch.object(CoordinatewiseLSTM, "__init__", side_effect=AssertionError("allocated")):
+        with pytest.raises(CheckpointError, match="invalid config|does not match its config"):
+            CoordinatewiseLSTM.from_pretrained(checkpoint)
 
 
 def test_broken_config_json_is_a_checkpoint_error(checkpoint):

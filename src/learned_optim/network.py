@@ -199,6 +199,9 @@ class CoordinatewiseLSTM(
         return model.eval()
 
 
+_CONSTRUCTOR_DEFAULTS = {name: parameter.default for name, parameter in
+                         inspect.signature(CoordinatewiseLSTM.__init__).parameters.items()
+                         if parameter.default is not inspect.Parameter.empty}
 MAX_HIDDEN_SIZE, MAX_LAYERS = 4096, 64
 """Bounds on a checkpoint's declared network size (the paper's is 20 units, 2 layers)."""
 
@@ -226,9 +229,9 @@ def _checked_config(config: dict, path: Path) -> dict[str, Any]:
 
 def _expected_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """The tensor shapes of :class:`CoordinatewiseLSTM` ``(**config)``, computed without building it."""
-    defaults = inspect.signature(CoordinatewiseLSTM.__init__).parameters
-    hidden, layers = (config.get(key, defaults[key].default) for key in ("hidden_size", "num_layers"))
-    features = PREPROCESSINGS[config.get("preprocessing", defaults["preprocessing"].default)][1]
+    config = {**_CONSTRUCTOR_DEFAULTS, **config}
+    hidden, layers = config["hidden_size"], config["num_layers"]
+    features = PREPROCESSINGS[config["preprocessing"]][1]
     shapes = {"head.weight": (1, hidden), "head.bias": (1,)}
     for layer in range(layers):
         shapes.update({f"cells.{layer}.weight_ih": (4 * hidden, features if layer == 0 else hidden),

@@ -27,8 +27,10 @@ tags:
 
 ```python
 from learned_optim import LearnedOptimizer
-optimizer = LearnedOptimizer(model.parameters(), pretrained="{name}")
+optimizer = LearnedOptimizer(model.parameters(), pretrained="{source}")
 ```
+
+`pretrained=` takes a bundled name, the path of a folder holding this checkpoint, or its Hugging Face Hub repo id.
 
 ## Network
 
@@ -69,11 +71,13 @@ def _meta_training(run: Run) -> str:
     return "\n".join(lines)
 
 
-def model_card(run: Run, name: str, description: str, results: str) -> str:
-    """The model card (``README.md``) of a checkpoint published from ``run``."""
+def model_card(run: Run, name: str, description: str, results: str, source: str | None = None) -> str:
+    """The model card (``README.md``) of a checkpoint published from ``run``; its usage snippet loads
+    ``source`` (a Hub repo id, a folder path or a bundled name; default: ``name``)."""
     network = run.best_network()
     return _CARD.format(
         name=name,
+        source=source or name,
         description=description,
         network=json.dumps(network.config),
         num_params=sum(p.numel() for p in network.parameters()),
@@ -99,7 +103,7 @@ def publish(
     out = Path(out)
     name = name or out.name
     description = description or f"Coordinatewise LSTM optimizer meta-trained on `{run.config.task['name']}`."
-    card = model_card(run, name, description, results)
+    card = model_card(run, name, description, results, repo_id)
 
     def fill(folder: Path) -> None:
         run.best_network().save_pretrained(folder)
