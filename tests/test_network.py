@@ -146,8 +146,9 @@ def test_broken_config_json_is_a_checkpoint_error(checkpoint):
     from learned_optim import pretrained
 
     (checkpoint / "config.json").write_text("{broken")
-    with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
-        pretrained.load(checkpoint)
+    for load in (pretrained.load, CoordinatewiseLSTM.from_pretrained):
+        with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
+            load(checkpoint)
 
 
 def test_loading_requires_safetensors_weights(checkpoint):

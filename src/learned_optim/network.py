@@ -141,6 +141,15 @@ class CoordinatewiseLSTM(
         (save_directory / constants.CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n")
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs) -> "CoordinatewiseLSTM":
+        """The Hub mixin's ``from_pretrained``, with an unreadable ``config.json`` a :class:`CheckpointError`."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            config = Path(pretrained_model_name_or_path) / constants.CONFIG_NAME
+            raise CheckpointError(f"{config} is not valid JSON ({error}); save or download the checkpoint again") from error
+
+    @classmethod
     def _from_pretrained(cls, *, model_id: str, config: dict | None = None, map_location: str = "cpu", **kwargs):
         """Strict, safetensors-only loading from a local folder (resolved by :mod:`learned_optim.pretrained`).
 

@@ -10,7 +10,6 @@ Resolution order for ``pretrained=name``:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from importlib import resources
@@ -93,11 +92,4 @@ def load(name: str | os.PathLike = DEFAULT_CHECKPOINT, revision: str | None = No
     Raises:
         CheckpointError: the checkpoint cannot be found, or its files are unreadable, inconsistent or non-finite.
     """
-    folder = resolve(name, revision)
-    config = folder / constants.CONFIG_NAME
-    if config.is_file():
-        try:
-            json.loads(config.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as error:
-            raise CheckpointError(f"{config} is not valid JSON ({error}); save or download the checkpoint again") from error
-    return CoordinatewiseLSTM.from_pretrained(folder)
+    return CoordinatewiseLSTM.from_pretrained(resolve(name, revision))
