@@ -44,10 +44,6 @@ class ProblemBatch:
     params: Params
     loss: Callable[[Params, int], Tensor]
 
-    @property
-    def size(self) -> int:
-        return next(iter(self.params.values())).shape[0]
-
 
 def stack_problems(problems: list[Problem]) -> ProblemBatch:
     """The problems as one :class:`ProblemBatch` (they must have the same parameter names and shapes);

@@ -362,7 +362,7 @@ def train(
         save()
         if not imitation:
             running = result["meta_loss"] if running is None else 0.95 * running + 0.05 * result["meta_loss"]
-        bar.set_postfix(meta_loss=f"{running or float('nan'):.4g}", val=f"{best['validation_loss']:.4g}",
+        bar.set_postfix(meta_loss=f"{float('nan') if running is None else running:.4g}", val=f"{best['validation_loss']:.4g}",
                         best_ep=best["episode"], horizon=curriculum.horizon)
         bar.update()
     bar.close()
