@@ -250,3 +250,22 @@ def test_the_mnist_example_writes_into_the_folder_it_is_given(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| LearnedOptimizer" not in result.stdout and "Adam" in result.stdout.splitlines()[-2]
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and (tmp_path / "out" / "mnist_comparison.png").is_file()
+
+
+def test_first_order_meta_gradient_equals_backpropagating_through_losses_with_detached_gradient_inputs(network):
+    """The surrogate the Unroller uses instead of the optimizee's graph gives the same meta-gradient."""
+    problem = QuadraticTask(dim=3, num_functions=2).sample(seeded(0))
+    meta_loss, _ = Unroller(network, problem, objective="log").unroll(4)
+    (surrogate,) = torch.autograd.grad(meta_loss.sum(), network.head.weight)
+    theta = problem.params["theta"].reshape(-1).requires_grad_()
+    (grad,) = torch.autograd.grad(problem.loss({"theta": theta.view(2, 3)}, 0), theta)
+    state = network.initial_state(theta.numel())
+    reference = 0
+    for step in range(1, 5):  # the rule written out, the optimizee's graph kept, its gradient input detached
+        update, state = network(grad.detach(), state)
+        theta = theta + update
+        loss = problem.loss({"theta": theta.view(2, 3)}, step)
+        reference = reference + loss.log()
+        (grad,) = torch.autograd.grad(loss, theta, retain_graph=True)
+    (expected,) = torch.autograd.grad(reference, network.head.weight)
+    torch.testing.assert_close(surrogate, expected)

@@ -18,7 +18,7 @@ from .evaluation import LR_GRID
 from .publish import publish
 from .registry import DEFAULTS, TASK_NAMES, make_task
 from .schedules import META_LR_SCHEDULES
-from .suites import MNIST_PANELS, run_suite, single_panel
+from .suites import SUITES, run_suite, single_panel
 from .train import NETWORK_INITS, Run, RunConfig, train
 from .truncated import OBJECTIVES, Recipe
 
@@ -35,6 +35,11 @@ def _task_spec(args: argparse.Namespace) -> dict:
         spec["activation"] = args.activation
     if args.num_functions is not None:
         spec["num_functions"] = args.num_functions
+    for key in ("style", "size", "vgg"):
+        if getattr(args, key) is not None:
+            spec[key] = getattr(args, key)
+    if args.art_root is not None:
+        spec["root"] = args.art_root
     return spec
 
 
@@ -44,6 +49,12 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--activation", choices=["sigmoid", "relu", "tanh"], help="mnist: activation (default: sigmoid)")
     parser.add_argument("--num-functions", type=int,
                         help="quadratic: functions optimized at once per meta-training problem (default: 32)")
+    parser.add_argument("--style", help="art: style image, a file in ART_ROOT/style or a path (default: starry_night.jpg)")
+    parser.add_argument("--size", type=int, help="art: image side in pixels (default: 64)")
+    parser.add_argument("--art-root", help="art: folder with content/, style/ and vgg16_features.safetensors "
+                        "(default: $LEARNED_OPTIM_ART)")
+    parser.add_argument("--vgg", help="art: VGG-16 weights, a safetensors file or Hub repo id (default: ART_ROOT's "
+                        "vgg16_features.safetensors, else timm/vgg16.tv_in1k)")
 
 
 RECIPE_OPTIONS = [f.name for f in dataclasses.fields(Recipe)]
@@ -80,17 +91,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     else:
         network, spec = pretrained.load(args.checkpoint), _task_spec(args)
         out = Path(args.out or f"evaluation-{Path(args.checkpoint).name}")
-    print(f"evaluating against tuned SGD, NAG, RMSprop and Adam (each tuned over {len(LR_GRID)} learning rates); "
-          f"results in {out}/", flush=True)
-    if args.suite == "mnist-paper":
-        spec = DEFAULTS["mnist"]["task"]
+    if args.suite is not None:
+        family, suite_panels = SUITES[args.suite]
+        spec = _task_spec(argparse.Namespace(**{**vars(args), "task": family}))
     protocol = dict(DEFAULTS[spec["name"]]["evaluation"])
     protocol.update({k: v for k, v in (("steps", args.steps), ("problems", args.problems),
                                         ("tuning_problems", args.tuning_problems)) if v is not None})
-    if args.suite == "mnist-paper":
-        panels = {name: ({**spec, **overrides}, steps, title) for name, (overrides, steps, title) in MNIST_PANELS.items()}
+    if args.suite is not None:
+        panels = {name: ({**spec, **overrides}, steps, title) for name, (overrides, steps, title) in suite_panels.items()}
     else:
         panels = single_panel(spec, protocol["steps"])
+    print(f"evaluating against tuned SGD, NAG, RMSprop and Adam (each tuned over "
+          f"{len(protocol.get('lr_grid', LR_GRID))} learning rates); results in {out}/", flush=True)
     run_suite(network, panels, protocol, out, command_line())
 
 
@@ -187,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--run", help="a run folder: its best network on its task")
     source.add_argument("--checkpoint", help="a bundled name, checkpoint folder or Hub repo id")
     _add_task_options(p)
-    p.add_argument("--suite", choices=["mnist-paper"], help="the paper's five MNIST panels")
+    p.add_argument("--suite", choices=list(SUITES),
+                   help="mnist-paper: the paper's five MNIST panels; neural-art: held-out photos with the training "
+                   "style at 64x64 and a new style at 128x128 (the panels' task options override --task's)")
     p.add_argument("--steps", type=int, help="optimizer steps per problem (default: the task's)")
     p.add_argument("--problems", type=int, help="evaluation problems (default: 100 quadratic, 20 mnist)")
     p.add_argument("--tuning-problems", type=int, help="problems for tuning baseline learning rates")

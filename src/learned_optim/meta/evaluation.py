@@ -39,10 +39,12 @@ EVALUATION_SEED = 3_000_000_019
 
 @dataclass
 class Trajectory:
-    """The losses of one run, and the held-out loss of its final parameters (if the task has one)."""
+    """The losses of one run, the held-out loss of its final parameters (if the task has one) and those
+    parameters (None if it diverged)."""
 
     losses: list[float]
     heldout_loss: float | None = None
+    params: dict[str, torch.Tensor] | None = None
 
 
 def run_optimizer(problem: Problem, make_optimizer: OptimizerFactory, steps: int) -> Trajectory:
@@ -66,7 +68,7 @@ def run_optimizer(problem: Problem, make_optimizer: OptimizerFactory, steps: int
     if problem.heldout_loss is not None:
         with torch.no_grad():
             heldout = float(problem.heldout_loss(params))
-    return Trajectory(losses, heldout)
+    return Trajectory(losses, heldout, {name: p.detach() for name, p in params.items()})
 
 
 METRICS: dict[str, Callable[[list[float]], float]] = {
@@ -119,14 +121,14 @@ def _stderr(values: list[float]) -> float:
 
 def tune(
     make: Callable[[list[torch.Tensor], float], torch.optim.Optimizer], problems: list[Problem], steps: int,
-    description: str = "",
+    description: str = "", lr_grid: list[float] = LR_GRID,
 ) -> dict[str, float]:
-    """The learning rate of :data:`LR_GRID` minimizing each metric's mean over ``problems`` (a progress bar
+    """The learning rate of ``lr_grid`` minimizing each metric's mean over ``problems`` (a progress bar
     named by ``description`` on a terminal)."""
     from tqdm.auto import tqdm
 
     scores = {metric: {} for metric in METRICS}
-    for lr in tqdm(LR_GRID, desc=f"tuning {description}", unit="lr", leave=False, disable=None):
+    for lr in tqdm(lr_grid, desc=f"tuning {description}", unit="lr", leave=False, disable=None):
         runs = [run_optimizer(problem, functools.partial(make, lr=lr), steps) for problem in problems]
         for metric, fn in METRICS.items():
             scores[metric][lr] = _mean([fn(run.losses) for run in runs])
@@ -141,8 +143,10 @@ def compare(
     num_tuning_problems: int,
     baselines: dict[str, Callable] = BASELINES,
     tuning_task: Task | None = None,
+    lr_grid: list[float] = LR_GRID,
 ) -> list[Summary]:
-    """Tune every baseline, then run all optimizers on the same ``num_problems`` fresh problems."""
+    """Tune every baseline over ``lr_grid`` on ``num_tuning_problems`` problems of ``tuning_task`` (default:
+    ``task``), then run all optimizers on the same ``num_problems`` fresh problems of ``task``."""
     problems = [task.sample(seeded(EVALUATION_SEED + i)) for i in range(num_problems)]
     tuning_source = tuning_task or task
     tuning = [tuning_source.sample(seeded(TUNING_SEED + i)) for i in range(num_tuning_problems)]
@@ -152,7 +156,7 @@ def compare(
                for p in tqdm(problems, desc="LSTM", unit="problem", leave=False, disable=None)]
     summaries = [summarize("LSTM", {metric: learned for metric in METRICS}, {m: None for m in METRICS})]
     for name, make in baselines.items():
-        best = tune(make, tuning, steps, name)
+        best = tune(make, tuning, steps, name, lr_grid)
         runs = {lr: [run_optimizer(p, functools.partial(make, lr=lr), steps)
                      for p in tqdm(problems, desc=f"{name} lr {lr:.3g}", unit="problem", leave=False, disable=None)]
                 for lr in set(best.values())}

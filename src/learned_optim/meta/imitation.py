@@ -44,25 +44,20 @@ def imitation_episode(network: nn.Module, meta_optimizer: torch.optim.Optimizer,
     Arguments and return value as :func:`~learned_optim.meta.truncated.train_episode`; ``meta_loss`` is the
     mean imitation loss per unroll, ``losses`` Adam's mean loss per step.
     """
-    teacher = Unroller(network, problems, horizon=recipe.horizon, scale=scale)  # its problems, layout and gradients
+    teacher = Unroller(network, problems, horizon=recipe.horizon, scale=scale)  # follows Adam's trajectory
     total = total_problems or teacher.layout.problems
-    psi, grad = teacher.psi.detach(), teacher.grad
-    moments = (torch.zeros_like(psi), torch.zeros_like(psi))
+    moments = (torch.zeros_like(teacher.psi), torch.zeros_like(teacher.psi))
     state = teacher.state
     meta_losses, losses, skipped = [], [], 0
     for start in range(0, recipe.horizon, recipe.unroll):
-        error = torch.zeros(teacher.layout.problems, dtype=psi.dtype, device=psi.device)
+        error = torch.zeros(teacher.layout.problems, dtype=teacher.psi.dtype, device=teacher.psi.device)
         size = torch.zeros_like(error)
         for step in range(start + 1, min(start + recipe.unroll, recipe.horizon) + 1):
-            update, state = network(grad, state)
-            target, moments = adam_update(grad, moments, step, recipe.imitation_lr)
+            update, state = network(teacher.grad, state)
+            target, moments = adam_update(teacher.grad, moments, step, recipe.imitation_lr)
             error = error + teacher.layout.per_problem(update - target).pow(2).sum(1)
             size = size + teacher.layout.per_problem(target).pow(2).sum(1)
-            psi = psi + target
-            teacher.step = step
-            loss, grad = teacher.loss_and_grad(psi.requires_grad_())
-            psi = psi.detach()
-            losses.append(loss.detach().sum() / total)
+            losses.append(teacher.advance(target).sum() / total)  # Adam's trajectory, step by step
         value = meta_step(network, meta_optimizer, (error / size.clamp(min=1e-30)).sum() / total, recipe.clip,
                           all_reduce)
         skipped += value is None

@@ -146,7 +146,7 @@ class Unroller:
         self.psi = theta if scale is None else theta / scale
         self.state = network.initial_state(self.psi.numel(), dtype=self.psi.dtype, device=self.psi.device)
         self.step = 0
-        initial, self.grad = self.loss_and_grad(self.psi.requires_grad_())
+        initial, self.grad = self.loss_and_grad(self.psi)
         self.initial_loss = initial.detach()
 
     @property
@@ -155,12 +155,32 @@ class Unroller:
         return self.psi if self.scale is None else self.psi * self.scale
 
     def loss_and_grad(self, psi: Tensor) -> tuple[Tensor, Tensor]:
-        r"""The losses :math:`f(c \odot \psi, t)` ``[K]`` and :math:`\nabla_\psi \sum_k f_k`, detached unless
-        ``second_order``."""
-        theta = psi if self.scale is None else psi * self.scale
+        r"""The losses :math:`f_k(c \odot \psi, t)` ``[K]`` and :math:`\nabla_\psi \sum_k f_k`.
+
+        With ``second_order`` the gradient keeps its graph. Otherwise it is detached, and the losses reach
+        :math:`\psi`'s graph (if it has one) through the first-order surrogate
+        :math:`\bar f_k + \langle \bar\nabla_k, \psi_k - \bar\psi_k \rangle` (bars: detached values): the same
+        values and the same first-order meta-gradient, without keeping the optimizee's graph for the
+        meta-step or backpropagating through the optimizee a second time.
+        """
+        leaf = psi if self.second_order and psi.requires_grad else psi.detach().requires_grad_()
+        theta = leaf if self.scale is None else leaf * self.scale
         losses = self.problems.loss(self.layout.unflatten(theta), self.step)
-        (grad,) = torch.autograd.grad(losses.sum(), psi, retain_graph=True, create_graph=self.second_order)
-        return losses, grad if self.second_order else grad.detach()
+        (grad,) = torch.autograd.grad(losses.sum(), leaf, create_graph=self.second_order)
+        if self.second_order:
+            return losses, grad
+        losses = losses.detach()
+        if psi.requires_grad:
+            losses = losses + self.layout.per_problem(grad * (psi - leaf.detach())).sum(1)
+        return losses, grad
+
+    def advance(self, update: Tensor) -> Tensor:
+        """Apply ``update`` to the flat parameters and move to the next step; returns its losses ``[K]``
+        (its gradient becomes ``self.grad``)."""
+        self.psi = self.psi + update
+        self.step += 1
+        loss, self.grad = self.loss_and_grad(self.psi)
+        return loss
 
     def rollout(self, steps: int) -> Tensor:
         """The losses ``[steps, K]`` at steps ``0 .. steps - 1`` (the initial one first), the rule applied without
@@ -169,11 +189,7 @@ class Unroller:
         for _ in range(steps - 1):
             with torch.no_grad():
                 update, self.state = self.network(self.grad, self.state)
-                self.psi = self.psi + update
-            self.step += 1
-            loss, self.grad = self.loss_and_grad(self.psi.requires_grad_())
-            self.psi = self.psi.detach()
-            losses.append(loss.detach())
+            losses.append(self.advance(update).detach())
         return torch.stack(losses)
 
     def unroll(self, steps: int) -> tuple[Tensor, Tensor]:
@@ -183,9 +199,7 @@ class Unroller:
         losses = []
         for _ in range(steps):
             update, self.state = self.network(self.grad, self.state)
-            self.psi = self.psi + update
-            self.step += 1
-            loss, self.grad = self.loss_and_grad(self.psi)
+            loss = self.advance(update)
             meta_loss = meta_loss + self.objective(loss, self.initial_loss, self.horizon)
             losses.append(loss.detach())
         return meta_loss, torch.stack(losses)

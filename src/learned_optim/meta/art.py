@@ -1,0 +1,313 @@
+r"""Neural art (Gatys et al., 2016) as a task family: the optimizee is an image.
+
+The loss of an image :math:`x` (RGB in [0, 1], ``[3, H, W]``) for a content photo :math:`p` and a style
+image :math:`s` is
+
+.. math::
+    f(x) = \alpha\, \overline{(F_{4,2}(x) - F_{4,2}(p))^2}
+         + \beta \sum_{l \in \{1\_1, 2\_1, 3\_1, 4\_1, 5\_1\}} \overline{(G_l(x) - G_l(s))^2}
+         + \gamma\, \big(\overline{(\partial_h x)^2} + \overline{(\partial_w x)^2}\big),
+
+where :math:`F_l` are the frozen VGG-16 features after the ReLU of conv layer :math:`l` (``[C, H_l, W_l]``),
+:math:`G_l = F_l F_l^\top / (C H_l W_l)` their Gram matrix and the bars are means over entries
+(:data:`WEIGHTS`: :math:`\alpha, \beta, \gamma`). The style's Gram matrices are taken from the style image
+resized to the problem's size. As Gatys et al. optionally do, the image starts at the content photo.
+
+Problems of a split draw a random square crop (a side of 50-100% of the photo's shorter side, randomly
+flipped) of one of the split's photos and resize it to ``size``: the paper meta-trains on many content
+images at 64x64; here :data:`SPLITS` keeps whole photos apart for validation and test.
+
+The features come from a VGG-16 in torchvision's ``vgg16().features`` layout (:func:`load_vgg16`): a local
+safetensors file or a Hugging Face Hub repo such as ``timm/vgg16.tv_in1k``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .data import DataError
+from .tasks import Problem, ProblemBatch, Task
+
+ENV_VAR = "LEARNED_OPTIM_ART"
+"""Folder with ``vgg16_features.safetensors``, ``content/`` and ``style/`` (the layout of ``shared/data/art``)."""
+HUB_VGG16 = "timm/vgg16.tv_in1k"
+"""The ImageNet VGG-16 on the Hub, used when no local weights are given or found."""
+CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+"""Indices of the 13 conv layers in ``vgg16().features``; a ReLU follows each."""
+POOLS = (4, 9, 16, 23)
+"""Indices of the 2x2 max-poolings."""
+STYLE_LAYERS = (1, 6, 11, 18, 25)
+"""relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (indices of ``vgg16().features`` outputs)."""
+CONTENT_LAYER = 20
+"""relu4_2."""
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+WEIGHTS = {"content": 0.01, "style": 1.0, "tv": 10.0}
+r""":math:`\alpha, \beta, \gamma`: the three weighted terms are of the same order (0.1-0.3) after 128 steps of tuned
+Adam at 64x64 on The Starry Night; the style term, ~160 at the content photo, is what the optimizer works on."""
+SPLITS = {
+    "validation": ("china.jpg", "imagenet_05_853.jpg", "imagenet_11_630.jpg", "imagenet_17_22.jpg"),
+    "test": ("astronaut.png", "chelsea.png", "coffee.png", "imagenet_03_990.jpg", "imagenet_09_455.jpg",
+             "imagenet_15_99.jpg"),
+}
+"""Content photos held out for validation and test; every other photo in ``content/`` is for training."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def find_art(root: str | os.PathLike | None = None) -> Path:
+    """The art folder: ``root``, else the folder named by ``$LEARNED_OPTIM_ART``."""
+    folder = root if root is not None else os.environ.get(ENV_VAR)
+    if folder is None:
+        raise DataError(f"no art folder given: pass root= (--art-root) or set {ENV_VAR} to a folder with "
+                        "vgg16_features.safetensors (optional), content/ and style/")
+    if not (Path(folder) / "content").is_dir() or not (Path(folder) / "style").is_dir():
+        raise DataError(f"{folder} is not an art folder: it needs content/ and style/ subfolders of images")
+    return Path(folder)
+
+
+def load_image(path: str | os.PathLike) -> Tensor:
+    """An image file as ``[3, H, W]`` float32 RGB in [0, 1]."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+    except (OSError, ValueError) as error:
+        raise DataError(f"cannot read image {path}: {error}") from error
+    return torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(rgb.height, rgb.width, 3) \
+        .permute(2, 0, 1).float().div_(255)
+
+
+def save_image(image: Tensor, path: str | os.PathLike) -> None:
+    """Write ``[3, H, W]`` RGB (clamped to [0, 1]) as an image file (the format from the suffix)."""
+    from PIL import Image
+
+    pixels = image.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).contiguous().cpu()
+    Image.fromarray(pixels.numpy()).save(path)
+
+
+def square(image: Tensor, size: int, side: int | None = None, top: int = 0, left: int = 0, flip: bool = False) -> Tensor:
+    """The ``side x side`` crop at ``(top, left)`` (default: the centred square of the shorter side), resized
+    to ``size x size`` with antialiasing."""
+    height, width = image.shape[-2:]
+    if side is None:
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+    crop = image[..., top:top + side, left:left + side]
+    if flip:
+        crop = crop.flip(-1)
+    return F.interpolate(crop[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+class VGGFeatures(nn.Module):
+    """VGG-16's conv layers up to relu5_1, frozen; ``forward(images [B, 3, H, W] in [0, 1])`` returns the
+    features at ``layers`` (indices of ``vgg16().features`` outputs), ImageNet normalisation included.
+    ``description`` says which weights, for reports."""
+
+    def __init__(self, state: dict[str, Tensor], description: str = "VGG-16") -> None:
+        super().__init__()
+        self.description = description
+        layers: list[nn.Module] = []
+        for index in range(max(STYLE_LAYERS + (CONTENT_LAYER,)) + 1):
+            if index in CONVS:
+                weight = state[f"features.{index}.weight"]
+                conv = nn.Conv2d(weight.shape[1], weight.shape[0], 3, padding=1)
+                conv.weight.data.copy_(weight)
+                conv.bias.data.copy_(state[f"features.{index}.bias"])
+                layers.append(conv)
+            else:
+                layers.append(nn.MaxPool2d(2) if index in POOLS else nn.ReLU())
+        self.layers = nn.ModuleList(layers)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, images: Tensor, layers: tuple[int, ...] = STYLE_LAYERS + (CONTENT_LAYER,)) -> dict[int, Tensor]:
+        x, out = (images - self.mean) / self.std, {}
+        for index, layer in enumerate(self.layers[:max(layers) + 1]):
+            x = layer(x)
+            if index in layers:
+                out[index] = x
+        return out
+
+
+def _expected_shapes() -> dict[str, tuple[int, ...]]:
+    channels = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)
+    shapes, fan_in = {}, 3
+    for index, out in zip(CONVS, channels):
+        shapes[f"features.{index}.weight"], shapes[f"features.{index}.bias"] = (out, fan_in, 3, 3), (out,)
+        fan_in = out
+    return shapes
+
+
+def load_vgg16(source: str | os.PathLike | None = None, root: str | os.PathLike | None = None) -> VGGFeatures:
+    """VGG-16 features from ``source``: a safetensors file, a folder holding ``vgg16_features.safetensors``
+    or ``model.safetensors``, or a Hugging Face Hub repo id (e.g. :data:`HUB_VGG16`). Default: the art
+    folder's ``vgg16_features.safetensors`` (see :func:`find_art`), else :data:`HUB_VGG16`.
+
+    Keys and shapes must be those of torchvision's ``vgg16().features`` (others, such as a classifier
+    head, are ignored); the weights are used in float32.
+
+    Raises:
+        DataError: the file is missing or unreadable, or lacks a conv layer or has one of the wrong shape.
+    """
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    if source is None:
+        folder = root if root is not None else os.environ.get(ENV_VAR)
+        local = Path(folder, "vgg16_features.safetensors") if folder is not None else None
+        source = local if local is not None and local.is_file() else HUB_VGG16
+    path = Path(source)
+    if path.is_dir():
+        path = next((path / name for name in ("vgg16_features.safetensors", "model.safetensors")
+                     if (path / name).is_file()), path / "model.safetensors")
+    elif not path.exists() and str(source).count("/") == 1 and not str(source).endswith(".safetensors"):
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        try:
+            path = Path(hf_hub_download(str(source), "model.safetensors"))
+        except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
+            raise DataError(f"cannot get VGG-16 weights {source!r} from the Hugging Face Hub ({error}); pass a local "
+                            f"safetensors file or set {ENV_VAR} to a folder with vgg16_features.safetensors") from error
+    if not path.is_file():
+        raise DataError(f"VGG-16 weights not found: {path}; pass a safetensors file in torchvision's vgg16().features "
+                        f"layout, a folder holding one, or a Hub repo id such as {HUB_VGG16}")
+    try:
+        state = load_file(path)
+        with safe_open(path, "pt") as handle:
+            origin = (handle.metadata() or {}).get("source", "")
+    except (SafetensorError, OSError) as error:
+        raise DataError(f"cannot read VGG-16 weights {path}: {error}") from error
+    expected = _expected_shapes()
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise DataError(f"{path} is not a VGG-16 in torchvision's vgg16().features layout: missing {missing[:4]}"
+                        f"{' ...' if len(missing) > 4 else ''}")
+    wrong = [f"{key} {tuple(state[key].shape)} (expected {shape})" for key, shape in expected.items()
+             if tuple(state[key].shape) != shape]
+    if wrong:
+        raise DataError(f"{path}: wrong shapes: {', '.join(wrong[:3])}")
+    description = "VGG-16 (HED fine-tuned)" if "HED" in origin else f"VGG-16 ({source})"
+    return VGGFeatures({key: state[key].float() for key in expected}, description)
+
+
+def gram(features: Tensor) -> Tensor:
+    """:math:`F F^\\top / (C H W)` of ``[B, C, H, W]`` features, ``[B, C, C]``."""
+    batch, channels, height, width = features.shape
+    flat = features.reshape(batch, channels, height * width)
+    return flat @ flat.transpose(1, 2) / (channels * height * width)
+
+
+class StyleLoss(nn.Module):
+    r"""The loss of the module docstring for a batch of images, each against its own content target and
+    one style; ``forward(images [B, 3, H, W]) -> [B]``."""
+
+    def __init__(self, features: VGGFeatures, contents: Tensor, style: Tensor, weights: dict[str, float] = WEIGHTS) -> None:
+        super().__init__()
+        self.features = features
+        self.weights = dict(weights)
+        with torch.no_grad():
+            self.content_targets = features(contents, (CONTENT_LAYER,))[CONTENT_LAYER]
+            style_features = features(style[None], STYLE_LAYERS)
+            self.style_targets = [gram(style_features[layer]) for layer in STYLE_LAYERS]
+
+    def terms(self, images: Tensor) -> dict[str, Tensor]:
+        """The content, style and total-variation terms, unweighted, ``[B]`` each."""
+        features = self.features(images)
+        content = (features[CONTENT_LAYER] - self.content_targets).pow(2).flatten(1).mean(1)
+        style = sum((gram(features[layer]) - target).pow(2).flatten(1).mean(1)
+                    for layer, target in zip(STYLE_LAYERS, self.style_targets))
+        tv = ((images[..., 1:, :] - images[..., :-1, :]).pow(2).flatten(1).mean(1)
+              + (images[..., :, 1:] - images[..., :, :-1]).pow(2).flatten(1).mean(1))
+        return {"content": content, "style": style, "tv": tv}
+
+    def forward(self, images: Tensor) -> Tensor:
+        return sum(self.weights[name] * term for name, term in self.terms(images).items())
+
+
+def photos(root: str | os.PathLike | None, split: str) -> list[tuple[str, Tensor]]:
+    """``(name, image)`` of the content photos of ``split`` (``"train"``, ``"validation"``, ``"test"``)."""
+    folder = find_art(root) / "content"
+    names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    held_out = {name for split_names in SPLITS.values() for name in split_names}
+    chosen = [n for n in names if n not in held_out] if split == "train" else [n for n in names if n in SPLITS.get(split, ())]
+    if split not in ("train", *SPLITS) or not chosen:
+        raise DataError(f"no content photos for split {split!r} in {folder} (splits: train, {', '.join(SPLITS)})")
+    return [(name, load_image(folder / name)) for name in chosen]
+
+
+def find_style(style: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
+    """A style image: a path, or a file name in the art folder's ``style/``."""
+    if Path(style).is_file():
+        return Path(style)
+    path = find_art(root) / "style" / str(style)
+    if not path.is_file():
+        available = sorted(p.name for p in path.parent.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        raise DataError(f"style image {style!r} not found; pass a path or one of {available}")
+    return path
+
+
+class StyleTransferTask(Task):
+    """Style transfer problems: one style image, content crops of ``photos``, ``size x size`` pixels.
+
+    Args:
+        features (VGGFeatures): the frozen feature network (:func:`load_vgg16`).
+        photos (list[Tensor]): content photos ``[3, H, W]`` in [0, 1], any sizes.
+        style (Tensor): the style image ``[3, H, W]``, resized (centred square) to ``size``.
+        size (int, optional): side of the optimized image in pixels (default: 64).
+        weights (dict, optional): :math:`\\alpha, \\beta, \\gamma` (default: :data:`WEIGHTS`).
+        device (torch.device, optional): where the problems live (default: CPU).
+    """
+
+    def __init__(self, features: VGGFeatures, photos: list[Tensor], style: Tensor, size: int = 64,
+                 weights: dict[str, float] = WEIGHTS, device: torch.device | str | None = None) -> None:
+        if size < 16:
+            raise ValueError(f"Invalid size: {size}; VGG-16's relu5_1 needs images of at least 16x16 pixels")
+        self.features = features.to(device)
+        self.photos = photos
+        self.style = square(style, size).to(device)
+        self.size = size
+        self.weights = weights
+        self.device = device
+
+    def content(self, generator: torch.Generator) -> Tensor:
+        """A random square crop (50-100% of the shorter side, maybe flipped) of a random photo, ``size x size``."""
+        photo = self.photos[int(torch.randint(len(self.photos), (), generator=generator))]
+        height, width = photo.shape[-2:]
+        shorter = min(height, width)
+        side = int(shorter * (0.5 + 0.5 * float(torch.rand((), generator=generator))))
+        top = int(torch.randint(height - side + 1, (), generator=generator))
+        left = int(torch.randint(width - side + 1, (), generator=generator))
+        flip = bool(torch.rand((), generator=generator) < 0.5)
+        return square(photo, self.size, side, top, left, flip).to(self.device)
+
+    def sample(self, generator: torch.Generator) -> Problem:
+        return self._problem([self.content(generator)], single=True)
+
+    def sample_many(self, generators: list[torch.Generator]) -> ProblemBatch:
+        """The ``K`` images go through the feature network as one batch."""
+        return self._problem([self.content(g) for g in generators], single=False)
+
+    def _problem(self, contents: list[Tensor], single: bool) -> Problem | ProblemBatch:
+        loss_fn = StyleLoss(self.features, torch.stack(contents), self.style, self.weights)
+        if single:
+            return Problem({"image": contents[0].clone()}, lambda params, step: loss_fn(params["image"][None])[0])
+        return ProblemBatch({"image": torch.stack(contents)}, lambda params, step: loss_fn(params["image"]))
+
+
+def style_transfer_task(style: str = "starry_night.jpg", size: int = 64, split: str = "train",
+                        root: str | os.PathLike | None = None, vgg: str | None = None,
+                        device: torch.device | str | None = None) -> StyleTransferTask:
+    """The neural-art task on the art folder's photos of ``split`` with ``style`` (a file in ``style/`` or a path),
+    features from ``vgg`` (see :func:`load_vgg16`)."""
+    return StyleTransferTask(load_vgg16(vgg, root), [image for _, image in photos(root, split)],
+                             load_image(find_style(style, root)), size, device=device)
+

@@ -1,0 +1,187 @@
+"""Neural art: the VGG-16 loader and its errors, the style-transfer task, its suite, meta-training and example."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from learned_optim.meta.art import (CONTENT_LAYER, ENV_VAR, SPLITS, STYLE_LAYERS, StyleLoss, find_style, gram,
+                                    load_image, load_vgg16, photos, save_image, style_transfer_task)
+from learned_optim.meta.cli import main
+from learned_optim.meta.data import DataError
+from learned_optim.meta.registry import DEFAULTS
+from learned_optim.meta.tasks import seeded
+
+from conftest import random_network
+
+REPO = Path(__file__).parents[1]
+
+
+def shared_art() -> Path | None:
+    for folder in (os.environ.get(ENV_VAR), REPO.parent / "shared" / "data" / "art"):
+        if folder and (Path(folder) / "vgg16_features.safetensors").is_file():
+            return Path(folder)
+    return None
+
+
+ART = shared_art()
+pytestmark = pytest.mark.skipif(ART is None, reason=f"no art folder (set {ENV_VAR} or provide ../shared/data/art)")
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    return load_vgg16(ART / "vgg16_features.safetensors")
+
+
+@pytest.fixture(scope="module")
+def task(vgg):
+    return style_transfer_task(size=32, root=ART, vgg=str(ART / "vgg16_features.safetensors"))
+
+
+def test_the_shared_weights_load_as_vgg16_features_and_say_what_they_are(vgg):
+    assert vgg.description == "VGG-16 (HED fine-tuned)"
+    features = vgg(torch.rand(2, 3, 32, 32))
+    assert {layer: tuple(f.shape) for layer, f in features.items()} == {
+        1: (2, 64, 32, 32), 6: (2, 128, 16, 16), 11: (2, 256, 8, 8), 18: (2, 512, 4, 4), 25: (2, 512, 2, 2),
+        20: (2, 512, 4, 4)}
+    assert all((f >= 0).all() for f in features.values())  # after the ReLUs
+    assert not any(p.requires_grad for p in vgg.parameters())
+
+
+def test_a_hub_repo_id_loads_from_the_hub_cache_and_extra_keys_are_ignored(tmp_path, monkeypatch, vgg):
+    state = load_file(ART / "vgg16_features.safetensors")
+    state["head.fc.weight"] = torch.zeros(2, 2)  # timm's file also has a classifier
+    snapshot = tmp_path / "hub" / "models--org--vgg16" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    save_file(state, snapshot / "model.safetensors")
+    (tmp_path / "hub" / "models--org--vgg16" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--vgg16" / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    with mock.patch("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub")):
+        loaded = load_vgg16("org/vgg16")
+    assert loaded.description == "VGG-16 (org/vgg16)"
+    image = torch.rand(1, 3, 16, 16)
+    torch.testing.assert_close(loaded(image)[25], vgg(image)[25])
+
+
+def test_loader_errors_name_the_problem(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_vgg16(tmp_path / "absent.safetensors")
+    with pytest.raises(DataError, match="Hugging Face Hub"):
+        load_vgg16("nobody/no-such-vgg")  # offline in tests, and not cached
+    state = load_file(ART / "vgg16_features.safetensors")
+    save_file({k: v for k, v in state.items() if k != "features.28.weight"}, tmp_path / "missing.safetensors")
+    with pytest.raises(DataError, match=r"missing \['features.28.weight'\]"):
+        load_vgg16(tmp_path / "missing.safetensors")
+    save_file({**state, "features.0.weight": torch.zeros(64, 1, 3, 3)}, tmp_path / "shape.safetensors")
+    with pytest.raises(DataError, match=r"features.0.weight \(64, 1, 3, 3\)"):
+        load_vgg16(tmp_path / "shape.safetensors")
+    (tmp_path / "garbage.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(DataError, match="cannot read"):
+        load_vgg16(tmp_path / "garbage.safetensors")
+    with pytest.raises(DataError, match="starry_night.jpg"):
+        find_style("mona_lisa.jpg", ART)
+    with pytest.raises(DataError, match="LEARNED_OPTIM_ART"):
+        with mock.patch.dict(os.environ, {ENV_VAR: ""}):
+            style_transfer_task(root=None)
+
+
+def test_splits_keep_whole_photos_apart():
+    names = {split: {name for name, _ in photos(ART, split)} for split in ("train", "validation", "test")}
+    assert names["validation"] == set(SPLITS["validation"]) and names["test"] == set(SPLITS["test"])
+    assert not names["train"] & (names["validation"] | names["test"])
+    assert len(names["train"]) == 16
+
+
+def test_gram_matrix_is_normalised_by_the_feature_size():
+    features = torch.arange(12.0).view(1, 2, 2, 3)
+    flat = features.view(2, 6)
+    torch.testing.assert_close(gram(features)[0], flat @ flat.T / 12)
+
+
+def test_the_loss_starts_at_the_content_photo_and_batches_exactly(task):
+    problem = task.sample(seeded(0))
+    loss = StyleLoss(task.features, problem.params["image"][None], task.style)
+    terms = loss.terms(problem.params["image"][None])
+    assert float(terms["content"]) == 0 and float(terms["style"]) > 0
+    batch = task.sample_many([seeded(0), seeded(1)])
+    assert torch.equal(batch.params["image"][0], problem.params["image"])
+    torch.testing.assert_close(batch.loss(batch.params, 0)[0], problem.loss(problem.params, 0))
+    alone = task.sample(seeded(1))
+    torch.testing.assert_close(batch.loss(batch.params, 0)[1], alone.loss(alone.params, 0))
+
+
+def test_adam_stylises_an_image(task):
+    problem = task.sample(seeded(2))
+    image = problem.params["image"].clone().requires_grad_()
+    optimizer = torch.optim.Adam([image], lr=0.05)
+    losses = []
+    for step in range(10):
+        optimizer.zero_grad()
+        loss = problem.loss({"image": image}, step)
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_images_round_trip_through_files(tmp_path):
+    image = torch.rand(3, 5, 7)
+    save_image(image, tmp_path / "x.png")
+    torch.testing.assert_close(load_image(tmp_path / "x.png"), image, atol=1 / 255, rtol=0)
+    (tmp_path / "bad.png").write_bytes(b"no image")
+    with pytest.raises(DataError, match="cannot read image"):
+        load_image(tmp_path / "bad.png")
+
+
+def test_meta_training_on_art_and_the_neural_art_suite(tmp_path, capsys):
+    run = tmp_path / "run"
+    main(["train", str(run), "--task", "art", "--size", "16", "--art-root", str(ART), "--horizon", "4", "--unroll", "2",
+          "--episodes", "2", "--num-validation", "1", "--validate-every", "1"])
+    config = json.loads((run / "run.json").read_text())
+    assert config["task"] == {"name": "art", "style": "starry_night.jpg", "size": 16, "root": str(ART)}
+    assert (config["recipe"]["horizon"], config["recipe"]["unroll"]) == (4, 2)
+    tiny_panel = {"tiny": ({"style": "ihc.png", "size": 16}, 3, "tiny")}
+    tiny_protocol = {"steps": 3, "problems": 2, "tuning_problems": 1, "tuning_split": "validation", "lr_grid": [0.01, 0.1]}
+    with mock.patch("learned_optim.meta.cli.SUITES", {"neural-art": ("art", tiny_panel)}), \
+         mock.patch.dict(DEFAULTS["art"], {"evaluation": tiny_protocol}):
+        main(["evaluate", "--run", str(run), "--suite", "neural-art", "--art-root", str(ART), "--out", str(tmp_path / "ev")])
+    results = json.loads((tmp_path / "ev" / "tiny.json").read_text())
+    assert results["task"]["style"] == "ihc.png" and results["tuning_split"] == "validation"
+    assert "VGG-16 (HED fine-tuned)" in results["splits"]
+    assert {r["name"] for r in results["results"]} == {"LSTM", "SGD", "NAG", "RMSprop", "Adam"}
+    assert (tmp_path / "ev" / "tiny-images.png").is_file()
+    assert "tiny-images.png" in (tmp_path / "ev" / "README.md").read_text()
+
+
+def test_the_neural_art_suite_is_the_papers_two_conditions(checkpoint):
+    with mock.patch("learned_optim.meta.cli.run_suite") as evaluate:
+        main(["evaluate", "--checkpoint", str(checkpoint), "--suite", "neural-art"])
+    _, panels, protocol, _, _ = evaluate.call_args.args
+    assert protocol == DEFAULTS["art"]["evaluation"]
+    assert [(spec["style"], spec["size"], steps) for spec, steps, _ in panels.values()] == [
+        ("starry_night.jpg", 64, 128), ("ihc.png", 128, 128)]
+    assert max(protocol["lr_grid"]) > 1 and min(protocol["lr_grid"]) <= 1e-3
+
+
+def test_the_neural_art_example_writes_its_images(tmp_path):
+    content, style = ART / "content" / "chelsea.png", ART / "style" / "starry_night.jpg"
+    result = subprocess.run([sys.executable, str(REPO / "examples" / "neural_art.py"), str(content), str(style),
+                             "--size", "32", "--steps", "3", "--vgg", str(ART / "vgg16_features.safetensors"),
+                             "--pretrained", str(_tiny_checkpoint(tmp_path)), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"lstm.png", "adam.png"}
+    assert "loss" in result.stdout
+
+
+def _tiny_checkpoint(tmp_path: Path) -> Path:
+    network = random_network(preprocessing="log_sign", p=10.0, output_scale=0.01)
+    network.save_pretrained(tmp_path / "ckpt")
+    return tmp_path / "ckpt"
