@@ -220,11 +220,11 @@ class LearnedOptimizer(Optimizer):
                 and these parameters; nothing is changed then.
         """
         saved_network = state_dict.get("network")
-        if saved_network is not None and not allow_other_network \
-                and saved_network["fingerprint"] != self.network.fingerprint()[:16]:
+        fingerprint = self.network.fingerprint()[:16] if saved_network is not None and not allow_other_network else None
+        if fingerprint is not None and saved_network["fingerprint"] != fingerprint:
             raise ValueError(
                 f"this state dict holds LSTM states of network {saved_network['fingerprint']} "
-                f"(config {saved_network['config']}), but this optimizer runs network {self.network.fingerprint()[:16]} "
+                f"(config {saved_network['config']}), but this optimizer runs network {fingerprint} "
                 f"(config {self.network.config}): hidden states do not carry over between networks. Build the "
                 "optimizer with the checkpoint that produced them, or pass allow_other_network=True if you mean it"
             )

@@ -62,6 +62,14 @@ RUN_OPTIONS = ["episodes", "seed", "validate_every", "num_validation", "validati
                "meta_lr_warmup", "init", "network_init", "curriculum", "curriculum_patience"]
 
 
+def _default(key: str) -> str:
+    """``(default: X; mnist: Y ...)``: the Recipe/RunConfig default of option ``key`` and the task families' own."""
+    base = getattr(Recipe if key in RECIPE_OPTIONS else RunConfig, key)
+    families = [f"{task}: {defaults['training'][key]}" for task, defaults in DEFAULTS.items()
+                if key in defaults.get("training", {})]
+    return f"(default: {'; '.join([str(base), *families])})"
+
+
 def run_config(args: argparse.Namespace) -> RunConfig:
     """The run the arguments ask for: the task family's training defaults, overridden by the options given."""
     given = {key: getattr(args, key) for key in RECIPE_OPTIONS + RUN_OPTIONS if getattr(args, key) is not None}
@@ -141,49 +149,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("train", help="meta-train by truncated BPTT into a run folder",
                             description="Meta-train a coordinatewise LSTM by truncated BPTT. Defaults: the task "
-                            "family's network constants and training recipe (the paper's for quadratics; for mnist "
-                            "one that learns: log objective, meta-lr 1e-3 with warm-up and cosine decay, Sonnet init).")
+                            "family's network constants and training recipe: the paper's, overridden per family where "
+                            "each option says (for mnist and art one that learns: log objective, meta-lr 1e-3 with "
+                            "warm-up and cosine decay, Sonnet init).")
     p.add_argument("run_dir", help="run folder: run.json, log.jsonl, checkpoint.pt, best/")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in run_dir with its own settings (only --episodes and --device "
                    "apply)")
     _add_task_options(p)
     p.add_argument("--episodes", type=int,
-                   help=f"episodes (default: {RunConfig.episodes}); with --resume, extends the run to this many")
-    p.add_argument("--horizon", type=int, help="steps per episode (default: 100)")
-    p.add_argument("--unroll", type=int, help="steps per truncation (default: 20)")
-    p.add_argument("--meta-lr", type=float, help="Adam lr on the network (default: 3e-3; mnist: 1e-3)")
-    p.add_argument("--clip", type=float, help="clip the meta-gradient norm (default: no clipping)")
+                   help=f"episodes {_default('episodes')}; with --resume, extends the run to this many")
+    p.add_argument("--horizon", type=int, help=f"steps per episode {_default('horizon')}")
+    p.add_argument("--unroll", type=int, help=f"steps per truncation {_default('unroll')}")
+    p.add_argument("--meta-lr", type=float, help=f"Adam lr on the network {_default('meta_lr')}")
+    p.add_argument("--clip", type=float, help=f"clip the meta-gradient norm {_default('clip')}")
     p.add_argument("--second-order", action="store_true", default=None, help="keep second derivatives (default: dropped)")
     p.add_argument("--objective", choices=list(OBJECTIVES),
                    help="meta-loss per step: the loss (the paper), its log, or log(f_t / f_0) / T "
-                   "(Wichrowska et al. 2017) (default: sum; mnist: log)")
+                   f"(Wichrowska et al. 2017) {_default('objective')}")
     p.add_argument("--meta-batch", type=int,
-                   help="optimizees per meta-step, run together; split over torchrun's processes (default: 1)")
+                   help=f"optimizees per meta-step, run together; split over torchrun's processes {_default('meta_batch')}")
     p.add_argument("--random-scale", type=float, metavar="R",
-                   help="reparameterise each coordinate by exp(U(-R, R)) per episode (Lv et al. 2017; default: 0)")
+                   help=f"reparameterise each coordinate by exp(U(-R, R)) per episode (Lv et al. 2017) {_default('random_scale')}")
     p.add_argument("--imitation", type=float, metavar="FRACTION",
-                   help="fraction of episodes that imitate a tuned Adam (Chen et al. 2020; default: 0)")
-    p.add_argument("--imitation-lr", type=float, help="learning rate of the imitated Adam (default: 0.01)")
+                   help=f"fraction of episodes that imitate a tuned Adam (Chen et al. 2020) {_default('imitation')}")
+    p.add_argument("--imitation-lr", type=float, help=f"learning rate of the imitated Adam {_default('imitation_lr')}")
     p.add_argument("--network-init", choices=list(NETWORK_INITS),
                    help="fresh network: PyTorch's defaults, or Sonnet's biases (forget gate +1, zero output bias) "
-                   "as the authors (default: pytorch; mnist: sonnet)")
+                   f"as the authors {_default('network_init')}")
     p.add_argument("--curriculum", type=int, nargs="+", metavar="HORIZON",
                    help="horizon curriculum, e.g. 100 200 500 1000: each stage validated on the next stage's "
                    "horizon, moving on when validation stops improving (Chen et al. 2020; default: none)")
     p.add_argument("--curriculum-patience", type=int,
-                   help="validations without improvement before the next stage (default: 2)")
+                   help=f"validations without improvement before the next stage {_default('curriculum_patience')}")
     p.add_argument("--meta-lr-warmup", type=int, metavar="EPISODES",
-                   help="linear meta-lr warm-up (default: 0; mnist: 20)")
+                   help=f"linear meta-lr warm-up {_default('meta_lr_warmup')}")
     p.add_argument("--device", default="cpu", help="where to meta-train: cpu, cuda, cuda:1 ... (default: cpu)")
-    p.add_argument("--seed", type=int, help="seed (default: 0)")
-    p.add_argument("--validate-every", type=int, help="episodes between validations (default: 50; mnist: 25)")
-    p.add_argument("--num-validation", type=int, help="held-out validation problems (default: 20; mnist: 50)")
+    p.add_argument("--seed", type=int, help=f"seed {_default('seed')}")
+    p.add_argument("--validate-every", type=int, help=f"episodes between validations {_default('validate_every')}")
+    p.add_argument("--num-validation", type=int, help=f"held-out validation problems {_default('num_validation')}")
     p.add_argument("--validation-metric", choices=["mean", "final"],
                    help="select the best network by the mean loss over the horizon or the final loss "
-                   "(default: mean; mnist: final)")
+                   f"{_default('validation_metric')}")
     p.add_argument("--meta-lr-schedule", choices=list(META_LR_SCHEDULES),
-                   help="meta learning rate schedule (default: constant; mnist: cosine)")
+                   help=f"meta learning rate schedule {_default('meta_lr_schedule')}")
     p.add_argument("--init", metavar="CHECKPOINT",
                    help="fine-tune: start from this checkpoint (bundled name, folder or Hub repo id)")
     for key, kind in (("hidden_size", int), ("num_layers", int), ("p", float), ("output_scale", float)):

@@ -158,16 +158,17 @@ class ModuleTask(Task):
         self.heldout = heldout
         self.device = device
 
-    def _model(self, generator: torch.Generator) -> nn.Module:
-        """A fresh model, initialised under a seed drawn from ``generator``."""
+    def _draw(self, generator: torch.Generator) -> tuple[nn.Module, int]:
+        """A problem's draws: a fresh model (initialised under a seed drawn from ``generator``), then the seed of
+        its minibatches."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_draw_seed(generator))
-            return self.model_factory().to(self.device)
+            model = self.model_factory().to(self.device)
+        return model, _draw_seed(generator)
 
     def sample(self, generator: torch.Generator) -> Problem:
-        model = self._model(generator)
+        model, batch_seed = self._draw(generator)
         params = {name: p.detach().clone() for name, p in model.named_parameters()}
-        batch_seed = _draw_seed(generator)
 
         def loss(params: Params, step: int) -> Tensor:
             inputs, targets = self.sample_batch(seeded(batch_seed + step))
@@ -181,10 +182,7 @@ class ModuleTask(Task):
 
     def sample_many(self, generators: list[torch.Generator]) -> ProblemBatch:
         """``K`` models stacked; one ``vmap``-ed ``functional_call`` evaluates all of them on their own minibatches."""
-        models, batch_seeds = [], []
-        for generator in generators:  # the same draws, in the same order, as sample()
-            models.append(self._model(generator))
-            batch_seeds.append(_draw_seed(generator))
+        models, batch_seeds = zip(*(self._draw(generator) for generator in generators))
         template = models[0]
         params = {name: torch.stack([dict(model.named_parameters())[name].detach() for model in models])
                   for name, _ in template.named_parameters()}
