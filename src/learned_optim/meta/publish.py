@@ -47,21 +47,30 @@ config `{network}`: {num_params} weights, 80 floats of state per optimized coord
 """
 
 
+DATA = {
+    "mnist": ("the first 50,000 MNIST training images", " drawn from the last 10,000 MNIST training images"),
+    "art": ("random crops of the 16 training photos of the art folder (its content photos but the validation and "
+            "test ones); features VGG-16 (HED fine-tuned) unless the task names other weights",
+            " cropped from the 4 validation photos"),
+    None: ("synthetic, a fresh problem per episode", ""),
+}
+"""Per task family: the data of meta-training and of validation, as the model card says them."""
+
+
 def _meta_training(run: Run) -> str:
     """How ``run`` was meta-trained, as model-card bullets."""
     config, checkpoint, sessions = run.config, run.checkpoint(), run.sessions()
-    data_backed = config.task.get("name") == "mnist"
+    training_data, validation_data = DATA.get(config.task.get("name"), DATA[None])
     metric = {"mean": "mean loss over the horizon", "final": "mean loss over the last 10 steps"}[config.validation_metric]
     lines = [
-        f"- Task: `{json.dumps(config.task)}`; data split used for meta-training: "
-        + ("the first 50,000 MNIST training images." if data_backed else "synthetic, a fresh problem per episode."),
+        f"- Task: `{json.dumps(config.task)}`; data used for meta-training: {training_data}.",
         f"- Recipe (truncated BPTT): `{json.dumps(config.to_json()['recipe'])}`, meta learning rate schedule "
         f"`{config.meta_lr_schedule}` with {config.meta_lr_warmup} warm-up episodes; horizon curriculum "
         f"`{config.curriculum or 'none'}`; seed {config.seed}"
         + (f"; initialised from `{config.init}`." if config.init else f"; fresh `{config.network_init}` initialisation."),
         f"- Episodes: {checkpoint['episode']}; the best network by validation loss ({metric} on "
         f"{config.num_validation} fixed held-out problems"
-        + (" drawn from the last 10,000 MNIST training images" if data_backed else "")
+        + validation_data
         + f", every {config.validate_every} episodes) was found at episode {checkpoint['best']['episode']} "
         f"(validation loss {checkpoint['best']['validation_loss']:.4g}).",
         f"- Meta-training wall-clock: {checkpoint['elapsed_s']:.0f} s ({checkpoint['elapsed_s'] / 3600:.2f} h) on "
