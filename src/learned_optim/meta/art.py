@@ -158,7 +158,6 @@ def load_vgg16(source: str | os.PathLike | None = None, root: str | os.PathLike 
         DataError: the file is missing or unreadable, or lacks a conv layer or has one of the wrong shape.
     """
     from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
 
     if source is None:
         folder = root if root is not None else os.environ.get(ENV_VAR)
@@ -180,13 +179,14 @@ def load_vgg16(source: str | os.PathLike | None = None, root: str | os.PathLike 
     if not path.is_file():
         raise DataError(f"VGG-16 weights not found: {path}; pass a safetensors file in torchvision's vgg16().features "
                         f"layout, a folder holding one, or a Hub repo id such as {HUB_VGG16}")
-    try:
-        state = load_file(path)
+    expected = _expected_shapes()
+    try:  # only the conv layers are read: a full model's classifier (timm's file) stays on disk
         with safe_open(path, "pt") as handle:
             origin = (handle.metadata() or {}).get("source", "")
+            present = set(handle.keys())
+            state = {key: handle.get_tensor(key) for key in expected if key in present}
     except (SafetensorError, OSError) as error:
         raise DataError(f"cannot read VGG-16 weights {path}: {error}") from error
-    expected = _expected_shapes()
     missing = sorted(set(expected) - set(state))
     if missing:
         raise DataError(f"{path} is not a VGG-16 in torchvision's vgg16().features layout: missing {missing[:4]}"
