@@ -4,21 +4,27 @@
 
 For each parameter size, every variant steps the same parameter with the same gradient; the table
 gives coordinates per second, the speed-up over the naive reference (one ``nn.LSTMCell`` pass per
-layer over all coordinates at once, as a straightforward implementation would do) measured in the
-same run, the time relative to ``torch.optim.Adam``, and the peak memory the step adds on top of
+layer over all coordinates at once, as a straightforward implementation would do) and over
+LearnedOptimizer's PyTorch path (the chunked path it takes without the fused kernel), measured in
+the same run, the time relative to ``torch.optim.Adam``, and the peak memory the step adds on top of
 the parameters and optimizer state (Linux: peak resident set size, reset before each step).
+
+First it prints the ceiling this CPU puts on any implementation: the LSTM's multiply-adds per
+coordinate at the float32 matmul rate of a large ``torch.mm`` (MKL/oneDNN) measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
-from learned_optim import CoordinatewiseLSTM, LearnedOptimizer
+from learned_optim import CoordinatewiseLSTM, LearnedOptimizer, kernel
 from learned_optim.preprocessing import PREPROCESSINGS
 
 
@@ -64,6 +70,34 @@ def measure(step, reps: int) -> tuple[float, float]:
     return statistics.median(times), peak_extra
 
 
+def matmul_flops_per_second(size: int = 2048) -> float:
+    """float32 flop/s of a large square ``torch.mm``, the best this CPU does on dense math."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    started = time.perf_counter()
+    for _ in range(3):
+        a @ b
+    return 3 * 2 * size**3 / (time.perf_counter() - started)
+
+
+def flops_per_coordinate(network: CoordinatewiseLSTM) -> int:
+    """Multiply-adds (x2) of one step of one coordinate: every layer's gate matmul and the head."""
+    features = PREPROCESSINGS[network.preprocessing][1]
+    inputs = [features] + [network.hidden_size] * (network.num_layers - 1)
+    return 2 * (sum((i + network.hidden_size) * 4 * network.hidden_size for i in inputs) + network.hidden_size)
+
+
+class PyTorchPath:
+    """LearnedOptimizer's step with the fused kernel switched off (LEARNED_OPTIM_KERNEL=0)."""
+
+    def __init__(self, optimizer: LearnedOptimizer) -> None:
+        self.optimizer = optimizer
+
+    def __call__(self) -> None:
+        with mock.patch.dict(os.environ, {kernel.ENV_VAR: "0"}):
+            self.optimizer.step()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000, 10_000_000])
@@ -72,16 +106,21 @@ def main() -> None:
     args = parser.parse_args()
     network = CoordinatewiseLSTM.from_pretrained(Path(__file__).parents[1] / "pretrained" / "l2l-mnist") \
         if (Path(__file__).parents[1] / "pretrained" / "l2l-mnist").is_dir() else CoordinatewiseLSTM()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print("| parameters | variant | coords/s | x naive | time / Adam | peak extra MiB |")
-    print("|---|---|---|---|---|---|")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fused kernel: "
+          f"{'yes' if kernel.available() else 'no (no C++ compiler)'}")
+    flops, rate = flops_per_coordinate(network), matmul_flops_per_second()
+    print(f"ceiling: {flops:,} flops per coordinate at torch.mm's {rate / 1e9:.0f} GFLOP/s = "
+          f"{rate / flops / 1e6:.1f}M coordinates/s for the matmuls alone")
+    print("| parameters | variant | coords/s | x naive | x PyTorch path | time / Adam | peak extra MiB |")
+    print("|---|---|---|---|---|---|---|")
     for size in args.sizes:
         generator = torch.Generator().manual_seed(0)
         results = {}
         variants = {
             "Adam": lambda p: torch.optim.Adam([p]).step,
             "naive LSTM": lambda p: NaiveLSTMStep(p, network).step,
-            "LearnedOptimizer": lambda p: LearnedOptimizer([p], network).step,
+            "LearnedOptimizer, PyTorch path": lambda p: PyTorchPath(LearnedOptimizer([p], network)),
+            "LearnedOptimizer, fused kernel": lambda p: LearnedOptimizer([p], network).step,
         }
         for name, make in variants.items():
             if name == "naive LSTM" and size > args.naive_max:
@@ -92,7 +131,8 @@ def main() -> None:
             del param
         for name, (seconds, peak) in results.items():
             speedup = results["naive LSTM"][0] / seconds if "naive LSTM" in results else float("nan")
-            print(f"| {size:,} | {name} | {size / seconds / 1e6:.2f}M | {speedup:.1f} | "
+            over_pytorch = results["LearnedOptimizer, PyTorch path"][0] / seconds
+            print(f"| {size:,} | {name} | {size / seconds / 1e6:.2f}M | {speedup:.1f} | {over_pytorch:.2f} | "
                   f"{seconds / results['Adam'][0]:.0f} | {peak:.0f} |", flush=True)
 
 

@@ -165,13 +165,14 @@ def test_invalid_constructor_arguments():
         CoordinatewiseLSTM(p=-1.0)
 
 
-def test_fast_path_hands_out_chunk_sized_updates_covering_every_coordinate(network):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_fast_path_updates_out_in_place_as_decay_times_out_plus_lr_times_update(network, dtype):
     grad = torch.randn(23)
-    expected = fast_update_(network.fused_weights(), grad, network.initial_state(23), chunk_size=5)
-    pieces = []
-    returned = fast_update_(network.fused_weights(), grad, network.initial_state(23), chunk_size=5,
-                            apply=lambda rows, update: pieces.append((rows, update.clone())))
-    assert returned is None
-    assert [rows.start for rows, _ in pieces] == [0, 5, 10, 15, 20]
-    assert all(update.numel() <= 5 for _, update in pieces)
-    torch.testing.assert_close(torch.cat([update for _, update in pieces]), expected)
+    update = fast_update_(network.fused_weights(), grad, network.initial_state(23), chunk_size=5)
+    param = torch.randn(23, dtype=dtype)
+    expected = (param.double() * 0.99 + 0.5 * update.double()).to(dtype)
+    returned = fast_update_(network.fused_weights(), grad, network.initial_state(23), chunk_size=5, out=param,
+                            lr=0.5, decay=0.99)
+    assert returned is param
+    tolerance = {"atol": 1e-2, "rtol": 1e-2} if dtype == torch.bfloat16 else {}  # decay and add round separately
+    torch.testing.assert_close(param, expected, **tolerance)

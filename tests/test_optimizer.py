@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from learned_optim import CheckpointError, LearnedOptimizer
+from learned_optim import CheckpointError, LearnedOptimizer, kernel
 from learned_optim.functional import reference_update
 
 from conftest import random_network
@@ -362,11 +362,13 @@ def test_state_belongs_to_its_network(network):
 
 
 @pytest.mark.parametrize("threshold, expected", [(2**20, 1), (0, "torch's")])
-def test_small_steps_run_on_one_thread_and_restore_torchs_setting(network, threshold, expected):
+def test_small_steps_run_on_one_thread_and_restore_torchs_setting(network, threshold, expected, monkeypatch):
+    """On the PyTorch path; the fused kernel splits the work over torch's threads itself."""
     from unittest import mock
 
     import learned_optim.optimizer as module
 
+    monkeypatch.setenv(kernel.ENV_VAR, "0")
     seen = []
 
     real = module.fast_update_

@@ -18,8 +18,9 @@ There is one definition of the step (:func:`_step`) and three ways to run it:
 * :func:`chunked_update` runs the same math chunk by chunk with a hand-written backward (first order,
   the gradient input treated as a constant, as meta-training does), so forward and backward touch
   cache-sized blocks; meta-training uses it. Tested equal to the reference, values and gradients.
-* :func:`fast_update_` runs it under ``torch.no_grad()`` in fixed-size chunks, writing the new state
-  in place, so transient memory stays bounded whatever the parameter size; the optimizer uses it.
+* :func:`fast_update_` runs it under ``torch.no_grad()``, writing the new state in place, with the fused
+  CPU kernel of :mod:`learned_optim.kernel` where it applies and in fixed-size chunks otherwise, so
+  transient memory stays bounded whatever the parameter size; the optimizer uses it.
 
 State layout: ``h_0, c_0, h_1, c_1, ...``, each ``[N, hidden_size]``, as a tuple (meta-training) or
 stacked in one ``[2 * num_layers, N, hidden_size]`` tensor (the optimizer's state). The state may be
@@ -28,10 +29,13 @@ stored in a lower precision (bfloat16) than the computation.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
+
+from . import kernel
+from .preprocessing import PREPROCESSINGS
 
 DEFAULT_CHUNK_SIZE = 8192
 """Coordinates per chunk of the fast path: ~3 MB of work buffers, sized for a 2 MB L2 cache per core."""
@@ -49,7 +53,12 @@ class FusedWeights(NamedTuple):
     head_weight: Tensor  # [H, 1]
     head_bias: Tensor  # [1]
     output_scale: float
-    preprocess: Callable[[Tensor], Tensor]
+    preprocessing: str  # a key of PREPROCESSINGS
+    p: float
+
+    def preprocess(self, grad: Tensor) -> Tensor:
+        """The gradient encoding, ``[N] -> [N, F]``."""
+        return PREPROCESSINGS[self.preprocessing][0](grad, self.p)
 
 
 def _lstm_layer(x: Tensor, h: Tensor, c: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
@@ -97,36 +106,45 @@ def fast_update_(
     grad: Tensor,
     state: Tensor,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    apply: Callable[[slice, Tensor], None] | None = None,
+    out: Tensor | None = None,
+    lr: float = 1.0,
+    decay: float = 1.0,
     maximize: bool = False,
-) -> Tensor | None:
-    """No-grad update, chunk by chunk, writing the new ``state`` in place.
+) -> Tensor:
+    r"""No-grad update writing the new ``state`` in place, with the fused kernel where it applies.
 
-    The same rule as :func:`_step`, computed in place in cache-sized work buffers: per chunk and
-    layer, two ``addmm`` into one gate buffer, one in-place sigmoid, and the cell update written
-    straight into the stored state (through float32 buffers when the state is stored in another
-    dtype). With ``apply``, each chunk's update is handed to ``apply(rows, update)`` and nothing of
-    size N is allocated, so transient memory is that of one chunk whatever the parameter size.
+    On CPU, with float32 weights and a contiguous float32 or bfloat16 state, this runs
+    :func:`learned_optim.kernel.fused_update_` (one pass per tile of coordinates, tested equal to this
+    function's PyTorch path). Otherwise, chunk by chunk, the same rule as :func:`_step` computed in place
+    in cache-sized work buffers: per chunk and layer, two ``addmm`` into one gate buffer, one in-place
+    sigmoid, and the cell update written straight into the stored state (through float32 buffers when
+    the state is stored in another dtype). With ``out``, each chunk's update goes straight into it and
+    nothing of size N is allocated, so transient memory is that of one chunk whatever the parameter size.
 
     Args:
         weights (FusedWeights): from :meth:`CoordinatewiseLSTM.fused_weights`.
         grad (Tensor): flat gradient ``[N]``, any floating dtype.
         state (Tensor): ``[2 * num_layers, N, hidden_size]``; updated in place.
-        chunk_size (int, optional): coordinates per chunk (default: 8192).
-        apply (Callable, optional): receives ``(rows, update[rows])`` for each chunk (default: None,
-            return the whole update instead).
+        chunk_size (int, optional): coordinates per chunk of the PyTorch path (default: 8192).
+        out (Tensor, optional): flat parameter ``[N]``, updated in place as
+            :math:`\theta \leftarrow \text{decay} \cdot \theta + \text{lr} \cdot g` (default: None,
+            return the update instead).
+        lr (float, optional): the update's multiplier into ``out`` (default: 1.0).
+        decay (float, optional): ``out``'s multiplier, ``1 - lr * weight_decay`` (default: 1.0).
         maximize (bool, optional): feed the network :math:`-\nabla` (default: False).
 
     Returns:
-        The update ``[N]`` in the weights' dtype, or None when ``apply`` is given.
+        ``out``, or the update ``[N]`` in the weights' dtype.
     """
+    if kernel.supports(weights, grad, state, out):
+        return kernel.fused_update_(weights, grad, state, out, lr, decay, maximize)
     dtype, device = weights.head_weight.dtype, grad.device
     total, hidden = grad.shape[0], state.shape[-1]
     chunk = max(1, min(chunk_size, total))
     gates_buffer = torch.empty(chunk, 4 * hidden, dtype=dtype, device=device)
     tanh_buffer = torch.empty(chunk, hidden, dtype=dtype, device=device)
     state_buffer = torch.empty(state.shape[0], chunk, hidden, dtype=dtype, device=device) if state.dtype != dtype else None
-    update = torch.empty(total if apply is None else chunk, dtype=dtype, device=device)
+    update = torch.empty(total if out is None else chunk, dtype=dtype, device=device)
     for start in range(0, total, chunk):
         rows = slice(start, start + chunk)
         n = min(chunk, total - start)
@@ -150,12 +168,14 @@ def fast_update_(
                 stored_h.copy_(h)
                 stored_c.copy_(c)
             x = h
-        chunk_update = update[rows] if apply is None else update[:n]
+        chunk_update = update[rows] if out is None else update[:n]
         torch.addmm(weights.head_bias, x, weights.head_weight, out=chunk_update.unsqueeze(1))
         chunk_update.mul_(weights.output_scale)
-        if apply is not None:
-            apply(rows, chunk_update)
-    return update if apply is None else None
+        if out is not None:
+            if decay != 1:
+                out[rows].mul_(decay)
+            out[rows].add_(chunk_update, alpha=lr)
+    return update if out is None else out
 
 
 class _ChunkedStep(torch.autograd.Function):

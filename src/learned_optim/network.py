@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import inspect
 import json
@@ -110,8 +109,7 @@ class CoordinatewiseLSTM(
             )
             for cell in self.cells
         ]
-        preprocess = functools.partial(PREPROCESSINGS[self.preprocessing][0], p=self.p)
-        return FusedWeights(layers, self.head.weight.t(), self.head.bias, self.output_scale, preprocess)
+        return FusedWeights(layers, self.head.weight.t(), self.head.bias, self.output_scale, self.preprocessing, self.p)
 
     def forward(self, grad: Tensor, state: Sequence[Tensor]) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Update for the flat gradient ``grad [N]``; returns ``(update [N], new_state)``, differentiable.

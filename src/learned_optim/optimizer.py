@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import pretrained as checkpoints
+from . import kernel
 from .functional import DEFAULT_CHUNK_SIZE, FusedWeights, fast_update_
 from .network import CoordinatewiseLSTM
 
@@ -63,9 +64,11 @@ class LearnedOptimizer(Optimizer):
             (counted in ``skipped_steps``) instead of raising (default: False).
         chunk_size (int, optional): coordinates processed at once; bounds transient memory
             (default: 8192).
-        parallel_threshold (int, optional): a step over fewer CPU coordinates than this runs on one
-            thread (its many small operations stall when other processes busy the cores), a larger one
-            on torch's threads; 0 always uses torch's threads (default: 2**20).
+        parallel_threshold (int, optional): without the fused CPU kernel (:mod:`learned_optim.kernel`),
+            a step over fewer CPU coordinates than this runs on one thread (the PyTorch path's many small
+            operations stall when other processes busy the cores), a larger one on torch's threads; 0
+            always uses torch's threads. The kernel splits the coordinates over torch's threads itself,
+            at least 16,384 per thread (default: 2**20).
 
     Example:
         >>> model = torch.nn.Linear(4, 1)
@@ -176,7 +179,8 @@ class LearnedOptimizer(Optimizer):
             self.skipped_steps += 1
             return loss
         cpu_coordinates = sum(p.numel() for _, p, _ in work if p.device.type == "cpu")
-        with _threads(1 if 0 < cpu_coordinates < self.parallel_threshold else None):
+        small = 0 < cpu_coordinates < self.parallel_threshold and not kernel.available()
+        with _threads(1 if small else None):
             self._update(work)
         return loss
 
@@ -188,15 +192,8 @@ class LearnedOptimizer(Optimizer):
                 state[STATE_KEY] = self.network.initial_state(p.numel(), group["state_dtype"], p.device)
             # A non-contiguous parameter is updated through one contiguous copy, written back at the end.
             flat = p.contiguous().view(-1)
-            lr, decay = group["lr"], 1 - group["lr"] * group["weight_decay"]
-
-            def apply(rows: slice, update: Tensor) -> None:  # called synchronously, chunk by chunk
-                if decay != 1:
-                    flat[rows].mul_(decay)
-                flat[rows].add_(update, alpha=lr)
-
-            fast_update_(self._weights(p.device), grad.reshape(-1), state[STATE_KEY], self.chunk_size, apply,
-                         maximize=group["maximize"])
+            fast_update_(self._weights(p.device), grad.reshape(-1), state[STATE_KEY], self.chunk_size, out=flat,
+                         lr=group["lr"], decay=1 - group["lr"] * group["weight_decay"], maximize=group["maximize"])
             if not p.is_contiguous():
                 p.copy_(flat.view(p.shape))
 

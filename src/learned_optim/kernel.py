@@ -1,0 +1,165 @@
+"""The fused CPU step: ``csrc/lstm_step.cpp``, compiled on first use, cached, called through ctypes.
+
+Per tile of 16 coordinates the kernel runs the gradient encoding, every LSTM layer, the head and the
+parameter update in one pass, reading and writing each coordinate's state once (the chunked PyTorch
+path makes ~10 passes over each chunk); see the source for how. It is compiled with the system's C++
+compiler (``$CXX``, else ``c++``, ``g++`` or ``clang++``) for this CPU (``-march=native``) into
+``$LEARNED_OPTIM_CACHE`` (default ``~/.cache/learned_optim``), keyed by the source, the flags and
+the CPU, written atomically, so it is built once per machine in about a second. Without a compiler,
+or with ``LEARNED_OPTIM_KERNEL=0``, :func:`available` is False and callers use the PyTorch path
+(one warning says why, when the compiler is missing or fails).
+
+Threads: :func:`fused_update_` splits the coordinates over ``torch.get_num_threads()`` Python
+threads; ctypes releases the GIL for the call, so they run in parallel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("csrc") / "lstm_step.cpp"
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-fno-math-errno", "-shared", "-fPIC")
+ENV_VAR = "LEARNED_OPTIM_KERNEL"
+CACHE_ENV_VAR = "LEARNED_OPTIM_CACHE"
+PREPROCESSING_CODES = {"none": 0, "log_sign": 1}
+MIN_COORDINATES_PER_THREAD = 16_384
+"""Below this many coordinates per thread, starting a thread costs more than it saves."""
+
+_lock = threading.Lock()
+_library: Any = None  # the loaded library; False once it is known to be unavailable
+
+
+def _compiler() -> str | None:
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["c++", "g++", "clang++"]
+    return next((path for path in map(shutil.which, names) if path), None)
+
+
+def _cpu_identity() -> str:
+    """What ``-march=native`` depends on: the CPU's model and feature flags where Linux says them."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return "\n".join(sorted({line for line in lines if line.startswith(("model name", "flags", "Features"))}))
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "learned_optim") / "kernels"
+
+
+def _build(compiler: str) -> Path:
+    """The compiled library for this source, flags and CPU, compiled into the cache if missing."""
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(FLAGS).encode(), compiler.encode(),
+                                     _cpu_identity().encode()])).hexdigest()[:16]
+    target = _cache_dir() / f"lstm_step-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(prefix=target.name, suffix=".partial", dir=target.parent)
+    os.close(fd)
+    try:
+        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", partial], capture_output=True, text=True,
+                                timeout=300)
+        if result.returncode != 0:
+            raise RuntimeError(f"{compiler} failed:\n{result.stderr[-2000:]}")
+        os.replace(partial, target)  # atomic: other processes see no library or the whole one
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return target
+
+
+def _load() -> Any:
+    compiler = _compiler()
+    if compiler is None:
+        raise RuntimeError("no C++ compiler found (install g++ or clang++, or set CXX)")
+    library = ctypes.CDLL(str(_build(compiler)))
+    i64, f32, i32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
+    library.learned_optim_step.argtypes = [i64, i64, i64, i32, f32, ptr, ptr, ptr, f32, f32, ptr, f32, ptr, i32,
+                                           i64, ptr, i32, f32, f32, i64, i64, ptr]
+    library.learned_optim_step.restype = None
+    library.learned_optim_work_size.argtypes = [i64, i64]
+    library.learned_optim_work_size.restype = i64
+    return library
+
+
+def available() -> bool:
+    """Whether the fused kernel can run here (built or loaded on the first call)."""
+    global _library
+    if os.environ.get(ENV_VAR, "1") == "0":
+        return False
+    with _lock:
+        if _library is None:
+            try:
+                _library = _load()
+            except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+                _library = False
+                warnings.warn(f"learned_optim: the fused CPU kernel is unavailable, so LearnedOptimizer uses the "
+                              f"PyTorch path (2-3x slower on CPU): {error}. Set {ENV_VAR}=0 to silence this.",
+                              RuntimeWarning, stacklevel=3)
+    return _library is not False
+
+
+def supports(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None) -> bool:
+    """Whether :func:`fused_update_` takes these arguments (CPU, float32 weights and output, a contiguous
+    float32 or bfloat16 state, a known encoding); anything else goes through the PyTorch path."""
+    return (grad.device.type == "cpu" and weights.head_weight.dtype == torch.float32
+            and weights.preprocessing in PREPROCESSING_CODES
+            and state.dtype in (torch.float32, torch.bfloat16) and state.is_contiguous()
+            and (out is None or (out.dtype == torch.float32 and out.is_contiguous() and out.device.type == "cpu"))
+            and available())
+
+
+@torch.no_grad()
+def fused_update_(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None = None, lr: float = 1.0,
+                  decay: float = 1.0, maximize: bool = False) -> Tensor:
+    """The no-grad step of :func:`~learned_optim.functional.fast_update_` in one pass per tile.
+
+    ``state [2L, N, H]`` is updated in place; with ``out`` (flat, float32) ``out <- decay * out +
+    lr * update`` and ``out`` is returned, else the update. Call only where :func:`supports` holds.
+    """
+    total, hidden = grad.shape[0], state.shape[-1]
+    accumulate = out is not None
+    if out is None:
+        out = torch.empty(total, dtype=torch.float32)
+    if total == 0:
+        return out
+    grad = grad.to(torch.float32).contiguous()
+    layers = [(w.detach().contiguous(), b.detach().contiguous()) for w, b in weights.layers]
+    head_weight = weights.head_weight.detach().contiguous()
+    features = layers[0][0].shape[0] - hidden
+    weight_pointers = (ctypes.c_void_p * len(layers))(*[w.data_ptr() for w, _ in layers])
+    bias_pointers = (ctypes.c_void_p * len(layers))(*[b.data_ptr() for _, b in layers])
+    arguments = (hidden, len(layers), features, PREPROCESSING_CODES[weights.preprocessing],
+                 weights.p, weight_pointers, bias_pointers, head_weight.data_ptr(), float(weights.head_bias),
+                 weights.output_scale, grad.data_ptr(), -1.0 if maximize else 1.0, state.data_ptr(),
+                 int(state.dtype == torch.bfloat16), total, out.data_ptr(), int(accumulate), decay, lr)
+    threads = max(1, min(torch.get_num_threads(), total // MIN_COORDINATES_PER_THREAD))
+    tile = 16 * ((total + 16 * threads - 1) // (16 * threads))  # ranges aligned to the kernel's tiles
+    ranges = [(start, min(start + tile, total)) for start in range(0, total, tile)]
+    work_size = _library.learned_optim_work_size(hidden, features)
+    work = torch.empty(len(ranges), work_size, dtype=torch.float32)  # 64-byte aligned rows: no failure inside
+
+    def run(index: int) -> None:
+        _library.learned_optim_step(*arguments, *ranges[index], work[index].data_ptr())
+
+    workers = [threading.Thread(target=run, args=(index,)) for index in range(1, len(ranges))]
+    for worker in workers:
+        worker.start()
+    run(0)
+    for worker in workers:
+        worker.join()
+    return out

@@ -1,0 +1,134 @@
+"""The fused CPU kernel: equal to the PyTorch path in lockstep, its build cache, and the fallback."""
+
+import subprocess
+import warnings
+from unittest import mock
+
+import pytest
+import torch
+
+from learned_optim import LearnedOptimizer, kernel
+from learned_optim.functional import fast_update_
+
+from conftest import random_network
+
+needs_kernel = pytest.mark.skipif(not kernel.available(), reason="the fused kernel needs a C++ compiler")
+
+
+def pytorch_path(*args, **kwargs):
+    with mock.patch.dict("os.environ", {kernel.ENV_VAR: "0"}):
+        return fast_update_(*args, **kwargs)
+
+
+@pytest.fixture
+def fresh_kernel(tmp_path, monkeypatch):
+    """A kernel module that has loaded nothing yet, building into an empty cache."""
+    monkeypatch.setenv(kernel.CACHE_ENV_VAR, str(tmp_path))
+    monkeypatch.setattr(kernel, "_library", None)
+    return tmp_path / "kernels"
+
+
+@needs_kernel
+@pytest.mark.parametrize("config", [{}, {"num_layers": 1, "preprocessing": "none"}, {"num_layers": 3, "hidden_size": 7}])
+@pytest.mark.parametrize("size", [1, 15, 16, 17, 100])
+@pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
+def test_kernel_equals_pytorch_path_in_lockstep(config, size, state_dtype):
+    """Five steps of both paths on gradients over 11 decades, with an output, weight decay and maximize."""
+    weights = random_network(**config).fused_weights()
+    state = random_network(**config).initial_state(size, state_dtype)
+    state.normal_(0, 0.5)
+    param = torch.randn(size)
+    reference_state, reference_param = state.clone(), param.clone()
+    for step in range(5):
+        grad = torch.randn(size) * 10.0 ** torch.randint(-9, 3, (size,))
+        options = dict(lr=0.7, decay=0.99, maximize=step % 2 == 1)
+        assert kernel.supports(weights, grad, state, param)
+        fast_update_(weights, grad, state, out=param, **options)
+        pytorch_path(weights, grad, reference_state, out=reference_param, **options)
+        # bf16 state: one bf16 step apart where the two paths' fp32 values straddle a rounding boundary
+        tolerance = {} if state_dtype == torch.float32 else {"atol": 1e-2, "rtol": 1e-2}
+        torch.testing.assert_close(param, reference_param, **tolerance)
+        torch.testing.assert_close(state.float(), reference_state.float(), **tolerance)
+    update = fast_update_(weights, grad, state.clone())
+    torch.testing.assert_close(update, pytorch_path(weights, grad, state.clone()), **tolerance)
+
+
+@needs_kernel
+def test_threads_split_the_coordinates_with_identical_results(network):
+    weights, size = network.fused_weights(), 5 * kernel.MIN_COORDINATES_PER_THREAD + 3
+    grad, before = torch.randn(size), torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            state = network.initial_state(size)
+            results.append((fast_update_(weights, grad, state), state))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+@needs_kernel
+def test_optimizer_on_the_kernel_matches_the_pytorch_path(network):
+    """Ten steps of LearnedOptimizer, with weight decay, a non-contiguous and a bfloat16 parameter."""
+    def run():
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(30, 40).t()), torch.nn.Parameter(torch.randn(50)),
+                  torch.nn.Parameter(torch.randn(20).bfloat16())]
+        optimizer = LearnedOptimizer(params, network, weight_decay=0.01)
+        for _ in range(10):
+            for p in params:
+                p.grad = torch.sin(3 * p.detach())
+            optimizer.step()
+        return params
+
+    with_kernel = run()
+    with mock.patch.dict("os.environ", {kernel.ENV_VAR: "0"}):
+        without = run()
+    for got, expected in zip(with_kernel, without):
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_disabled_kernel_is_not_used(network, monkeypatch):
+    monkeypatch.setenv(kernel.ENV_VAR, "0")
+    assert not kernel.available()
+    assert not kernel.supports(network.fused_weights(), torch.randn(3), network.initial_state(3), None)
+
+
+@needs_kernel
+def test_unsupported_arguments_take_the_pytorch_path(network):
+    weights = network.fused_weights()
+    assert not kernel.supports(weights, torch.randn(3), network.initial_state(3, torch.float64), None)
+    assert not kernel.supports(weights, torch.randn(3), network.initial_state(3), torch.zeros(3, dtype=torch.float64))
+    assert not kernel.supports(network.double().fused_weights(), torch.randn(3), network.initial_state(3), None)
+
+
+def test_build_is_cached_and_atomic(fresh_kernel):
+    if kernel._compiler() is None:
+        pytest.skip("no C++ compiler")
+    assert kernel.available()
+    built = list(fresh_kernel.iterdir())
+    assert len(built) == 1 and built[0].suffix == ".so"  # no partial file left behind
+    with mock.patch.object(subprocess, "run", side_effect=AssertionError("compiled twice")):
+        assert kernel._build(kernel._compiler()) == built[0]
+
+
+def test_missing_compiler_falls_back_with_one_warning(fresh_kernel, monkeypatch, network):
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler found .*set CXX"):
+        assert not kernel.available()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not kernel.available()
+        update = fast_update_(network.fused_weights(), torch.randn(5), network.initial_state(5))
+    assert update.shape == (5,) and torch.isfinite(update).all()
+
+
+def test_failing_compiler_falls_back_with_its_message_and_leaves_no_file(fresh_kernel, monkeypatch, tmp_path):
+    compiler = tmp_path / "broken-c++"
+    compiler.write_text("#!/bin/sh\necho 'broken toolchain' >&2\nexit 1\n")
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CXX", str(compiler))
+    with pytest.warns(RuntimeWarning, match="broken toolchain"):
+        assert not kernel.available()
+    assert list(fresh_kernel.iterdir()) == []
