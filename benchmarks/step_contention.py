@@ -2,25 +2,29 @@
 
     python benchmarks/step_contention.py [--steps 200]
 
-Times ``optimizer.step()`` on a 784-20-10 MLP (15,910 parameters) for Adam, for LearnedOptimizer on
-torch's threads (``parallel_threshold=0``, the previous behaviour) and for LearnedOptimizer as it ships
-(steps below 2**20 coordinates on one thread): first on an idle machine, then while another process
-trains a model with 2 torch threads (once with Adam, once with LearnedOptimizer). Prints the median
-step time and the slowdown against the idle machine, measured in the same run.
+Times ``optimizer.step()`` on a 784-20-10 MLP (15,910 parameters) for Adam, for LearnedOptimizer's
+PyTorch path (without the fused kernel: ``LEARNED_OPTIM_KERNEL=0``) on torch's threads
+(``parallel_threshold=0``) and as it ships (steps below 2**20 coordinates on one thread), and for
+LearnedOptimizer with the fused kernel (at least 16,384 coordinates per thread): first on an idle machine,
+then while another process trains a model with 2 torch threads (once with Adam, once with
+LearnedOptimizer). Prints the median step time and the slowdown against the idle machine, measured in
+the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import torch
 from torch import nn
 
-from learned_optim import LearnedOptimizer
+from learned_optim import LearnedOptimizer, kernel
 
 COMPETITOR = """
 import torch, sys
@@ -36,14 +40,21 @@ while True:
     optimizer.step()
 """
 
-CANDIDATES = {
-    "Adam": lambda params: torch.optim.Adam(params),
-    "LearnedOptimizer, torch's threads": lambda params: LearnedOptimizer(params, parallel_threshold=0),
-    "LearnedOptimizer": lambda params: LearnedOptimizer(params),
+CANDIDATES = {  # name: (optimizer, whether the fused kernel may run)
+    "Adam": (lambda params: torch.optim.Adam(params), True),
+    "LearnedOptimizer, PyTorch path, torch's threads": (lambda params: LearnedOptimizer(params, parallel_threshold=0),
+                                                        False),
+    "LearnedOptimizer, PyTorch path": (lambda params: LearnedOptimizer(params), False),
+    "LearnedOptimizer, fused kernel": (lambda params: LearnedOptimizer(params), True),
 }
 
 
-def median_step_ms(make, steps: int) -> float:
+def median_step_ms(make, use_kernel: bool, steps: int) -> float:
+    with mock.patch.dict(os.environ, {} if use_kernel else {kernel.ENV_VAR: "0"}):
+        return _median_step_ms(make, steps)
+
+
+def _median_step_ms(make, steps: int) -> float:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(784, 20), nn.Sigmoid(), nn.Linear(20, 10))
     optimizer = make(model.parameters())
@@ -63,13 +74,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200, help="timed steps per measurement (default: 200)")
     args = parser.parse_args()
-    idle = {name: median_step_ms(make, args.steps) for name, make in CANDIDATES.items()}
+    idle = {name: median_step_ms(*candidate, args.steps) for name, candidate in CANDIDATES.items()}
     busy = {}
     for competitor in ("Adam", "LearnedOptimizer"):
         process = subprocess.Popen([sys.executable, "-c", COMPETITOR, competitor])
         try:
             time.sleep(3)  # let it start training
-            busy[competitor] = {name: median_step_ms(make, args.steps) for name, make in CANDIDATES.items()}
+            busy[competitor] = {name: median_step_ms(*candidate, args.steps) for name, candidate in CANDIDATES.items()}
         finally:
             process.kill()
             process.wait()
