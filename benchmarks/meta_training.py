@@ -6,7 +6,9 @@ Measured in the same run on the same problems, every row's ratio against the pre
 optimizee per episode, the LSTM differentiated by autograd), which is also what ``K`` separate runs
 give: a straightforward ``nn.LSTMCell`` version, the previous engine, today's engine with one
 optimizee (the chunked hand-written backward) and with ``K`` optimizees run together in one
-meta-batch. Needs MNIST (see learned_optim.meta.data).
+meta-batch. A second table times the validation rollouts (the rule applied without a meta-graph, K
+problems at once): the chunked forward they ran before against the no-grad step they run now, with
+and without the fused CPU kernel. Needs MNIST (see learned_optim.meta.data).
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from unittest import mock
 import torch
 from torch import nn
 
-from learned_optim import CoordinatewiseLSTM
-from learned_optim.functional import reference_update
+from learned_optim import CoordinatewiseLSTM, kernel
+from learned_optim.functional import chunked_update, reference_update
 from learned_optim.meta.registry import DEFAULTS, make_task
 from learned_optim.meta.tasks import seeded
-from learned_optim.meta.truncated import Recipe, train_episode
+from learned_optim.meta.truncated import Recipe, Unroller, train_episode
 from learned_optim.preprocessing import PREPROCESSINGS
 
 
@@ -46,6 +48,31 @@ class StraightforwardLSTM(nn.Module):
             new_state += [h, c]
             x = h
         return net.head(x).squeeze(1) * net.output_scale, torch.stack(new_state)
+
+
+class ChunkedForward(nn.Module):
+    """The rule as validation rollouts ran it before: the chunked differentiable step, under no_grad."""
+
+    def __init__(self, network: CoordinatewiseLSTM) -> None:
+        super().__init__()
+        self.network = network
+
+    def initial_state(self, n, dtype=torch.float32, device=None):
+        return self.network.initial_state(n, dtype, device)
+
+    def forward(self, grad, state):
+        return chunked_update(self.network.fused_weights(), grad, state)
+
+
+def rollout_steps_per_second(rule: nn.Module, task, problems: int, repeats: int, horizon: int) -> float:
+    """Median over ``repeats`` (after one warm-up) of optimizee-steps per second of validation rollouts."""
+    times = []
+    for repeat in range(repeats + 1):
+        batch = task.sample_many([seeded(k) for k in range(problems)])
+        started = time.perf_counter()
+        Unroller(rule, batch).rollout(horizon)
+        times.append(time.perf_counter() - started)
+    return problems * horizon / statistics.median(times[1:])
 
 
 def optimizee_steps_per_second(rule: nn.Module, task, meta_batch: int, episodes: int, horizon: int) -> float:
@@ -86,6 +113,19 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, rate in results.items():
         print(f"| {name} | {rate:.1f} | {100 / rate:.2f} | {rate / reference:.2f} |")
+
+    k = args.meta_batch[0]
+    rollout = lambda rule: rollout_steps_per_second(rule, task, k, args.episodes, args.horizon)  # noqa: E731
+    rollouts = {"chunked differentiable forward (before)": rollout(ChunkedForward(network))}
+    with mock.patch.dict("os.environ", {kernel.ENV_VAR: "0"}):
+        rollouts["no-grad step, PyTorch path"] = rollout(network)
+    rollouts["no-grad step, fused kernel" if kernel.available() else "no-grad step (no kernel here)"] = rollout(network)
+    before = rollouts["chunked differentiable forward (before)"]
+    print(f"\nvalidation rollouts, {k} problems at once, no meta-graph")
+    print("| implementation | optimizee-steps / s | x before |")
+    print("|---|---|---|")
+    for name, rate in rollouts.items():
+        print(f"| {name} | {rate:.1f} | {rate / before:.2f} |")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
-from .functional import FusedWeights, chunked_update, reference_update
+from .functional import FusedWeights, chunked_update, fast_update_, reference_update
 from .preprocessing import PREPROCESSINGS
 
 _CONFIG_KEYS = ("hidden_size", "num_layers", "preprocessing", "p", "output_scale")
@@ -121,6 +121,12 @@ class CoordinatewiseLSTM(
         """
         update = reference_update if grad.requires_grad else chunked_update
         return update(self.fused_weights(), grad, state)
+
+    @torch.no_grad()
+    def step_(self, grad: Tensor, state: Tensor) -> Tensor:
+        """The no-grad update for ``grad [N]``, the stacked ``state [2L, N, H]`` (from :meth:`initial_state`)
+        updated in place: :func:`~learned_optim.functional.fast_update_`, what :class:`LearnedOptimizer` runs."""
+        return fast_update_(self.fused_weights(), grad, state)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.config.items())

@@ -184,12 +184,20 @@ class Unroller:
 
     def rollout(self, steps: int) -> Tensor:
         """The losses ``[steps, K]`` at steps ``0 .. steps - 1`` (the initial one first), the rule applied without
-        a meta-graph: what :func:`~learned_optim.meta.evaluation.run_optimizer` measures, for validation."""
+        a meta-graph: what :func:`~learned_optim.meta.evaluation.run_optimizer` measures, for validation.
+        A network with an in-place no-grad step ``network.step_(grad, stacked_state)`` (as
+        :class:`~learned_optim.CoordinatewiseLSTM` has: the optimizer's fused step) runs through it."""
         losses = [self.initial_loss]
+        step_ = getattr(self.network, "step_", None)
+        state = torch.stack(tuple(self.state)) if step_ is not None else self.state
         for _ in range(steps - 1):
             with torch.no_grad():
-                update, self.state = self.network(self.grad, self.state)
+                if step_ is not None:
+                    update = step_(self.grad, state)
+                else:
+                    update, state = self.network(self.grad, state)
             losses.append(self.advance(update).detach())
+        self.state = tuple(state)
         return torch.stack(losses)
 
     def unroll(self, steps: int) -> tuple[Tensor, Tensor]:
