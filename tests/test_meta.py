@@ -16,11 +16,11 @@ from learned_optim import CoordinatewiseLSTM, LearnedOptimizer
 from learned_optim.meta.cli import main
 from learned_optim.meta.evaluation import run_optimizer
 from learned_optim.meta.publish import publish
-from learned_optim.meta.tasks import ModuleTask, Problem, QuadraticTask, SimpleTask, seeded
+from learned_optim.meta.tasks import ModuleTask, Problem, QuadraticTask, SimpleTask, mnist_task, paper_convnet, seeded
 from learned_optim.meta.train import Run, RunConfig, train
 from learned_optim.meta.truncated import Recipe, Unroller, meta_step, train_episode
 
-from conftest import random_network
+from conftest import random_network, real_mnist
 
 
 class LinearRule(nn.Module):
@@ -280,3 +280,19 @@ def test_cli_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, capsys, ar
     assert exit_info.value.code == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "run").exists()
+
+
+def test_papers_convnet_is_the_cifar_architecture_and_trains_on_mnist():
+    model = paper_convnet()
+    convs = [m for m in model if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(1, 16, (5, 5)), (16, 16, (5, 5)),
+                                                                              (16, 16, (5, 5))]
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model) == 3 and sum(isinstance(m, nn.MaxPool2d) for m in model) == 3
+    assert [m.out_features for m in model if isinstance(m, nn.Linear)] == [32, 10]
+    assert sum(p.numel() for p in model.parameters()) == 18_314
+    root = real_mnist()
+    if root is None:
+        pytest.skip("needs the real MNIST files (28x28 images)")
+    problem = mnist_task(paper_convnet, "test", root=root).sample(seeded(0))
+    losses = run_optimizer(problem, lambda params: torch.optim.Adam(params, lr=3e-3), 15).losses
+    assert abs(losses[0] - 2.3) < 0.3 and sum(losses[-3:]) / 3 < losses[0] - 0.3
