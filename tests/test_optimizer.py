@@ -8,6 +8,7 @@ from torch import nn
 
 from learned_optim import CheckpointError, LearnedOptimizer, kernel
 from learned_optim.functional import reference_update
+from learned_optim.optimizer import STATE_KEY
 
 from conftest import random_network
 
@@ -357,7 +358,7 @@ def test_state_belongs_to_its_network(network):
     assert not other.state and all(torch.equal(a, b) for a, b in zip(other_params, other.param_groups[0]["params"]))
     other.load_state_dict(saved, allow_other_network=True)  # the user means it
     assert len(other.state) == len(params)
-    legacy = {key: value for key, value in saved.items() if key != "network"}  # saved before fingerprints
+    legacy = {key: value for key, value in saved.items() if key not in ("network", "group_networks")}  # before fingerprints
     make_model_and_optimizer(random_network(seed=1))[1].load_state_dict(legacy)
 
 
@@ -389,3 +390,64 @@ def test_small_steps_run_on_one_thread_and_restore_torchs_setting(network, thres
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def per_group_model_and_optimizer(first, second):
+    """Two layers, the second group with its own network."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 1))
+    groups = [{"params": model[0].parameters()}, {"params": model[2].parameters(), "pretrained": second}]
+    return model, LearnedOptimizer(groups, first)
+
+
+def test_a_param_group_runs_its_own_network(network):
+    other = random_network(seed=3, hidden_size=7, num_layers=1)
+    model, optimizer = per_group_model_and_optimizer(network, other)
+    train_steps(model, optimizer, 3)
+    assert "pretrained" not in optimizer.param_groups[1]
+    assert optimizer.state[model[0].weight][STATE_KEY].shape == (4, 20, 20)
+    assert optimizer.state[model[2].weight][STATE_KEY].shape == (2, 4, 7)
+    # the same as two optimizers, one per layer with its network, stepped together
+    torch.manual_seed(0)
+    reference = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 1))
+    pair = [LearnedOptimizer(reference[0].parameters(), network), LearnedOptimizer(reference[2].parameters(), other)]
+    for step in range(3):
+        generator = torch.Generator().manual_seed(step)
+        x, y = torch.randn(16, 5, generator=generator), torch.randn(16, 1, generator=generator)
+        reference.zero_grad()
+        nn.functional.mse_loss(reference(x), y).backward()
+        for single in pair:
+            single.step()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_per_group_networks_survive_state_dicts_pickle_and_deepcopy(network, checkpoint):
+    other = random_network(seed=3, hidden_size=7, num_layers=1)
+    model, optimizer = per_group_model_and_optimizer(network, other)
+    train_steps(model, optimizer, 2)
+    saved = optimizer.state_dict()
+    assert [entry["config"]["hidden_size"] for entry in saved["group_networks"]] == [20, 7]
+    clone_model, clone = per_group_model_and_optimizer(network, other)
+    clone_model.load_state_dict(model.state_dict())
+    clone.load_state_dict(saved)
+    for copied in (clone, copy.deepcopy(optimizer), pickle.loads(pickle.dumps(optimizer))):
+        assert [n.hidden_size for n in copied.networks] == [20, 7]
+    train_steps(model, optimizer, 2, offset=2)
+    train_steps(clone_model, clone, 2, offset=2)
+    for a, b in zip(model.parameters(), clone_model.parameters()):
+        assert torch.equal(a, b)
+    _, wrong = per_group_model_and_optimizer(network, random_network(seed=4, hidden_size=7, num_layers=1))
+    with pytest.raises(ValueError, match="param group 1"):
+        wrong.load_state_dict(saved)
+    _, from_folder = per_group_model_and_optimizer(network, str(checkpoint))  # checkpoint holds `network`
+    assert from_folder.networks[1].fingerprint() == network.fingerprint()
+
+
+def test_bad_group_network_adds_no_group(network):
+    optimizer = LearnedOptimizer([nn.Parameter(torch.randn(3))], network)
+    with pytest.raises(CheckpointError, match="no-such-checkpoint"):
+        optimizer.add_param_group({"params": [nn.Parameter(torch.randn(2))], "pretrained": "no-such-checkpoint"})
+    with pytest.raises(TypeError, match="pretrained must be"):
+        optimizer.add_param_group({"params": [nn.Parameter(torch.randn(2))], "pretrained": 0.1})
+    assert len(optimizer.param_groups) == len(optimizer.networks) == 1

@@ -51,9 +51,12 @@ class LearnedOptimizer(Optimizer):
 
     Args:
         params (iterable): parameters or dicts defining parameter groups (named parameters work too).
+            A group may name its own network with a ``"pretrained"`` key (any value ``pretrained=``
+            takes), as the paper's CIFAR experiment used one LSTM for convolutions and another for
+            fully connected layers.
         pretrained (str, os.PathLike or CoordinatewiseLSTM, optional): a bundled checkpoint name,
-            a local folder, a Hugging Face Hub repo id, or a network (copied and frozen)
-            (default: ``"l2l-mnist"``).
+            a local folder, a Hugging Face Hub repo id, or a network (copied and frozen); the network
+            of every group that names none (default: ``"l2l-mnist"``).
         lr (float, optional): multiplier on the learned update (default: 1.0).
         weight_decay (float, optional): decoupled weight decay :math:`\lambda` (default: 0).
         maximize (bool, optional): maximize the objective instead of minimizing (default: False).
@@ -103,19 +106,19 @@ class LearnedOptimizer(Optimizer):
             raise ValueError(f"Invalid chunk_size: {chunk_size}; it must be a positive integer")
         defaults = dict(lr=lr, weight_decay=weight_decay, maximize=maximize, state_dtype=state_dtype)
         _check_options(defaults)
-        if isinstance(pretrained, CoordinatewiseLSTM):
-            network = copy.deepcopy(pretrained)
-        else:
-            network = checkpoints.load(pretrained, revision=revision)
-        self.network = network.requires_grad_(False).eval()
+        self.network = _frozen_network(pretrained, revision)
+        self.networks: list[CoordinatewiseLSTM] = []  # per param group
         self.skip_nonfinite = skip_nonfinite
         self.skipped_steps = 0
         self.chunk_size = chunk_size
         self.parallel_threshold = parallel_threshold
-        self._weights_by_device: dict[torch.device, FusedWeights] = {}
+        self._weights_by_network: dict[tuple[int, torch.device], FusedWeights] = {}
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a param group; its ``"pretrained"`` key, if any, names the group's own network (loaded now)."""
+        pretrained = param_group.pop("pretrained", None) if isinstance(param_group, dict) else None
+        network = self.network if pretrained is None else _frozen_network(pretrained)
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:
@@ -129,13 +132,15 @@ class LearnedOptimizer(Optimizer):
         except ValueError:
             self.param_groups.pop()
             raise
+        self.networks.append(network)
 
-    def _weights(self, device: torch.device) -> FusedWeights:
-        """The frozen network's fused weights on ``device``, computed once per device."""
-        if device not in self._weights_by_device:
+    def _weights(self, network: CoordinatewiseLSTM, device: torch.device) -> FusedWeights:
+        """A frozen network's fused weights on ``device``, computed once per network and device."""
+        key = (id(network), device)
+        if key not in self._weights_by_network:
             with torch.no_grad():
-                self._weights_by_device[device] = copy.deepcopy(self.network).to(device).fused_weights()
-        return self._weights_by_device[device]
+                self._weights_by_network[key] = copy.deepcopy(network).to(device).fused_weights()
+        return self._weights_by_network[key]
 
     def _gradients(self) -> list[tuple[dict[str, Any], Tensor, Tensor]] | None:
         """``(group, param, grad)`` for every parameter with a gradient, validated before any write.
@@ -186,22 +191,25 @@ class LearnedOptimizer(Optimizer):
 
     def _update(self, work: list[tuple[dict[str, Any], Tensor, Tensor]]) -> None:
         """The learned update of every ``(group, param, grad)``, the state created on first use."""
+        network_of = {id(group): network for group, network in zip(self.param_groups, self.networks)}
         for group, p, grad in work:
+            network = network_of[id(group)]
             state = self.state[p]
             if not state:
-                state[STATE_KEY] = self.network.initial_state(p.numel(), group["state_dtype"], p.device)
+                state[STATE_KEY] = network.initial_state(p.numel(), group["state_dtype"], p.device)
             # A non-contiguous parameter is updated through one contiguous copy, written back at the end.
             flat = p.contiguous().view(-1)
-            fast_update_(self._weights(p.device), grad.reshape(-1), state[STATE_KEY], self.chunk_size, out=flat,
+            fast_update_(self._weights(network, p.device), grad.reshape(-1), state[STATE_KEY], self.chunk_size, out=flat,
                          lr=group["lr"], decay=1 - group["lr"] * group["weight_decay"], maximize=group["maximize"])
             if not p.is_contiguous():
                 p.copy_(flat.view(p.shape))
 
     def state_dict(self) -> dict[str, Any]:
-        """``torch.optim``'s state dict plus ``"network"``: the config and fingerprint of the network whose
-        hidden states it holds (checked by :meth:`load_state_dict`)."""
+        """``torch.optim``'s state dict plus ``"network"`` and ``"group_networks"``: the config and fingerprint of
+        the default network and of each group's, whose hidden states it holds (checked by :meth:`load_state_dict`)."""
         state = super().state_dict()
-        state["network"] = {"config": self.network.config, "fingerprint": self.network.fingerprint()[:16]}
+        state["network"] = _describe_network(self.network)
+        state["group_networks"] = [_describe_network(network) for network in self.networks]
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any], *, allow_other_network: bool = False) -> None:
@@ -216,21 +224,23 @@ class LearnedOptimizer(Optimizer):
             ValueError: the state dict does not come from a ``LearnedOptimizer`` with this network
                 and these parameters; nothing is changed then.
         """
-        saved_network = state_dict.get("network")
-        fingerprint = self.network.fingerprint()[:16] if saved_network is not None and not allow_other_network else None
-        if fingerprint is not None and saved_network["fingerprint"] != fingerprint:
-            raise ValueError(
-                f"this state dict holds LSTM states of network {saved_network['fingerprint']} "
-                f"(config {saved_network['config']}), but this optimizer runs network {fingerprint} "
-                f"(config {self.network.config}): hidden states do not carry over between networks. Build the "
-                "optimizer with the checkpoint that produced them, or pass allow_other_network=True if you mean it"
-            )
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
                 f"loaded state dict has {len(saved_groups)} parameter groups, this optimizer has {len(self.param_groups)}"
             )
-        saved_to_param = {}
+        saved_networks = state_dict.get("group_networks") or [state_dict.get("network")] * len(saved_groups)
+        for g, (saved_network, network) in enumerate(zip(saved_networks, self.networks)):
+            fingerprint = network.fingerprint()[:16]
+            if saved_network is not None and not allow_other_network and saved_network["fingerprint"] != fingerprint:
+                raise ValueError(
+                    f"this state dict holds LSTM states of network {saved_network['fingerprint']} "
+                    f"(config {saved_network['config']}) for param group {g}, but this optimizer runs network "
+                    f"{fingerprint} (config {network.config}) there: hidden states do not carry over between "
+                    "networks. Build the optimizer with the checkpoints that produced them, or pass "
+                    "allow_other_network=True if you mean it"
+                )
+        saved_to_param, network_of = {}, {}
         for g, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
             missing = sorted(set(self.defaults) - set(saved))
             if missing:
@@ -242,6 +252,7 @@ class LearnedOptimizer(Optimizer):
                     f"loaded param group {g} has {len(saved['params'])} parameters, this optimizer's has {len(group['params'])}"
                 )
             saved_to_param.update(zip(saved["params"], group["params"]))
+            network_of.update((id(p), self.networks[g]) for p in group["params"])
         hidden = {}
         for key, entry in state_dict["state"].items():
             p = saved_to_param.get(key)
@@ -252,7 +263,8 @@ class LearnedOptimizer(Optimizer):
                     f"loaded state for parameter {key} has keys {sorted(entry)}, expected ['{STATE_KEY}']: "
                     "this state dict is not from a LearnedOptimizer"
                 )
-            expected = (2 * self.network.num_layers, p.numel(), self.network.hidden_size)
+            network = network_of[id(p)]
+            expected = (2 * network.num_layers, p.numel(), network.hidden_size)
             if tuple(entry[STATE_KEY].shape) != expected:
                 raise ValueError(
                     f"loaded LSTM state for parameter {key} has shape {tuple(entry[STATE_KEY].shape)}, expected "
@@ -265,14 +277,15 @@ class LearnedOptimizer(Optimizer):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state.update(network=self.network, skip_nonfinite=self.skip_nonfinite,
+        state.update(network=self.network, networks=self.networks, skip_nonfinite=self.skip_nonfinite,
                      skipped_steps=self.skipped_steps, chunk_size=self.chunk_size,
                      parallel_threshold=self.parallel_threshold)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        self._weights_by_device = {}
+        self._weights_by_network = {}
+        self.__dict__.setdefault("networks", [self.network] * len(self.param_groups))
         self.__dict__.setdefault("skip_nonfinite", False)
         self.__dict__.setdefault("skipped_steps", 0)
         self.__dict__.setdefault("chunk_size", DEFAULT_CHUNK_SIZE)
@@ -281,6 +294,22 @@ class LearnedOptimizer(Optimizer):
             group.setdefault("maximize", False)
             group.setdefault("weight_decay", 0.0)
             group.setdefault("state_dtype", torch.float32)
+
+
+def _frozen_network(pretrained: Any, revision: str | None = None) -> CoordinatewiseLSTM:
+    """The network ``pretrained=`` names (a checkpoint name, folder or Hub id, or a network, copied), frozen."""
+    if isinstance(pretrained, CoordinatewiseLSTM):
+        network = copy.deepcopy(pretrained)
+    elif isinstance(pretrained, (str, os.PathLike)):
+        network = checkpoints.load(pretrained, revision=revision)
+    else:
+        raise TypeError(f"pretrained must be a checkpoint name, folder, Hub repo id or CoordinatewiseLSTM, "
+                        f"got {type(pretrained).__name__}")
+    return network.requires_grad_(False).eval()
+
+
+def _describe_network(network: CoordinatewiseLSTM) -> dict[str, Any]:
+    return {"config": network.config, "fingerprint": network.fingerprint()[:16]}
 
 
 def _check_options(options: dict[str, Any]) -> None:
