@@ -17,6 +17,7 @@ from .data import DataError
 from .evaluation import LR_GRID
 from .publish import publish
 from .registry import DEFAULTS, TASK_NAMES, make_task
+from .tasks import ACTIVATIONS
 from .schedules import META_LR_SCHEDULES
 from .suites import SUITES, run_suite, single_panel
 from .train import NETWORK_INITS, Run, RunConfig, train
@@ -46,7 +47,7 @@ def _task_spec(args: argparse.Namespace) -> dict:
 def _add_task_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=TASK_NAMES, default="quadratic", help="task family (default: quadratic)")
     parser.add_argument("--hidden-sizes", type=int, nargs="+", help="mnist: hidden layer widths (default: 20)")
-    parser.add_argument("--activation", choices=["sigmoid", "relu", "tanh"], help="mnist: activation (default: sigmoid)")
+    parser.add_argument("--activation", choices=sorted(ACTIVATIONS), help="mnist: activation (default: sigmoid)")
     parser.add_argument("--num-functions", type=int,
                         help="quadratic: functions optimized at once per meta-training problem (default: 32)")
     parser.add_argument("--style", help="art: style image, a file in ART_ROOT/style or a path (default: starry_night.jpg)")

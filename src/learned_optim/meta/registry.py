@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 
 from .art import style_transfer_task
+from .families import MNISTConvNetFamily, MNISTMLPFamily
 from .tasks import QuadraticTask, SimpleTask, Task, mnist_mlp_task
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -46,9 +48,13 @@ learned in every run we made; neural art: the paper's horizon 128 and unroll 32)
 protocol (art: baselines tuned on the validation photos, over a half-decade grid 1e-3..3.2 that holds every
 baseline's best rate, to keep VGG-16's cost in reach)."""
 
+for _family in ("mnist-mlps", "mnist-convnets"):  # sampled architectures on MNIST (families.py): MNIST's recipe
+    DEFAULTS[_family] = {"task": {"name": _family},
+                         **copy.deepcopy({key: DEFAULTS["mnist"][key] for key in ("network", "training", "evaluation")})}
+
 TASK_NAMES = tuple(DEFAULTS)
 _EXTRA_OPTIONS = {"quadratic": {"dim"}, "mnist": {"batch_size", "init_std", "root"}, "art": {"root", "vgg"},
-                  "simple": set()}
+                  "simple": set(), "mnist-mlps": {"root"}, "mnist-convnets": {"root"}}
 
 
 def make_task(spec: dict[str, Any], split: str = "train", heldout_split: str | None = None,
@@ -74,6 +80,9 @@ def make_task(spec: dict[str, Any], split: str = "train", heldout_split: str | N
         return SimpleTask(device)
     if name == "art":
         return style_transfer_task(split=split, device=device, **options)
+    if name in ("mnist-mlps", "mnist-convnets"):
+        family = MNISTMLPFamily if name == "mnist-mlps" else MNISTConvNetFamily
+        return family(split=split, heldout_split=heldout_split, device=device, **options)
     if "hidden_sizes" in options:
         options["hidden_sizes"] = tuple(options["hidden_sizes"])
     return mnist_mlp_task(split=split, heldout_split=heldout_split, device=device, **options)

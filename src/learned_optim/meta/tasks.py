@@ -199,11 +199,13 @@ class ModuleTask(Task):
         return ProblemBatch(params, loss)
 
 
-ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
+ACTIVATIONS = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 
-def mlp(in_features: int, hidden_sizes: tuple[int, ...], out_features: int, activation: str, init_std: float) -> nn.Module:
-    """An MLP with every weight and bias drawn from :math:`\\mathcal{N}(0, \\text{init\\_std}^2)`."""
+def mlp(in_features: int, hidden_sizes: tuple[int, ...], out_features: int, activation: str,
+        init_std: float | None) -> nn.Module:
+    """An MLP with every weight and bias drawn from :math:`\\mathcal{N}(0, \\text{init\\_std}^2)` (None: PyTorch's
+    default initialisation)."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"Invalid activation: {activation!r}; choose one of {sorted(ACTIVATIONS)}")
     sizes = [in_features, *hidden_sizes, out_features]
@@ -213,21 +215,37 @@ def mlp(in_features: int, hidden_sizes: tuple[int, ...], out_features: int, acti
             layers.append(ACTIVATIONS[activation]())
         layers.append(nn.Linear(fan_in, fan_out))
     model = nn.Sequential(*layers)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, init_std)
+    if init_std is not None:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.normal_(0.0, init_std)
     return model
+
+
+def convnet(channels: int = 16, num_convs: int = 3, kernel_size: int = 5, hidden: int = 32, batch_norm: bool = True,
+            track_running_stats: bool = True) -> nn.Module:
+    """A ConvNet for flat ``[B, 784]`` MNIST images: ``num_convs`` (1-3) ``kernel_size`` convolutions of ``channels``
+    channels, each followed by batch norm (if ``batch_norm``), ReLU and 2×2 max-pooling, then ``hidden`` fully
+    connected ReLU units and 10 outputs; PyTorch's default initialisation. ``track_running_stats=False`` keeps batch
+    norm free of buffers to update, so models can be run under ``vmap`` (training uses batch statistics either way)."""
+    if not 1 <= num_convs <= 3:
+        raise ValueError(f"Invalid num_convs: {num_convs}; 28x28 images allow 1 to 3 conv + pool layers")
+    layers: list[nn.Module] = [nn.Unflatten(1, (1, 28, 28))]
+    for in_channels in [1] + [channels] * (num_convs - 1):
+        layers.append(nn.Conv2d(in_channels, channels, kernel_size, padding=kernel_size // 2))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(channels, track_running_stats=track_running_stats))
+        layers += [nn.ReLU(), nn.MaxPool2d(2)]
+    side = 28 // 2**num_convs
+    layers += [nn.Flatten(), nn.Linear(channels * side * side, hidden), nn.ReLU(), nn.Linear(hidden, 10)]
+    return nn.Sequential(*layers)
 
 
 def paper_convnet() -> nn.Module:
     """The paper's CIFAR-10 ConvNet for 28×28 grey images: three 5×5 convolutions of 16 channels, each followed by
     batch norm, ReLU and 2×2 max-pooling, then a fully connected layer of 32 ReLU units and 10 outputs (18,314
     parameters, PyTorch's default initialisation)."""
-    layers: list[nn.Module] = [nn.Unflatten(1, (1, 28, 28))]
-    for in_channels in (1, 16, 16):
-        layers += [nn.Conv2d(in_channels, 16, 5, padding=2), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2)]
-    layers += [nn.Flatten(), nn.Linear(16 * 3 * 3, 32), nn.ReLU(), nn.Linear(32, 10)]
-    return nn.Sequential(*layers)
+    return convnet()
 
 
 def mnist_mlp_task(

@@ -36,6 +36,7 @@ from ..network import CoordinatewiseLSTM
 from .atomic import write_file_atomic, write_folder_atomic
 from .distributed import Distribution, from_environment
 from .evaluation import METRICS
+from .families import SampledArchitectureTask
 from .imitation import imitation_episode
 from .registry import make_task
 from .schedules import META_LR_SCHEDULES, HorizonCurriculum, meta_lr
@@ -170,9 +171,10 @@ def validation_losses(network: nn.Module, task: Task, indices: range | list[int]
     from tqdm.auto import tqdm
 
     curves = []
-    for start in tqdm(range(0, len(indices), VALIDATION_CHUNK), desc="validation", unit="chunk", leave=False,
-                      disable=None):
-        chunk = indices[start:start + VALIDATION_CHUNK]
+    # a meta-batch of a sampled-architecture family shares one architecture: validate each problem on its own
+    size = 1 if isinstance(task, SampledArchitectureTask) else VALIDATION_CHUNK
+    for start in tqdm(range(0, len(indices), size), desc="validation", unit="chunk", leave=False, disable=None):
+        chunk = indices[start:start + size]
         problems = task.sample_many([seeded(VALIDATION_SEED + i) for i in chunk])
         curves += Unroller(network, problems).rollout(horizon).t().tolist()
     return curves

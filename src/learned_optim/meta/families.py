@@ -1,0 +1,142 @@
+"""Task families with a sampled architecture per problem, for a broad meta-training distribution.
+
+Each problem draws its model's configuration from the problem's generator, then its initialisation and
+minibatches as :class:`~learned_optim.meta.tasks.ModuleTask` does; a meta-batch (``sample_many``) shares
+one configuration, drawn from its first generator, so its K models stack and run together. The exact
+configurations the evaluation suites test on are never drawn (:data:`HELD_OUT_MLPS`), so what is
+evaluated stays out of training.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .tasks import ACTIVATIONS, ModuleTask, Problem, ProblemBatch, Task, convnet, mlp, mnist_task
+
+PAPER_INIT_STD = 0.01
+"""The paper's MNIST initialisation, N(0, 0.01²)."""
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    hidden_sizes: tuple[int, ...]
+    activation: str
+    init: str  # "paper" (N(0, 0.01²)) or "pytorch" (its default)
+    batch_size: int
+
+
+HELD_OUT_MLPS = frozenset(
+    MLPConfig(hidden_sizes, activation, "paper", 128)
+    for hidden_sizes, activation in [((20,), "sigmoid"), ((40,), "sigmoid"), ((20, 20), "sigmoid"), ((20,), "relu")]
+)
+"""The mnist-paper panels' and the generalist suite's MLPs (paper init, batch 128): never drawn."""
+
+
+def _choice(options: tuple, generator: torch.Generator) -> Any:
+    return options[int(torch.randint(len(options), (), generator=generator))]
+
+
+def _log_uniform_int(low: int, high: int, generator: torch.Generator) -> int:
+    u = float(torch.rand((), generator=generator))
+    return int(round(math.exp(math.log(low) + u * (math.log(high) - math.log(low)))))
+
+
+class SampledArchitectureTask(Task):
+    """A task whose problems each draw a configuration, then sample from that configuration's task."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[Any, ModuleTask] = {}
+
+    @abstractmethod
+    def config(self, generator: torch.Generator) -> Any:
+        """A problem's configuration, drawn from its generator (hashable)."""
+
+    @abstractmethod
+    def task(self, config: Any) -> ModuleTask:
+        """The task of one configuration."""
+
+    def _task_for(self, generator: torch.Generator) -> ModuleTask:
+        config = self.config(generator)
+        if config not in self._tasks:
+            self._tasks[config] = self.task(config)
+        return self._tasks[config]
+
+    def sample(self, generator: torch.Generator) -> Problem:
+        return self._task_for(generator).sample(generator)
+
+    def sample_many(self, generators: list[torch.Generator]) -> ProblemBatch:
+        return self._task_for(generators[0]).sample_many(generators)
+
+
+class MNISTMLPFamily(SampledArchitectureTask):
+    """MLPs on MNIST: depth uniform in ``depths``, each width log-uniform in ``widths``, activation, initialisation
+    (the paper's N(0, 0.01²) or PyTorch's default) and minibatch size uniform over their options; never one of
+    :data:`HELD_OUT_MLPS`.
+
+    ``split``, ``root``, ``heldout_split`` and ``device`` as :func:`~learned_optim.meta.tasks.mnist_mlp_task`'s.
+    """
+
+    def __init__(self, split: str = "train", widths: tuple[int, int] = (16, 128), depths: tuple[int, int] = (1, 3),
+                 activations: tuple[str, ...] = ("sigmoid", "tanh", "relu", "gelu"),
+                 inits: tuple[str, ...] = ("paper", "pytorch"), batch_sizes: tuple[int, ...] = (64, 128, 256),
+                 root: str | None = None, heldout_split: str | None = None,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        unknown = set(activations) - set(ACTIVATIONS) or set(inits) - {"paper", "pytorch"}
+        if unknown:
+            raise ValueError(f"Invalid activations or inits: {sorted(unknown)}; activations are {sorted(ACTIVATIONS)}, "
+                             "inits 'paper' and 'pytorch'")
+        self.split, self.widths, self.depths, self.root, self.device = split, widths, depths, root, device
+        self.heldout_split = heldout_split
+        self.activations, self.inits, self.batch_sizes = tuple(activations), tuple(inits), tuple(batch_sizes)
+
+    def config(self, generator: torch.Generator) -> MLPConfig:
+        while True:
+            depth = int(torch.randint(self.depths[0], self.depths[1] + 1, (), generator=generator))
+            config = MLPConfig(tuple(_log_uniform_int(*self.widths, generator) for _ in range(depth)),
+                               _choice(self.activations, generator), _choice(self.inits, generator),
+                               _choice(self.batch_sizes, generator))
+            if config not in HELD_OUT_MLPS:
+                return config
+
+    def task(self, config: MLPConfig) -> ModuleTask:
+        init_std = PAPER_INIT_STD if config.init == "paper" else None
+        return mnist_task(lambda: mlp(784, config.hidden_sizes, 10, config.activation, init_std), self.split,
+                          config.batch_size, self.root, self.heldout_split, self.device)
+
+
+@dataclass(frozen=True)
+class ConvNetConfig:
+    channels: int
+    num_convs: int
+    kernel_size: int
+    batch_norm: bool
+    batch_size: int
+
+
+class MNISTConvNetFamily(SampledArchitectureTask):
+    """Small ConvNets on MNIST (:func:`~learned_optim.meta.tasks.convnet`): 1-3 conv + pool layers of 8-32 channels
+    (log-uniform), 3×3 or 5×5 kernels, with or without batch norm (batch statistics, no running ones), 32 hidden
+    units; minibatch size uniform over ``batch_sizes``. Includes architectures like the paper's CIFAR ConvNet."""
+
+    def __init__(self, split: str = "train", channels: tuple[int, int] = (8, 32), batch_sizes: tuple[int, ...] = (64, 128),
+                 root: str | None = None, heldout_split: str | None = None,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        self.split, self.channels, self.batch_sizes, self.root, self.device = split, channels, batch_sizes, root, device
+        self.heldout_split = heldout_split
+
+    def config(self, generator: torch.Generator) -> ConvNetConfig:
+        return ConvNetConfig(_log_uniform_int(*self.channels, generator),
+                             int(torch.randint(1, 4, (), generator=generator)), _choice((3, 5), generator),
+                             _choice((True, False), generator), _choice(self.batch_sizes, generator))
+
+    def task(self, config: ConvNetConfig) -> ModuleTask:
+        return mnist_task(lambda: convnet(config.channels, config.num_convs, config.kernel_size,
+                                          batch_norm=config.batch_norm, track_running_stats=False),
+                          self.split, config.batch_size, self.root, self.heldout_split, self.device)

@@ -1,0 +1,71 @@
+"""Task families with a sampled architecture per problem (mnist-mlps, mnist-convnets)."""
+
+import pytest
+import torch
+from torch import nn
+
+from learned_optim import CoordinatewiseLSTM
+from learned_optim.meta.families import HELD_OUT_MLPS, MLPConfig, MNISTConvNetFamily, MNISTMLPFamily
+from learned_optim.meta.registry import make_task
+from learned_optim.meta.tasks import convnet, seeded
+from learned_optim.meta.train import validation_losses
+from learned_optim.meta.truncated import Recipe, train_episode
+
+from conftest import real_mnist
+
+needs_mnist = pytest.mark.skipif(real_mnist() is None, reason="needs the real MNIST files (28x28 images)")
+
+
+@needs_mnist
+def test_mlp_family_draws_reproducible_varied_configs_and_never_a_held_out_one():
+    family = MNISTMLPFamily(root=real_mnist())
+    configs = [family.config(seeded(seed)) for seed in range(200)]
+    assert configs == [family.config(seeded(seed)) for seed in range(200)]
+    assert {len(c.hidden_sizes) for c in configs} == {1, 2, 3}
+    assert {c.activation for c in configs} == {"sigmoid", "tanh", "relu", "gelu"}
+    assert {c.init for c in configs} == {"paper", "pytorch"} and {c.batch_size for c in configs} == {64, 128, 256}
+    assert all(16 <= width <= 128 for c in configs for width in c.hidden_sizes)
+    narrow = MNISTMLPFamily(widths=(20, 20), depths=(1, 1), activations=("sigmoid", "tanh"), inits=("paper",),
+                            batch_sizes=(128,), root=real_mnist())  # half its draws are the paper's panel
+    assert {narrow.config(seeded(seed)) for seed in range(30)} == {MLPConfig((20,), "tanh", "paper", 128)}
+    assert MLPConfig((20,), "sigmoid", "paper", 128) in HELD_OUT_MLPS
+
+
+@needs_mnist
+def test_problems_build_their_drawn_architecture_and_a_meta_batch_shares_one():
+    family = MNISTMLPFamily(root=real_mnist())
+    config = family.config(seeded(3))
+    problem = family.sample(seeded(3))
+    shapes = [tuple(p.shape) for name, p in problem.params.items() if name.endswith("weight")]
+    assert shapes == [(out, inp) for inp, out in zip((784, *config.hidden_sizes), (*config.hidden_sizes, 10))]
+    batch = family.sample_many([seeded(3), seeded(4), seeded(5)])
+    assert all(p.shape[0] == 3 for p in batch.params.values())
+    losses = batch.loss(batch.params, 0)
+    assert losses.shape == (3,) and torch.isfinite(losses).all()
+
+
+@needs_mnist
+def test_convnet_family_meta_trains_under_vmap_with_batch_norm():
+    family = make_task({"name": "mnist-convnets", "root": real_mnist()})
+    assert isinstance(family, MNISTConvNetFamily)
+    network = CoordinatewiseLSTM()
+    meta_optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in network.parameters()]
+    train_episode(network, meta_optimizer, family.sample_many([seeded(0), seeded(1)]), Recipe(horizon=4, unroll=2))
+    assert any(not torch.equal(a, b) for a, b in zip(before, network.parameters()))
+    curves = validation_losses(network, family, range(3), horizon=3)
+    assert len(curves) == 3 and all(len(curve) == 3 for curve in curves)
+
+
+def test_convnet_builder_checks_depth_and_can_drop_batch_norm_buffers():
+    with pytest.raises(ValueError, match="1 to 3"):
+        convnet(num_convs=4)
+    model = convnet(channels=8, num_convs=2, kernel_size=3, track_running_stats=False)
+    assert not list(model.buffers())
+    assert model(torch.rand(4, 784)).shape == (4, 10)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in convnet(batch_norm=False))
+
+
+def test_mlp_family_rejects_unknown_options():
+    with pytest.raises(ValueError, match="swish"):
+        MNISTMLPFamily(activations=("swish",))
