@@ -69,3 +69,33 @@ def test_convnet_builder_checks_depth_and_can_drop_batch_norm_buffers():
 def test_mlp_family_rejects_unknown_options():
     with pytest.raises(ValueError, match="swish"):
         MNISTMLPFamily(activations=("swish",))
+
+
+def test_mixture_draws_components_by_weight_and_a_meta_batch_shares_one():
+    from learned_optim.meta.families import MixtureTask
+    from learned_optim.meta.tasks import QuadraticTask, SimpleTask
+
+    mixture = MixtureTask([(SimpleTask(), 1.0), (QuadraticTask(), 3.0)])
+    picks = [mixture.config(seeded(seed)) for seed in range(400)]
+    assert picks == [mixture.config(seeded(seed)) for seed in range(400)]
+    assert 0.68 < sum(picks) / len(picks) < 0.82  # 3 / 4 quadratics
+    quadratic_seed = picks.index(1)
+    batch = mixture.sample_many([seeded(quadratic_seed), seeded(1000), seeded(1001)])
+    assert batch.params["theta"].shape == (3, 1, 10)  # 3 quadratics, not a mix
+    with pytest.raises(ValueError, match="positive weights"):
+        MixtureTask([(SimpleTask(), 0.0)])
+
+
+def test_mixture_specs_are_built_and_checked_by_the_registry(tmp_path):
+    from learned_optim.meta.cli import main
+    from learned_optim.meta.families import MixtureTask
+
+    mixture = make_task({"name": "mixture", "components": [{"name": "simple", "weight": 1},
+                                                           {"name": "quadratic", "num_functions": 2, "weight": 2}]})
+    assert isinstance(mixture, MixtureTask) and mixture.components[1].num_functions == 2
+    with pytest.raises(ValueError, match="other than mixture"):
+        make_task({"name": "mixture", "components": [{"name": "mixture", "weight": 1}]})
+    with pytest.raises(ValueError, match="does not take options"):
+        make_task({"name": "simple", "components": []})
+    with pytest.raises(SystemExit, match="NAME:WEIGHT"):
+        main(["train", str(tmp_path / "run"), "--task", "mixture", "--mixture", "simple"])

@@ -41,13 +41,26 @@ def _task_spec(args: argparse.Namespace) -> dict:
             spec[key] = getattr(args, key)
     if args.art_root is not None:
         spec["root"] = args.art_root
+    if args.mixture is not None:
+        spec["components"] = [_mixture_component(text) for text in args.mixture]
     return spec
+
+
+def _mixture_component(text: str) -> dict:
+    """``NAME:WEIGHT`` -> ``{"name": NAME, "weight": WEIGHT}``."""
+    name, _, weight = text.rpartition(":")
+    try:
+        return {"name": name, "weight": float(weight)}
+    except ValueError:
+        raise SystemExit(f"error: --mixture takes NAME:WEIGHT pairs such as mnist-mlps:0.7, got {text!r}") from None
 
 
 def _add_task_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=TASK_NAMES, default="quadratic", help="task family (default: quadratic)")
     parser.add_argument("--hidden-sizes", type=int, nargs="+", help="mnist: hidden layer widths (default: 20)")
     parser.add_argument("--activation", choices=sorted(ACTIVATIONS), help="mnist: activation (default: sigmoid)")
+    parser.add_argument("--mixture", nargs="+", metavar="NAME:WEIGHT",
+                        help="mixture: its tasks and weights (default: mnist-mlps:0.7 mnist-convnets:0.3)")
     parser.add_argument("--num-functions", type=int,
                         help="quadratic: functions optimized at once per meta-training problem (default: 32)")
     parser.add_argument("--style", help="art: style image, a file in ART_ROOT/style or a path (default: starry_night.jpg)")

@@ -1,10 +1,11 @@
-"""Task families with a sampled architecture per problem, for a broad meta-training distribution.
+"""Task families with a sampled architecture per problem, and mixtures of tasks, for a broad meta-training
+distribution.
 
-Each problem draws its model's configuration from the problem's generator, then its initialisation and
-minibatches as :class:`~learned_optim.meta.tasks.ModuleTask` does; a meta-batch (``sample_many``) shares
-one configuration, drawn from its first generator, so its K models stack and run together. The exact
-configurations the evaluation suites test on are never drawn (:data:`HELD_OUT_MLPS`), so what is
-evaluated stays out of training.
+Each problem draws its model's configuration (or, in a :class:`MixtureTask`, its component task) from the
+problem's generator, then its initialisation and minibatches as that task does; a meta-batch
+(``sample_many``) shares one configuration, drawn from its first generator, so its K models stack and run
+together. The exact configurations the evaluation suites test on are never drawn (:data:`HELD_OUT_MLPS`),
+so what is evaluated stays out of training.
 """
 
 from __future__ import annotations
@@ -50,17 +51,17 @@ class SampledArchitectureTask(Task):
     """A task whose problems each draw a configuration, then sample from that configuration's task."""
 
     def __init__(self) -> None:
-        self._tasks: dict[Any, ModuleTask] = {}
+        self._tasks: dict[Any, Task] = {}
 
     @abstractmethod
     def config(self, generator: torch.Generator) -> Any:
         """A problem's configuration, drawn from its generator (hashable)."""
 
     @abstractmethod
-    def task(self, config: Any) -> ModuleTask:
+    def task(self, config: Any) -> Task:
         """The task of one configuration."""
 
-    def _task_for(self, generator: torch.Generator) -> ModuleTask:
+    def _task_for(self, generator: torch.Generator) -> Task:
         config = self.config(generator)
         if config not in self._tasks:
             self._tasks[config] = self.task(config)
@@ -140,3 +141,25 @@ class MNISTConvNetFamily(SampledArchitectureTask):
         return mnist_task(lambda: convnet(config.channels, config.num_convs, config.kernel_size,
                                           batch_norm=config.batch_norm, track_running_stats=False),
                           self.split, config.batch_size, self.root, self.heldout_split, self.device)
+
+
+class MixtureTask(SampledArchitectureTask):
+    """Problems from several tasks: each problem (each meta-batch) comes from task ``i`` with probability
+    ``weight_i / sum(weights)``.
+
+    Args:
+        components (list of (Task, float)): the tasks and their positive weights.
+    """
+
+    def __init__(self, components: list[tuple[Task, float]]) -> None:
+        super().__init__()
+        if not components or any(weight <= 0 for _, weight in components):
+            raise ValueError(f"a mixture needs at least one task and positive weights, got {[w for _, w in components]}")
+        self.components = [task for task, _ in components]
+        self.weights = torch.tensor([float(weight) for _, weight in components], dtype=torch.float64)
+
+    def config(self, generator: torch.Generator) -> int:
+        return int(torch.multinomial(self.weights, 1, generator=generator))
+
+    def task(self, config: int) -> Task:
+        return self.components[config]

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .art import style_transfer_task
-from .families import MNISTConvNetFamily, MNISTMLPFamily
+from .families import MixtureTask, MNISTConvNetFamily, MNISTMLPFamily
 from .tasks import QuadraticTask, SimpleTask, Task, mnist_mlp_task
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -48,13 +48,15 @@ learned in every run we made; neural art: the paper's horizon 128 and unroll 32)
 protocol (art: baselines tuned on the validation photos, over a half-decade grid 1e-3..3.2 that holds every
 baseline's best rate, to keep VGG-16's cost in reach)."""
 
-for _family in ("mnist-mlps", "mnist-convnets"):  # sampled architectures on MNIST (families.py): MNIST's recipe
-    DEFAULTS[_family] = {"task": {"name": _family},
+for _family, _task in [("mnist-mlps", {}), ("mnist-convnets", {}),  # sampled architectures (families.py)
+                       ("mixture", {"components": [{"name": "mnist-mlps", "weight": 0.7},
+                                                   {"name": "mnist-convnets", "weight": 0.3}]})]:
+    DEFAULTS[_family] = {"task": {"name": _family, **_task},  # with MNIST's network, recipe and protocol
                          **copy.deepcopy({key: DEFAULTS["mnist"][key] for key in ("network", "training", "evaluation")})}
 
 TASK_NAMES = tuple(DEFAULTS)
 _EXTRA_OPTIONS = {"quadratic": {"dim"}, "mnist": {"batch_size", "init_std", "root"}, "art": {"root", "vgg"},
-                  "simple": set(), "mnist-mlps": {"root"}, "mnist-convnets": {"root"}}
+                  "simple": set(), "mnist-mlps": {"root"}, "mnist-convnets": {"root"}, "mixture": set()}
 
 
 def make_task(spec: dict[str, Any], split: str = "train", heldout_split: str | None = None,
@@ -80,6 +82,13 @@ def make_task(spec: dict[str, Any], split: str = "train", heldout_split: str | N
         return SimpleTask(device)
     if name == "art":
         return style_transfer_task(split=split, device=device, **options)
+    if name == "mixture":
+        components = options["components"]
+        if any(not isinstance(c, dict) or c.get("name") in (None, "mixture") or "weight" not in c for c in components):
+            raise ValueError(f"mixture components are {{'name': task, 'weight': w, ...options}} of tasks other than "
+                             f"mixture, got {components}")
+        return MixtureTask([(make_task({k: v for k, v in c.items() if k != "weight"}, split, heldout_split, device),
+                             c["weight"]) for c in components])
     if name in ("mnist-mlps", "mnist-convnets"):
         family = MNISTMLPFamily if name == "mnist-mlps" else MNISTConvNetFamily
         return family(split=split, heldout_split=heldout_split, device=device, **options)
