@@ -132,3 +132,13 @@ def test_failing_compiler_falls_back_with_its_message_and_leaves_no_file(fresh_k
     with pytest.warns(RuntimeWarning, match="broken toolchain"):
         assert not kernel.available()
     assert list(fresh_kernel.iterdir()) == []
+
+
+@needs_kernel
+def test_prepared_network_arguments_are_bounded_and_follow_their_weights():
+    for seed in range(kernel.PREPARED_CACHE_SIZE + 3):
+        network = random_network(seed=seed)
+        weights = network.fused_weights()
+        grad, state = torch.randn(20), network.initial_state(20)
+        torch.testing.assert_close(fast_update_(weights, grad, state.clone()), pytorch_path(weights, grad, state.clone()))
+    assert len(kernel._prepared) <= kernel.PREPARED_CACHE_SIZE

@@ -38,7 +38,11 @@ PREPROCESSING_CODES = {"none": 0, "log_sign": 1}
 MIN_COORDINATES_PER_THREAD = 16_384
 """Below this many coordinates per thread, starting a thread costs more than it saves."""
 
+PREPARED_CACHE_SIZE = 16
+"""Weights objects whose kernel arguments are kept ready (the oldest is dropped first)."""
+
 _lock = threading.Lock()
+_prepared: dict[int, tuple] = {}
 _library: Any = None  # the loaded library; False once it is known to be unavailable
 
 
@@ -123,6 +127,25 @@ def supports(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None) -> b
             and available())
 
 
+def _network_arguments(weights: Any) -> tuple:
+    """The kernel's network arguments for ``weights``, prepared once per weights object (the optimizer keeps one
+    per network and device): ``(H, L, F, encoding, p, weight pointers, bias pointers, head pointer, head bias,
+    output scale)``."""
+    key = id(weights)
+    if key not in _prepared:
+        hidden = weights.head_weight.shape[0]
+        layers = [(w.detach().contiguous(), b.detach().contiguous()) for w, b in weights.layers]
+        head_weight = weights.head_weight.detach().contiguous()
+        arguments = (hidden, len(layers), layers[0][0].shape[0] - hidden, PREPROCESSING_CODES[weights.preprocessing],
+                     weights.p, (ctypes.c_void_p * len(layers))(*[w.data_ptr() for w, _ in layers]),
+                     (ctypes.c_void_p * len(layers))(*[b.data_ptr() for _, b in layers]), head_weight.data_ptr(),
+                     float(weights.head_bias), weights.output_scale)
+        if len(_prepared) >= PREPARED_CACHE_SIZE:
+            del _prepared[next(iter(_prepared))]
+        _prepared[key] = (weights, layers, head_weight, arguments)  # the tensors stay alive with their pointers
+    return _prepared[key][3]
+
+
 @torch.no_grad()
 def fused_update_(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None = None, lr: float = 1.0,
                   decay: float = 1.0, maximize: bool = False) -> Tensor:
@@ -138,14 +161,9 @@ def fused_update_(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None 
     if total == 0:
         return out
     grad = grad.to(torch.float32).contiguous()
-    layers = [(w.detach().contiguous(), b.detach().contiguous()) for w, b in weights.layers]
-    head_weight = weights.head_weight.detach().contiguous()
-    features = layers[0][0].shape[0] - hidden
-    weight_pointers = (ctypes.c_void_p * len(layers))(*[w.data_ptr() for w, _ in layers])
-    bias_pointers = (ctypes.c_void_p * len(layers))(*[b.data_ptr() for _, b in layers])
-    arguments = (hidden, len(layers), features, PREPROCESSING_CODES[weights.preprocessing],
-                 weights.p, weight_pointers, bias_pointers, head_weight.data_ptr(), float(weights.head_bias),
-                 weights.output_scale, grad.data_ptr(), -1.0 if maximize else 1.0, state.data_ptr(),
+    network = _network_arguments(weights)
+    features = network[2]
+    arguments = (*network, grad.data_ptr(), -1.0 if maximize else 1.0, state.data_ptr(),
                  int(state.dtype == torch.bfloat16), total, out.data_ptr(), int(accumulate), decay, lr)
     threads = max(1, min(torch.get_num_threads(), total // MIN_COORDINATES_PER_THREAD))
     tile = 16 * ((total + 16 * threads - 1) // (16 * threads))  # ranges aligned to the kernel's tiles
