@@ -90,6 +90,7 @@ class Summary:
     learning_rates: dict[str, float | None]
     mean_curve: list[float]
     metrics: dict[str, float] = field(default_factory=dict)
+    runs: list[Trajectory] = field(default_factory=list, repr=False)  # per problem, at the `final` metric's lr
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "learning_rates": self.learning_rates, "metrics": self.metrics,
@@ -109,7 +110,7 @@ def summarize(name: str, runs_by_metric: dict[str, list[Trajectory]], learning_r
     heldout = [run.heldout_loss for run in reference if run.heldout_loss is not None]
     if heldout:
         metrics["heldout"] = _mean(heldout)
-    return Summary(name, learning_rates, curve, metrics)
+    return Summary(name, learning_rates, curve, metrics, reference)
 
 
 def _stderr(values: list[float]) -> float:

@@ -8,11 +8,12 @@ A panel is ``name -> (task spec, steps, title)``; :func:`run_suite` runs
 from __future__ import annotations
 
 import json
-import functools
 from pathlib import Path
 
+import torch
+
 from ..network import CoordinatewiseLSTM
-from .evaluation import BASELINES, LR_GRID, EVALUATION_SEED, Summary, compare, run_optimizer, write_results
+from .evaluation import LR_GRID, EVALUATION_SEED, Summary, compare, write_results
 from .registry import make_task
 from .tasks import Task, seeded
 
@@ -69,7 +70,7 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, tuple[dict, int, st
         print(table)
         index.append(f"### {title}\n\n{table}\n\n![{title}]({name}.png)\n")
         if spec["name"] == "art":
-            write_image_grid(network, task, summaries, steps, out / f"{name}-images.png", title)
+            write_image_grid(task, summaries, steps, out / f"{name}-images.png", title)
             index.append(f"![{title}: images]({name}-images.png)\n")
     (out / "README.md").write_text(
         f"# Evaluation: {len(panels)} panel{'s' * (len(panels) > 1)}\n\nRegenerate with `{command}`.\n\n"
@@ -95,28 +96,27 @@ def data_description(family: str, task: Task) -> str:
     return "synthetic problems drawn from evaluation seeds"
 
 
-def write_image_grid(network: CoordinatewiseLSTM, task: Task, summaries: list[Summary], steps: int, path: Path,
-                     title: str) -> None:
+def write_image_grid(task: Task, summaries: list[Summary], steps: int, path: Path, title: str) -> None:
     """The first :data:`GRID_PROBLEMS` evaluation problems: content, style, the LSTM's image and the best tuned
-    baseline's (by final loss) after ``steps`` steps, with their losses."""
+    baseline's (by final loss) after ``steps`` steps, with their losses (the evaluation's own runs)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..optimizer import LearnedOptimizer
-
+    lstm = next(s for s in summaries if s.name == "LSTM")
     baseline = min((s for s in summaries if s.name != "LSTM"), key=lambda s: s.metrics["final"])
-    lr = baseline.learning_rates["final"]
-    optimizers = {"LSTM": lambda params: LearnedOptimizer(params, network),
-                  f"{baseline.name} (lr {lr:.3g})": functools.partial(BASELINES[baseline.name], lr=lr)}
-    fig, axes = plt.subplots(GRID_PROBLEMS, 4, figsize=(8, 2.1 * GRID_PROBLEMS + 0.4), squeeze=False)
-    for row in range(GRID_PROBLEMS):
-        problem = task.sample(seeded(EVALUATION_SEED + row))
-        images = [("content", problem.params["image"]), ("style", task.style)]
-        for name, make in optimizers.items():
-            run = run_optimizer(problem, make, steps)
-            images.append((f"{name}: {run.losses[-1]:.3g}", run.params["image"]))
+    shown = {"LSTM": lstm, f"{baseline.name} (lr {baseline.learning_rates['final']:.3g})": baseline}
+    rows = min(GRID_PROBLEMS, len(lstm.runs))
+    fig, axes = plt.subplots(rows, 4, figsize=(8, 2.1 * rows + 0.4), squeeze=False)
+    for row in range(rows):
+        content = task.sample(seeded(EVALUATION_SEED + row)).params["image"]  # the problem's starting image
+        images = [("content", content), ("style", task.style)]
+        for label, summary in shown.items():
+            run = summary.runs[row]
+            diverged = run.params is None
+            images.append((f"{label}: " + ("diverged" if diverged else f"{run.losses[-1]:.3g}"),
+                           torch.zeros_like(content) if diverged else run.params["image"]))
         for ax, (label, image) in zip(axes[row], images):
             ax.imshow(image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
             ax.set_title(label, fontsize=8)
