@@ -290,17 +290,15 @@ class StyleTransferTask(Task):
         return square(photo, self.size, side, top, left, flip).to(self.device)
 
     def sample(self, generator: torch.Generator) -> Problem:
-        return self._problem([self.content(generator)], single=True)
+        content = self.content(generator)
+        loss_fn = StyleLoss(self.features, content[None], self.style, self.weights)
+        return Problem({"image": content.clone()}, lambda params, step: loss_fn(params["image"][None])[0])
 
     def sample_many(self, generators: list[torch.Generator]) -> ProblemBatch:
         """The ``K`` images go through the feature network as one batch."""
-        return self._problem([self.content(g) for g in generators], single=False)
-
-    def _problem(self, contents: list[Tensor], single: bool) -> Problem | ProblemBatch:
-        loss_fn = StyleLoss(self.features, torch.stack(contents), self.style, self.weights)
-        if single:
-            return Problem({"image": contents[0].clone()}, lambda params, step: loss_fn(params["image"][None])[0])
-        return ProblemBatch({"image": torch.stack(contents)}, lambda params, step: loss_fn(params["image"]))
+        contents = torch.stack([self.content(g) for g in generators])
+        loss_fn = StyleLoss(self.features, contents, self.style, self.weights)
+        return ProblemBatch({"image": contents.clone()}, lambda params, step: loss_fn(params["image"]))
 
 
 def style_transfer_task(style: str = "starry_night.jpg", size: int = 64, split: str = "train",
