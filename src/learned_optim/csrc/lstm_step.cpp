@@ -46,7 +46,7 @@ static inline vf reciprocal(vf d) { return 1.0f / d; }
 
 // Keeps a loaded vector in a register: compilers otherwise fold the load into every multiply-add that
 // uses it, and the matmul becomes bound by loads (two per cycle) instead of multiply-adds.
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#if defined(__GNUC__) && defined(__AVX__) && LANES == 8
 #define in_register(v) __asm__("" : "+x"(v))
 #else
 #define in_register(v) ((void)0)
