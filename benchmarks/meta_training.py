@@ -29,8 +29,8 @@ from learned_optim.meta.truncated import Recipe, Unroller, train_episode
 from learned_optim.preprocessing import PREPROCESSINGS
 
 
-class StraightforwardLSTM(nn.Module):
-    """The same network, written the obvious way: nn.LSTMCell per layer, state as one stacked tensor."""
+class Rule(nn.Module):
+    """Another implementation of ``network``'s update rule, with its parameters and initial state."""
 
     def __init__(self, network: CoordinatewiseLSTM) -> None:
         super().__init__()
@@ -38,6 +38,10 @@ class StraightforwardLSTM(nn.Module):
 
     def initial_state(self, n, dtype=torch.float32, device=None):
         return self.network.initial_state(n, dtype, device)
+
+
+class StraightforwardLSTM(Rule):
+    """The same network, written the obvious way: nn.LSTMCell per layer, state as one stacked tensor."""
 
     def forward(self, grad, state):
         net = self.network
@@ -50,15 +54,8 @@ class StraightforwardLSTM(nn.Module):
         return net.head(x).squeeze(1) * net.output_scale, torch.stack(new_state)
 
 
-class ChunkedForward(nn.Module):
+class ChunkedForward(Rule):
     """The rule as validation rollouts ran it before: the chunked differentiable step, under no_grad."""
-
-    def __init__(self, network: CoordinatewiseLSTM) -> None:
-        super().__init__()
-        self.network = network
-
-    def initial_state(self, n, dtype=torch.float32, device=None):
-        return self.network.initial_state(n, dtype, device)
 
     def forward(self, grad, state):
         return chunked_update(self.network.fused_weights(), grad, state)

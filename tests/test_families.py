@@ -93,6 +93,8 @@ def test_mixture_specs_are_built_and_checked_by_the_registry(tmp_path):
     mixture = make_task({"name": "mixture", "components": [{"name": "simple", "weight": 1},
                                                            {"name": "quadratic", "num_functions": 2, "weight": 2}]})
     assert isinstance(mixture, MixtureTask) and mixture.components[1].num_functions == 2
+    default = make_task({"name": "mixture"})  # the registry's components: mnist-mlps 0.7, mnist-convnets 0.3
+    assert [type(task) for task in default.components] == [MNISTMLPFamily, MNISTConvNetFamily]
     with pytest.raises(ValueError, match="other than mixture"):
         make_task({"name": "mixture", "components": [{"name": "mixture", "weight": 1}]})
     with pytest.raises(ValueError, match="does not take options"):

@@ -181,6 +181,6 @@ def test_fast_path_updates_out_in_place_as_decay_times_out_plus_lr_times_update(
 def test_in_place_step_equals_forward_and_updates_the_stacked_state(network):
     grad, state = torch.randn(40), torch.randn(2 * network.num_layers, 40, network.hidden_size)
     expected_update, expected_state = network(grad, tuple(state))
-    update = network.step_(grad, state)
+    update = network.inference_step()(grad, state)
     torch.testing.assert_close(update, expected_update.detach())
     torch.testing.assert_close(tuple(state), tuple(s.detach() for s in expected_state))

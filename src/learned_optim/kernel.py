@@ -35,6 +35,8 @@ FLAGS = ("-O3", "-march=native", "-std=c++17", "-fno-math-errno", "-shared", "-f
 ENV_VAR = "LEARNED_OPTIM_KERNEL"
 CACHE_ENV_VAR = "LEARNED_OPTIM_CACHE"
 PREPROCESSING_CODES = {"none": 0, "log_sign": 1}
+TILE = 16
+"""Coordinates per tile of ``csrc/lstm_step.cpp`` (``LANES * NV``): threads get whole tiles."""
 MIN_COORDINATES_PER_THREAD = 16_384
 """Below this many coordinates per thread, starting a thread costs more than it saves."""
 
@@ -166,8 +168,8 @@ def fused_update_(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None 
     arguments = (*network, grad.data_ptr(), -1.0 if maximize else 1.0, state.data_ptr(),
                  int(state.dtype == torch.bfloat16), total, out.data_ptr(), int(accumulate), decay, lr)
     threads = max(1, min(torch.get_num_threads(), total // MIN_COORDINATES_PER_THREAD))
-    tile = 16 * ((total + 16 * threads - 1) // (16 * threads))  # ranges aligned to the kernel's tiles
-    ranges = [(start, min(start + tile, total)) for start in range(0, total, tile)]
+    per_thread = TILE * -(-total // (TILE * threads))
+    ranges = [(start, min(start + per_thread, total)) for start in range(0, total, per_thread)]
     work_size = _library.learned_optim_work_size(hidden, features)
     work = torch.empty(len(ranges), work_size, dtype=torch.float32)  # 64-byte aligned rows: no failure inside
 

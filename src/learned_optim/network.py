@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin, constants
@@ -123,10 +124,11 @@ class CoordinatewiseLSTM(
         return update(self.fused_weights(), grad, state)
 
     @torch.no_grad()
-    def step_(self, grad: Tensor, state: Tensor) -> Tensor:
-        """The no-grad update for ``grad [N]``, the stacked ``state [2L, N, H]`` (from :meth:`initial_state`)
-        updated in place: :func:`~learned_optim.functional.fast_update_`, what :class:`LearnedOptimizer` runs."""
-        return fast_update_(self.fused_weights(), grad, state)
+    def inference_step(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """The no-grad rule with the network's current weights, fused once: ``step(grad [N], state) -> update``,
+        the stacked ``state [2L, N, H]`` (from :meth:`initial_state`) updated in place. It is
+        :func:`~learned_optim.functional.fast_update_`, what :class:`LearnedOptimizer` runs."""
+        return functools.partial(fast_update_, self.fused_weights())
 
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.config.items())

@@ -142,8 +142,8 @@ class LearnedOptimizer(Optimizer):
                 self._weights_by_network[key] = copy.deepcopy(network).to(device).fused_weights()
         return self._weights_by_network[key]
 
-    def _gradients(self) -> list[tuple[dict[str, Any], Tensor, Tensor]] | None:
-        """``(group, param, grad)`` for every parameter with a gradient, validated before any write.
+    def _gradients(self) -> list[tuple[int, Tensor, Tensor]] | None:
+        """``(group index, param, grad)`` for every parameter with a gradient, validated before any write.
 
         Returns None when a gradient is non-finite and ``skip_nonfinite`` is set.
         """
@@ -166,7 +166,7 @@ class LearnedOptimizer(Optimizer):
                 "no parameter or optimizer state was changed. Find the source of the nan/inf, clip or scale "
                 "the gradients, or pass skip_nonfinite=True to skip such steps"
             )
-        return [(self.param_groups[g], p, p.grad) for g, _, p in located]
+        return [(g, p, p.grad) for g, _, p in located]
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -189,11 +189,10 @@ class LearnedOptimizer(Optimizer):
             self._update(work)
         return loss
 
-    def _update(self, work: list[tuple[dict[str, Any], Tensor, Tensor]]) -> None:
-        """The learned update of every ``(group, param, grad)``, the state created on first use."""
-        network_of = {id(group): network for group, network in zip(self.param_groups, self.networks)}
-        for group, p, grad in work:
-            network = network_of[id(group)]
+    def _update(self, work: list[tuple[int, Tensor, Tensor]]) -> None:
+        """The learned update of every ``(group index, param, grad)``, the state created on first use."""
+        for g, p, grad in work:
+            group, network = self.param_groups[g], self.networks[g]
             state = self.state[p]
             if not state:
                 state[STATE_KEY] = network.initial_state(p.numel(), group["state_dtype"], p.device)

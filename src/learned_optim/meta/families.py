@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from .tasks import ACTIVATIONS, ModuleTask, Problem, ProblemBatch, Task, convnet, mlp, mnist_task
 
@@ -74,26 +75,39 @@ class SampledArchitectureTask(Task):
         return self._task_for(generators[0]).sample_many(generators)
 
 
-class MNISTMLPFamily(SampledArchitectureTask):
+class MNISTFamily(SampledArchitectureTask):
+    """Models of a sampled configuration on MNIST minibatches; ``split``, ``root``, ``heldout_split`` and ``device``
+    as :func:`~learned_optim.meta.tasks.mnist_task`'s, the minibatch size the configuration's ``batch_size``."""
+
+    def __init__(self, split: str = "train", root: str | None = None, heldout_split: str | None = None,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        self.split, self.root, self.heldout_split, self.device = split, root, heldout_split, device
+
+    @abstractmethod
+    def model(self, config: Any) -> nn.Module:
+        """A freshly initialised model of ``config``."""
+
+    def task(self, config: Any) -> ModuleTask:
+        return mnist_task(lambda: self.model(config), self.split, config.batch_size, self.root, self.heldout_split,
+                          self.device)
+
+
+class MNISTMLPFamily(MNISTFamily):
     """MLPs on MNIST: depth uniform in ``depths``, each width log-uniform in ``widths``, activation, initialisation
     (the paper's N(0, 0.01²) or PyTorch's default) and minibatch size uniform over their options; never one of
-    :data:`HELD_OUT_MLPS`.
-
-    ``split``, ``root``, ``heldout_split`` and ``device`` as :func:`~learned_optim.meta.tasks.mnist_mlp_task`'s.
-    """
+    :data:`HELD_OUT_MLPS`. The data arguments as :class:`MNISTFamily`'s."""
 
     def __init__(self, split: str = "train", widths: tuple[int, int] = (16, 128), depths: tuple[int, int] = (1, 3),
                  activations: tuple[str, ...] = ("sigmoid", "tanh", "relu", "gelu"),
                  inits: tuple[str, ...] = ("paper", "pytorch"), batch_sizes: tuple[int, ...] = (64, 128, 256),
-                 root: str | None = None, heldout_split: str | None = None,
-                 device: torch.device | str | None = None) -> None:
-        super().__init__()
+                 **data: Any) -> None:
+        super().__init__(split, **data)
         unknown = set(activations) - set(ACTIVATIONS) or set(inits) - {"paper", "pytorch"}
         if unknown:
             raise ValueError(f"Invalid activations or inits: {sorted(unknown)}; activations are {sorted(ACTIVATIONS)}, "
                              "inits 'paper' and 'pytorch'")
-        self.split, self.widths, self.depths, self.root, self.device = split, widths, depths, root, device
-        self.heldout_split = heldout_split
+        self.widths, self.depths = widths, depths
         self.activations, self.inits, self.batch_sizes = tuple(activations), tuple(inits), tuple(batch_sizes)
 
     def config(self, generator: torch.Generator) -> MLPConfig:
@@ -105,10 +119,9 @@ class MNISTMLPFamily(SampledArchitectureTask):
             if config not in HELD_OUT_MLPS:
                 return config
 
-    def task(self, config: MLPConfig) -> ModuleTask:
+    def model(self, config: MLPConfig) -> nn.Module:
         init_std = PAPER_INIT_STD if config.init == "paper" else None
-        return mnist_task(lambda: mlp(784, config.hidden_sizes, 10, config.activation, init_std), self.split,
-                          config.batch_size, self.root, self.heldout_split, self.device)
+        return mlp(784, config.hidden_sizes, 10, config.activation, init_std)
 
 
 @dataclass(frozen=True)
@@ -120,27 +133,25 @@ class ConvNetConfig:
     batch_size: int
 
 
-class MNISTConvNetFamily(SampledArchitectureTask):
+class MNISTConvNetFamily(MNISTFamily):
     """Small ConvNets on MNIST (:func:`~learned_optim.meta.tasks.convnet`): 1-3 conv + pool layers of 8-32 channels
     (log-uniform), 3×3 or 5×5 kernels, with or without batch norm (batch statistics, no running ones), 32 hidden
-    units; minibatch size uniform over ``batch_sizes``. Includes architectures like the paper's CIFAR ConvNet."""
+    units; minibatch size uniform over ``batch_sizes``. Includes architectures like the paper's CIFAR ConvNet. The
+    data arguments as :class:`MNISTFamily`'s."""
 
     def __init__(self, split: str = "train", channels: tuple[int, int] = (8, 32), batch_sizes: tuple[int, ...] = (64, 128),
-                 root: str | None = None, heldout_split: str | None = None,
-                 device: torch.device | str | None = None) -> None:
-        super().__init__()
-        self.split, self.channels, self.batch_sizes, self.root, self.device = split, channels, batch_sizes, root, device
-        self.heldout_split = heldout_split
+                 **data: Any) -> None:
+        super().__init__(split, **data)
+        self.channels, self.batch_sizes = channels, tuple(batch_sizes)
 
     def config(self, generator: torch.Generator) -> ConvNetConfig:
         return ConvNetConfig(_log_uniform_int(*self.channels, generator),
                              int(torch.randint(1, 4, (), generator=generator)), _choice((3, 5), generator),
                              _choice((True, False), generator), _choice(self.batch_sizes, generator))
 
-    def task(self, config: ConvNetConfig) -> ModuleTask:
-        return mnist_task(lambda: convnet(config.channels, config.num_convs, config.kernel_size,
-                                          batch_norm=config.batch_norm, track_running_stats=False),
-                          self.split, config.batch_size, self.root, self.heldout_split, self.device)
+    def model(self, config: ConvNetConfig) -> nn.Module:
+        return convnet(config.channels, config.num_convs, config.kernel_size, batch_norm=config.batch_norm,
+                       track_running_stats=False)
 
 
 class MixtureTask(SampledArchitectureTask):

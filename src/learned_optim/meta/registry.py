@@ -83,7 +83,7 @@ def make_task(spec: dict[str, Any], split: str = "train", heldout_split: str | N
     if name == "art":
         return style_transfer_task(split=split, device=device, **options)
     if name == "mixture":
-        components = options["components"]
+        components = options.get("components", DEFAULTS["mixture"]["task"]["components"])
         if any(not isinstance(c, dict) or c.get("name") in (None, "mixture") or "weight" not in c for c in components):
             raise ValueError(f"mixture components are {{'name': task, 'weight': w, ...options}} of tasks other than "
                              f"mixture, got {components}")

@@ -185,15 +185,16 @@ class Unroller:
     def rollout(self, steps: int) -> Tensor:
         """The losses ``[steps, K]`` at steps ``0 .. steps - 1`` (the initial one first), the rule applied without
         a meta-graph: what :func:`~learned_optim.meta.evaluation.run_optimizer` measures, for validation.
-        A network with an in-place no-grad step ``network.step_(grad, stacked_state)`` (as
-        :class:`~learned_optim.CoordinatewiseLSTM` has: the optimizer's fused step) runs through it."""
+        A network with ``network.inference_step()`` (as :class:`~learned_optim.CoordinatewiseLSTM` has: the
+        optimizer's fused step, its weights fused once for the rollout) runs through it, on one stacked state."""
         losses = [self.initial_loss]
-        step_ = getattr(self.network, "step_", None)
-        state = torch.stack(tuple(self.state)) if step_ is not None else self.state
+        inference_step = getattr(self.network, "inference_step", None)
+        step = inference_step() if inference_step is not None else None
+        state = torch.stack(tuple(self.state)) if step is not None else self.state
         for _ in range(steps - 1):
             with torch.no_grad():
-                if step_ is not None:
-                    update = step_(self.grad, state)
+                if step is not None:
+                    update = step(self.grad, state)
                 else:
                     update, state = self.network(self.grad, state)
             losses.append(self.advance(update).detach())
