@@ -45,7 +45,7 @@ class StraightforwardLSTM(Rule):
 
     def forward(self, grad, state):
         net = self.network
-        x = PREPROCESSINGS[net.preprocessing][0](grad, net.p)
+        x = PREPROCESSINGS[net.preprocessing].function(grad, net.p)
         new_state = []
         for layer, cell in enumerate(net.cells):
             h, c = cell(x, (state[2 * layer], state[2 * layer + 1]))

@@ -29,28 +29,35 @@ def fresh_kernel(tmp_path, monkeypatch):
 
 
 @needs_kernel
-@pytest.mark.parametrize("config", [{}, {"num_layers": 1, "preprocessing": "none"}, {"num_layers": 3, "hidden_size": 7}])
+@pytest.mark.parametrize("config", [{}, {"num_layers": 1, "preprocessing": "none"}, {"num_layers": 3, "hidden_size": 7},
+                                    {"hidden_size": 7, "preprocessing": "adam", "output": "tanh"}])
 @pytest.mark.parametrize("size", [1, 15, 16, 17, 100])
 @pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
 def test_kernel_equals_pytorch_path_in_lockstep(config, size, state_dtype):
     """Five steps of both paths on gradients over 11 decades, with an output, weight decay and maximize."""
-    weights = random_network(**config).fused_weights()
-    state = random_network(**config).initial_state(size, state_dtype)
+    network = random_network(**config)
+    weights = network.fused_weights()
+    state = network.initial_state(size, state_dtype)
     state.normal_(0, 0.5)
+    moments = network.initial_moments(size)
     param = torch.randn(size)
     reference_state, reference_param = state.clone(), param.clone()
+    reference_moments = None if moments is None else moments.clone()
     for step in range(5):
         grad = torch.randn(size) * 10.0 ** torch.randint(-9, 3, (size,))
         options = dict(lr=0.7, decay=0.99, maximize=step % 2 == 1)
-        assert kernel.supports(weights, grad, state, param)
-        fast_update_(weights, grad, state, out=param, **options)
-        pytorch_path(weights, grad, reference_state, out=reference_param, **options)
+        assert kernel.supports(weights, grad, state, param, moments)
+        fast_update_(weights, grad, state, out=param, moments=moments, **options)
+        pytorch_path(weights, grad, reference_state, out=reference_param, moments=reference_moments, **options)
         # bf16 state: one bf16 step apart where the two paths' fp32 values straddle a rounding boundary
         tolerance = {} if state_dtype == torch.float32 else {"atol": 1e-2, "rtol": 1e-2}
         torch.testing.assert_close(param, reference_param, **tolerance)
         torch.testing.assert_close(state.float(), reference_state.float(), **tolerance)
-    update = fast_update_(weights, grad, state.clone())
-    torch.testing.assert_close(update, pytorch_path(weights, grad, state.clone()), **tolerance)
+        if moments is not None:
+            torch.testing.assert_close(moments, reference_moments)
+    copies = [None if moments is None else moments.clone() for _ in range(2)]
+    update = fast_update_(weights, grad, state.clone(), moments=copies[0])
+    torch.testing.assert_close(update, pytorch_path(weights, grad, state.clone(), moments=copies[1]), **tolerance)
 
 
 @needs_kernel

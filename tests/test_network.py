@@ -30,16 +30,23 @@ def test_fused_lstm_equals_nn_lstmcell(config):
         torch.testing.assert_close(got, expected)
 
 
+ADAM_TANH = {"preprocessing": "adam", "output": "tanh"}
+
+
+@pytest.mark.parametrize("config", [{}, ADAM_TANH])
 @pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("chunk_size", [1, 7, 16384])
-def test_fast_path_equals_reference_path_in_lockstep(network, state_dtype, chunk_size):
+def test_fast_path_equals_reference_path_in_lockstep(config, state_dtype, chunk_size):
+    network = random_network(**config)
     weights = network.fused_weights()
-    state = network.initial_state(50, dtype=state_dtype)
-    reference_state = tuple(state.clone())
+    state, moments = network.initial_state(50, dtype=state_dtype), network.initial_moments(50)
+    reference_state = (*state.clone(), *([] if moments is None else [moments.clone()]))
     for _ in range(5):
-        grad = torch.randn(50)
+        grad = torch.randn(50) * 10.0 ** torch.randint(-6, 2, (50,))
         expected, reference_state = reference_update(weights, grad, reference_state)
-        got = fast_update_(weights, grad, state, chunk_size)
+        got = fast_update_(weights, grad, state, chunk_size, moments=moments)
+        if moments is not None:
+            torch.testing.assert_close(moments, reference_state[-1])
         # bf16 state: the paths round fp32 intermediates differently before the bf16 store
         tolerance = {} if state_dtype == torch.float32 else {"atol": 1e-3, "rtol": 2e-2}
         torch.testing.assert_close(got, expected, **tolerance)
@@ -48,7 +55,8 @@ def test_fast_path_equals_reference_path_in_lockstep(network, state_dtype, chunk
             assert stored.dtype == state_dtype
 
 
-@pytest.mark.parametrize("config", [{}, {"num_layers": 1, "preprocessing": "none"}, {"num_layers": 3, "hidden_size": 7}])
+@pytest.mark.parametrize("config", [{}, {"num_layers": 1, "preprocessing": "none"}, {"num_layers": 3, "hidden_size": 7},
+                                    ADAM_TANH])
 @pytest.mark.parametrize("chunk_size", [5, 8192])
 def test_chunked_backward_equals_autograd_through_two_steps(config, chunk_size):
     """Values and gradients (weights and initial state) of a two-step unroll, in float64."""
@@ -56,10 +64,11 @@ def test_chunked_backward_equals_autograd_through_two_steps(config, chunk_size):
     grads = [torch.randn(37, dtype=torch.float64) * 1e-2, torch.randn(37, dtype=torch.float64)]
     state = tuple(torch.randn(37, network.hidden_size, dtype=torch.float64).requires_grad_()
                   for _ in range(2 * network.num_layers))
+    moments = () if not network.has_moments else (network.initial_moments(37).double(),)
     weight = torch.randn(37, dtype=torch.float64)
 
     def unroll(update_fn):
-        weights, current, outputs = network.fused_weights(), state, []
+        weights, current, outputs = network.fused_weights(), (*state, *moments), []
         for grad in grads:
             update, current = update_fn(weights, grad, current)
             outputs.append(update)
@@ -161,6 +170,28 @@ def test_loading_requires_safetensors_weights(checkpoint):
 def test_invalid_constructor_arguments():
     with pytest.raises(ValueError, match="preprocessing"):
         CoordinatewiseLSTM(preprocessing="log")
+    with pytest.raises(ValueError, match="output"):
+        CoordinatewiseLSTM(output="relu")
+
+
+def test_options_round_trip_and_the_papers_defaults_keep_the_old_config(tmp_path):
+    assert "output" not in CoordinatewiseLSTM().config  # checkpoints saved before the option keep their fingerprint
+    network = random_network(**ADAM_TANH)
+    network.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["output"] == "tanh"
+    loaded = CoordinatewiseLSTM.from_pretrained(tmp_path)
+    assert loaded.config == network.config and loaded.fingerprint() == network.fingerprint()
+    grad = torch.randn(9)
+    state = (*network.initial_state(9), network.initial_moments(9))
+    torch.testing.assert_close(loaded(grad, state)[0], network(grad, state)[0])
+
+
+def test_a_stateful_encoding_without_its_moments_is_a_clear_error():
+    network = random_network(**ADAM_TANH)
+    with pytest.raises(ValueError, match="moments"):
+        network(torch.randn(4), network.initial_state(4))
+    with pytest.raises(ValueError, match="initial_moments"):
+        fast_update_(network.fused_weights(), torch.randn(4), network.initial_state(4))
     with pytest.raises(ValueError, match="p"):
         CoordinatewiseLSTM(p=-1.0)
 

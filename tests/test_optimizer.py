@@ -19,11 +19,17 @@ def grads_for(params, seed):
         p.grad = torch.randn(p.shape, generator=generator).to(p.dtype)
 
 
-def test_step_follows_the_differentiable_reference_rule(network):
+RNNPROP_INPUTS = {"preprocessing": "adam", "output": "tanh"}
+
+
+@pytest.mark.parametrize("config", [{}, RNNPROP_INPUTS])
+def test_step_follows_the_differentiable_reference_rule(config):
     """The optimizer (fast path, per tensor) equals the meta-training rule (reference path, flat)."""
+    network = random_network(**config)
     params = [torch.randn(3, 4, requires_grad=True), torch.randn(5, requires_grad=True)]
     theta = torch.cat([p.detach().reshape(-1) for p in params])
-    state = tuple(network.initial_state(theta.numel()))
+    moments = network.initial_moments(theta.numel())
+    state = (*network.initial_state(theta.numel()), *([] if moments is None else [moments]))
     optimizer = LearnedOptimizer(params, network)
     for step in range(4):
         grads_for(params, step)
@@ -141,8 +147,10 @@ def train_steps(model, optimizer, steps, offset=0):
         optimizer.step()
 
 
+@pytest.mark.parametrize("config", [{}, RNNPROP_INPUTS])
 @pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
-def test_state_dict_resume_follows_the_uninterrupted_run_bitwise(network, state_dtype):
+def test_state_dict_resume_follows_the_uninterrupted_run_bitwise(config, state_dtype):
+    network = random_network(**config)
     model, optimizer = make_model_and_optimizer(network, state_dtype)
     train_steps(model, optimizer, 3)
     buffer = io.BytesIO()
@@ -158,6 +166,23 @@ def test_state_dict_resume_follows_the_uninterrupted_run_bitwise(network, state_
     train_steps(resumed_model, resumed, 3, offset=3)
     for a, b in zip(model.parameters(), resumed_model.parameters()):
         assert torch.equal(a, b)
+
+
+def test_moments_are_per_parameter_state_and_checked_on_load():
+    network = random_network(**RNNPROP_INPUTS)
+    model, optimizer = make_model_and_optimizer(network)
+    train_steps(model, optimizer, 2)
+    assert all(s["moments"].shape == (3, p.numel()) for p, s in optimizer.state.items())
+    for damage in ("drop", "misshape"):
+        state_dict = copy.deepcopy(optimizer.state_dict())
+        if damage == "drop":
+            del state_dict["state"][0]["moments"]
+        else:
+            state_dict["state"][0]["moments"] = torch.zeros(3, 2)
+        _, fresh = make_model_and_optimizer(network)
+        with pytest.raises(ValueError, match="moments" if damage == "drop" else "shape"):
+            fresh.load_state_dict(state_dict)
+        assert not fresh.state
 
 
 def test_hidden_state_dtype_survives_load_into_bf16_parameters(network):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from learned_optim.preprocessing import identity, log_sign
+from learned_optim.preprocessing import MOMENT_DECAY, adam_normalised, identity, log_sign
 
 
 def piecewise(x: float, p: float) -> tuple[float, float]:
@@ -40,3 +40,34 @@ def test_log_sign_rejects_non_positive_p():
 def test_identity_is_one_raw_feature():
     x = torch.randn(5)
     assert torch.equal(identity(x), x[:, None])
+
+
+def test_adam_normalised_matches_adams_bias_corrected_moments_written_out():
+    beta, grads = 0.95, torch.randn(6, 5, dtype=torch.float64)
+    moments = torch.zeros(3, 5, dtype=torch.float64)
+    for t, g in enumerate(grads, start=1):
+        features, moments = adam_normalised(g, moments, beta)
+        m_hat = sum((1 - beta) * beta ** (t - k) * grads[k - 1] for k in range(1, t + 1)) / (1 - beta**t)
+        v_hat = sum((1 - beta) * beta ** (t - k) * grads[k - 1] ** 2 for k in range(1, t + 1)) / (1 - beta**t)
+        torch.testing.assert_close(features, torch.stack((g, m_hat), -1) / v_hat.sqrt()[:, None])
+
+
+def test_adam_normalised_is_invariant_to_the_gradients_scale_and_bounded():
+    grads = torch.randn(20, 1000, dtype=torch.float64)
+    results = []
+    for scale in (1e-6, 1.0, 1e6):
+        moments, outputs = torch.zeros(3, 1000, dtype=torch.float64), []
+        for g in grads:
+            features, moments = adam_normalised(g * scale, moments)
+            outputs.append(features)
+        results.append(torch.stack(outputs))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-4, atol=1e-5)  # epsilon = 1e-12 still counts
+    torch.testing.assert_close(results[2], results[1])
+    assert results[1].abs().max() <= 1 / math.sqrt(1 - MOMENT_DECAY) + 1e-9
+
+
+def test_adam_normalised_is_finite_for_zero_and_extreme_gradients():
+    x = torch.tensor([0.0, 0.0, 3e38, -3e38, 1e-30])
+    features, moments = adam_normalised(x, torch.zeros(3, 5))
+    assert torch.isfinite(features).all() and torch.isfinite(moments[:, [0, 1, 4]]).all()
+    assert features[0].abs().sum() == 0

@@ -6,9 +6,10 @@ For a flat gradient :math:`\nabla \in \mathbb{R}^N` and per-coordinate LSTM stat
     x^{(0)} = \operatorname{pre}(\nabla), \qquad
     (h^{(l)}_{t+1}, c^{(l)}_{t+1}) = \operatorname{LSTM}_l(x^{(l)}, h^{(l)}_t, c^{(l)}_t), \quad
     x^{(l+1)} = h^{(l)}_{t+1}, \qquad
-    g_t = s \cdot (w^\top h^{(L-1)}_{t+1} + b),
+    g_t = s \cdot o(w^\top h^{(L-1)}_{t+1} + b),
 
-with :math:`s` the output scale, and the caller applies :math:`\theta_{t+1} = \theta_t + g_t`.
+with :math:`s` the output scale and :math:`o` the output nonlinearity (:data:`OUTPUTS`), and the caller applies
+:math:`\theta_{t+1} = \theta_t + g_t`. A stateful encoding (``"adam"``) also updates per-coordinate moments.
 Coordinates are the batch dimension, so every coordinate is updated independently.
 
 There is one definition of the step (:func:`_step`) and three ways to run it:
@@ -24,7 +25,8 @@ There is one definition of the step (:func:`_step`) and three ways to run it:
 
 State layout: ``h_0, c_0, h_1, c_1, ...``, each ``[N, hidden_size]``, as a tuple (meta-training) or
 stacked in one ``[2 * num_layers, N, hidden_size]`` tensor (the optimizer's state). The state may be
-stored in a lower precision (bfloat16) than the computation.
+stored in a lower precision (bfloat16) than the computation. A stateful encoding's moments ``[3, N]`` follow
+the LSTM entries in a tuple state and are a separate ``moments`` argument of :func:`fast_update_`.
 """
 
 from __future__ import annotations
@@ -55,10 +57,41 @@ class FusedWeights(NamedTuple):
     output_scale: float
     preprocessing: str  # a key of PREPROCESSINGS
     p: float
+    output: str = "linear"  # a key of OUTPUTS
 
-    def preprocess(self, grad: Tensor) -> Tensor:
-        """The gradient encoding, ``[N] -> [N, F]``."""
-        return PREPROCESSINGS[self.preprocessing][0](grad, self.p)
+    @property
+    def stateful(self) -> bool:
+        """Whether the encoding keeps per-coordinate moments (``[3, N]``, after the LSTM state)."""
+        return PREPROCESSINGS[self.preprocessing].stateful
+
+    def preprocess(self, grad: Tensor, moments: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The gradient encoding, ``[N] -> [N, F]``, and the new moments (None for a stateless encoding)."""
+        encoding = PREPROCESSINGS[self.preprocessing]
+        if not encoding.stateful:
+            return encoding.function(grad, self.p), None
+        if moments is None:
+            raise ValueError(f"the {self.preprocessing!r} encoding needs its moments [3, N] "
+                             "(CoordinatewiseLSTM.initial_moments) after the LSTM state")
+        return encoding.function(grad, moments.to(grad.dtype))
+
+    def head(self, h: Tensor) -> Tensor:
+        r"""The update from the last layer's output: :math:`s \cdot o(w^\top h + b)`, ``[N, H] -> [N]``."""
+        raw = torch.addmm(self.head_bias, h, self.head_weight).squeeze(1)
+        return OUTPUTS[self.output](raw) * self.output_scale
+
+
+OUTPUTS = {"linear": lambda raw: raw, "tanh": torch.tanh}
+r"""The output nonlinearity :math:`o` of the head: none (the paper) or ``tanh``, bounding each coordinate's step
+by the output scale (RNNprop)."""
+
+
+def _split_state(weights: FusedWeights, state: Sequence[Tensor]) -> tuple[Sequence[Tensor], Tensor | None]:
+    """``(h_0, c_0, ..., [moments])`` -> the LSTM entries and the moments (None for a stateless encoding)."""
+    lstm = 2 * len(weights.layers)
+    if len(state) != lstm + weights.stateful:
+        raise ValueError(f"expected a state of {lstm} LSTM entries{' and the moments' if weights.stateful else ''}, "
+                         f"got {len(state)} entries")
+    return state[:lstm], (state[lstm] if weights.stateful else None)
 
 
 def _lstm_layer(x: Tensor, h: Tensor, c: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
@@ -70,15 +103,17 @@ def _lstm_layer(x: Tensor, h: Tensor, c: Tensor, weight: Tensor, bias: Tensor) -
 
 
 def _step(weights: FusedWeights, grad: Tensor, state: Sequence[Tensor]) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """The update rule on ``grad [N]`` with ``state = (h_0, c_0, h_1, c_1, ...)``, each ``[N, H]``."""
-    x = weights.preprocess(grad)
+    """The update rule on ``grad [N]`` with ``state = (h_0, c_0, h_1, c_1, ..., [moments])``, each ``[N, H]``."""
+    state, moments = _split_state(weights, state)
+    x, moments = weights.preprocess(grad, moments)
     new_state: list[Tensor] = []
     for layer, (weight, bias) in enumerate(weights.layers):
         h, c = _lstm_layer(x, state[2 * layer], state[2 * layer + 1], weight, bias)
         new_state += [h, c]
         x = h
-    update = torch.addmm(weights.head_bias, x, weights.head_weight).squeeze(1) * weights.output_scale
-    return update, tuple(new_state)
+    if moments is not None:
+        new_state.append(moments)
+    return weights.head(x), tuple(new_state)
 
 
 def reference_update(
@@ -110,6 +145,7 @@ def fast_update_(
     lr: float = 1.0,
     decay: float = 1.0,
     maximize: bool = False,
+    moments: Tensor | None = None,
 ) -> Tensor:
     r"""No-grad update writing the new ``state`` in place, with the fused kernel where it applies.
 
@@ -132,12 +168,16 @@ def fast_update_(
         lr (float, optional): the update's multiplier into ``out`` (default: 1.0).
         decay (float, optional): ``out``'s multiplier, ``1 - lr * weight_decay`` (default: 1.0).
         maximize (bool, optional): feed the network :math:`-\nabla` (default: False).
+        moments (Tensor, optional): a stateful encoding's moments ``[3, N]``; updated in place (default: None).
 
     Returns:
         ``out``, or the update ``[N]`` in the weights' dtype.
     """
-    if kernel.supports(weights, grad, state, out):
-        return kernel.fused_update_(weights, grad, state, out, lr, decay, maximize)
+    if weights.stateful and (moments is None or moments.shape != (3, grad.shape[0])):
+        raise ValueError(f"the {weights.preprocessing!r} encoding needs moments of shape (3, {grad.shape[0]}), got "
+                         f"{None if moments is None else tuple(moments.shape)}: pass CoordinatewiseLSTM.initial_moments()")
+    if kernel.supports(weights, grad, state, out, moments):
+        return kernel.fused_update_(weights, grad, state, out, lr, decay, maximize, moments)
     dtype, device = weights.head_weight.dtype, grad.device
     total, hidden = grad.shape[0], state.shape[-1]
     chunk = max(1, min(chunk_size, total))
@@ -149,7 +189,10 @@ def fast_update_(
         rows = slice(start, start + chunk)
         n = min(chunk, total - start)
         chunk_grad = grad[rows].to(dtype)
-        x = weights.preprocess(-chunk_grad if maximize else chunk_grad)
+        x, new_moments = weights.preprocess(-chunk_grad if maximize else chunk_grad,
+                                            None if moments is None else moments[:, rows])
+        if new_moments is not None:
+            moments[:, rows] = new_moments
         gates, tanh_c = gates_buffer[:n], tanh_buffer[:n]
         for layer, (weight, bias) in enumerate(weights.layers):
             stored_h, stored_c = state[2 * layer, rows], state[2 * layer + 1, rows]
@@ -170,6 +213,8 @@ def fast_update_(
             x = h
         chunk_update = update[rows] if out is None else update[:n]
         torch.addmm(weights.head_bias, x, weights.head_weight, out=chunk_update.unsqueeze(1))
+        if weights.output == "tanh":
+            chunk_update.tanh_()
         chunk_update.mul_(weights.output_scale)
         if out is not None:
             if decay != 1:
@@ -188,11 +233,15 @@ class _ChunkedStep(torch.autograd.Function):
     :math:`\bar z = (\bar c g,\ \bar c c,\ \bar h' \tanh c',\ 2 \bar c i) \odot s (1 - s)`,
     :math:`\bar c_{prev} = \bar c f`, :math:`[\bar x, \bar h] = \bar z W^\top`,
     :math:`\bar W = [x, h]^\top \bar z`, :math:`\bar b = \sum \bar z`.
-    Saved per coordinate: the gates and :math:`\tanh c'` of each layer (the inputs and outputs are kept anyway).
+    The head :math:`u = s\, o(r)`, :math:`r = w^\top h + b`, with :math:`o = \tanh` when ``bounded`` (else the
+    identity): :math:`\bar r = s\, \bar u\, (1 - o(r)^2)`.
+    Saved per coordinate: the gates and :math:`\tanh c'` of each layer (the inputs and outputs are kept anyway),
+    and :math:`\tanh r` when bounded.
     """
 
     @staticmethod
-    def forward(ctx, chunk: int, output_scale: float, num_layers: int, features: Tensor, *tensors: Tensor):
+    def forward(ctx, chunk: int, output_scale: float, bounded: bool, num_layers: int, features: Tensor,
+                *tensors: Tensor):
         layers = [tensors[2 * l: 2 * l + 2] for l in range(num_layers)]
         head_weight, head_bias = tensors[2 * num_layers: 2 * num_layers + 2]
         state = tensors[2 * num_layers + 2:]
@@ -216,9 +265,10 @@ class _ChunkedStep(torch.autograd.Function):
                 torch.mul(o, torch.tanh(c, out=tanh_c[l][rows]), out=new_h[l][rows])
                 x = new_h[l][rows]
             torch.addmm(head_bias, x, head_weight, out=update[rows].unsqueeze(1))
+        bounded_output = update.tanh_().clone() if bounded else None
         update.mul_(output_scale)
-        ctx.chunk, ctx.output_scale, ctx.num_layers = chunk, output_scale, num_layers
-        ctx.save_for_backward(features, *tensors, *gates, *tanh_c, *new_h)
+        ctx.chunk, ctx.output_scale, ctx.bounded, ctx.num_layers = chunk, output_scale, bounded, num_layers
+        ctx.save_for_backward(features, *tensors, *gates, *tanh_c, *new_h, *([bounded_output] if bounded else []))
         outputs = [update]
         for h, c in zip(new_h, new_c):
             outputs += [h, c]
@@ -246,6 +296,8 @@ class _ChunkedStep(torch.autograd.Function):
             rows = slice(start, start + chunk)
             m = min(chunk, total - start)
             du = grad_update[rows].unsqueeze(1) * scale  # [m, 1]
+            if ctx.bounded:
+                du = du * (1 - saved[-1][rows].unsqueeze(1) ** 2)
             grad_head_weight.addmm_(new_h[L - 1][rows].t(), du)
             grad_head_bias += du.sum()
             dh = du @ head_weight.t()  # [m, H]
@@ -275,7 +327,7 @@ class _ChunkedStep(torch.autograd.Function):
                 torch.mm(z, weight[inputs:].t(), out=grad_prev[2 * l][rows])
                 if l > 0:
                     dh = z @ weight[:inputs].t()
-        grads = [None, None, None, None]
+        grads = [None, None, None, None, None]
         for grad_weight, grad_bias in grad_layers:
             grads += [grad_weight, grad_bias]
         grads += [grad_head_weight, grad_head_bias.view_as(tensors[2 * L + 1])]
@@ -292,8 +344,10 @@ def chunked_update(
     batches of coordinates. States in another dtype than the weights are cast, as the reference does.
     """
     compute_dtype = weights.head_weight.dtype
-    features = weights.preprocess(grad.detach().to(compute_dtype))
+    lstm_state, moments = _split_state(weights, state)
+    features, new_moments = weights.preprocess(grad.detach().to(compute_dtype), moments)
     tensors = [t for layer in weights.layers for t in layer] + [weights.head_weight, weights.head_bias]
-    outputs = _ChunkedStep.apply(max(1, chunk_size), weights.output_scale, len(weights.layers), features, *tensors,
-                                 *(s.to(compute_dtype) for s in state))
-    return outputs[0], tuple(new.to(old.dtype) for new, old in zip(outputs[1:], state))
+    outputs = _ChunkedStep.apply(max(1, chunk_size), weights.output_scale, weights.output == "tanh", len(weights.layers),
+                                 features, *tensors, *(s.to(compute_dtype) for s in lstm_state))
+    new_state = tuple(new.to(old.dtype) for new, old in zip(outputs[1:], lstm_state))
+    return outputs[0], new_state + (() if new_moments is None else (new_moments.to(moments.dtype),))

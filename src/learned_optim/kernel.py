@@ -30,11 +30,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .preprocessing import ADAM_EPSILON, MOMENT_DECAY
+
 SOURCE = Path(__file__).with_name("csrc") / "lstm_step.cpp"
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fno-math-errno", "-shared", "-fPIC")
 ENV_VAR = "LEARNED_OPTIM_KERNEL"
 CACHE_ENV_VAR = "LEARNED_OPTIM_CACHE"
-PREPROCESSING_CODES = {"none": 0, "log_sign": 1}
+PREPROCESSING_CODES = {"none": 0, "log_sign": 1, "adam": 2}
+OUTPUT_CODES = {"linear": 0, "tanh": 1}
 TILE = 16
 """Coordinates per tile of ``csrc/lstm_step.cpp`` (``LANES * NV``): threads get whole tiles."""
 MIN_COORDINATES_PER_THREAD = 16_384
@@ -94,8 +97,8 @@ def _load() -> Any:
         raise RuntimeError("no C++ compiler found (install g++ or clang++, or set CXX)")
     library = ctypes.CDLL(str(_build(compiler)))
     i64, f32, i32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
-    library.learned_optim_step.argtypes = [i64, i64, i64, i32, f32, ptr, ptr, ptr, f32, f32, ptr, f32, ptr, i32,
-                                           i64, ptr, i32, f32, f32, i64, i64, ptr]
+    library.learned_optim_step.argtypes = [i64, i64, i64, i32, f32, f32, f32, ptr, ptr, ptr, f32, f32, i32, ptr, f32,
+                                           ptr, i32, i64, ptr, ptr, i32, f32, f32, i64, i64, ptr]
     library.learned_optim_step.restype = None
     library.learned_optim_work_size.argtypes = [i64, i64]
     library.learned_optim_work_size.restype = i64
@@ -119,29 +122,32 @@ def available() -> bool:
     return _library is not False
 
 
-def supports(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None) -> bool:
-    """Whether :func:`fused_update_` takes these arguments (CPU, float32 weights and output, a contiguous
-    float32 or bfloat16 state, a known encoding); anything else goes through the PyTorch path."""
+def supports(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None, moments: Tensor | None = None) -> bool:
+    """Whether :func:`fused_update_` takes these arguments (CPU, float32 weights, output and moments, a contiguous
+    float32 or bfloat16 state, a known encoding and output); anything else goes through the PyTorch path."""
     return (grad.device.type == "cpu" and weights.head_weight.dtype == torch.float32
-            and weights.preprocessing in PREPROCESSING_CODES
+            and weights.preprocessing in PREPROCESSING_CODES and weights.output in OUTPUT_CODES
             and state.dtype in (torch.float32, torch.bfloat16) and state.is_contiguous()
             and (out is None or (out.dtype == torch.float32 and out.is_contiguous() and out.device.type == "cpu"))
+            and (moments is None or (moments.dtype == torch.float32 and moments.is_contiguous()
+                                     and moments.device.type == "cpu"))
             and available())
 
 
 def _network_arguments(weights: Any) -> tuple:
     """The kernel's network arguments for ``weights``, prepared once per weights object (the optimizer keeps one
-    per network and device): ``(H, L, F, encoding, p, weight pointers, bias pointers, head pointer, head bias,
-    output scale)``."""
+    per network and device): ``(H, L, F, encoding, p, beta, eps, weight pointers, bias pointers, head pointer,
+    head bias, output scale, bounded)``."""
     key = id(weights)
     if key not in _prepared:
         hidden = weights.head_weight.shape[0]
         layers = [(w.detach().contiguous(), b.detach().contiguous()) for w, b in weights.layers]
         head_weight = weights.head_weight.detach().contiguous()
         arguments = (hidden, len(layers), layers[0][0].shape[0] - hidden, PREPROCESSING_CODES[weights.preprocessing],
-                     weights.p, (ctypes.c_void_p * len(layers))(*[w.data_ptr() for w, _ in layers]),
+                     weights.p, MOMENT_DECAY, ADAM_EPSILON,
+                     (ctypes.c_void_p * len(layers))(*[w.data_ptr() for w, _ in layers]),
                      (ctypes.c_void_p * len(layers))(*[b.data_ptr() for _, b in layers]), head_weight.data_ptr(),
-                     float(weights.head_bias), weights.output_scale)
+                     float(weights.head_bias), weights.output_scale, OUTPUT_CODES[weights.output])
         if len(_prepared) >= PREPARED_CACHE_SIZE:
             del _prepared[next(iter(_prepared))]
         _prepared[key] = (weights, layers, head_weight, arguments)  # the tensors stay alive with their pointers
@@ -150,11 +156,12 @@ def _network_arguments(weights: Any) -> tuple:
 
 @torch.no_grad()
 def fused_update_(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None = None, lr: float = 1.0,
-                  decay: float = 1.0, maximize: bool = False) -> Tensor:
+                  decay: float = 1.0, maximize: bool = False, moments: Tensor | None = None) -> Tensor:
     """The no-grad step of :func:`~learned_optim.functional.fast_update_` in one pass per tile.
 
-    ``state [2L, N, H]`` is updated in place; with ``out`` (flat, float32) ``out <- decay * out +
-    lr * update`` and ``out`` is returned, else the update. Call only where :func:`supports` holds.
+    ``state [2L, N, H]`` (and, for the ``"adam"`` encoding, ``moments [3, N]``, float32) is updated in place;
+    with ``out`` (flat, float32) ``out <- decay * out + lr * update`` and ``out`` is returned, else the
+    update. Call only where :func:`supports` holds.
     """
     total, hidden = grad.shape[0], state.shape[-1]
     accumulate = out is not None
@@ -166,7 +173,8 @@ def fused_update_(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None 
     network = _network_arguments(weights)
     features = network[2]
     arguments = (*network, grad.data_ptr(), -1.0 if maximize else 1.0, state.data_ptr(),
-                 int(state.dtype == torch.bfloat16), total, out.data_ptr(), int(accumulate), decay, lr)
+                 int(state.dtype == torch.bfloat16), total, None if moments is None else moments.data_ptr(),
+                 out.data_ptr(), int(accumulate), decay, lr)
     threads = max(1, min(torch.get_num_threads(), total // MIN_COORDINATES_PER_THREAD))
     per_thread = TILE * -(-total // (TILE * threads))
     ranges = [(start, min(start + per_thread, total)) for start in range(0, total, per_thread)]

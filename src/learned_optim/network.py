@@ -17,10 +17,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
-from .functional import FusedWeights, chunked_update, fast_update_, reference_update
+from .functional import OUTPUTS, FusedWeights, chunked_update, fast_update_, reference_update
 from .preprocessing import PREPROCESSINGS
 
-_CONFIG_KEYS = ("hidden_size", "num_layers", "preprocessing", "p", "output_scale")
+_CONFIG_KEYS = ("hidden_size", "num_layers", "preprocessing", "p", "output_scale", "output")
+_LATER_KEYS = {"output": "linear"}
+"""Options added after the first checkpoints: written to ``config.json`` only when not at their default, so older
+checkpoints keep their config and fingerprint."""
 
 
 class CheckpointError(ValueError):
@@ -37,16 +40,20 @@ class CoordinatewiseLSTM(
     r"""Stacked LSTM applied to every coordinate of every parameter independently.
 
     Coordinates are the batch dimension: ``forward(grad [N], state) -> (update [N], state)``.
-    The update is :math:`g = s \cdot \operatorname{Linear}(h^{(L-1)})` after ``num_layers`` LSTM
-    cells fed with the preprocessed gradient, :math:`s` being ``output_scale``.
+    The update is :math:`g = s \cdot o(\operatorname{Linear}(h^{(L-1)}))` after ``num_layers`` LSTM
+    cells fed with the preprocessed gradient, :math:`s` being ``output_scale`` and :math:`o` the ``output``
+    nonlinearity.
 
     Args:
         hidden_size (int, optional): LSTM units per layer (default: 20).
         num_layers (int, optional): stacked LSTM layers (default: 2).
-        preprocessing (str, optional): gradient encoding, ``"log_sign"`` or ``"none"``
-            (default: ``"log_sign"``).
+        preprocessing (str, optional): gradient encoding, ``"log_sign"`` (the paper's), ``"none"`` or
+            ``"adam"`` (RNNprop's Adam-normalised gradient and momentum, with per-coordinate moments kept
+            after the LSTM state; :func:`~learned_optim.preprocessing.adam_normalised`) (default: ``"log_sign"``).
         p (float, optional): the ``log_sign`` constant (default: 10.0).
         output_scale (float, optional): fixed factor on the network's output (default: 0.1).
+        output (str, optional): the head's nonlinearity, ``"linear"`` (the paper's) or ``"tanh"`` (each step
+            bounded by ``output_scale``, as in RNNprop) (default: ``"linear"``).
 
     Example:
         >>> net = CoordinatewiseLSTM()
@@ -66,10 +73,13 @@ class CoordinatewiseLSTM(
         preprocessing: str = "log_sign",
         p: float = 10.0,
         output_scale: float = 0.1,
+        output: str = "linear",
     ) -> None:
         super().__init__()
         if preprocessing not in PREPROCESSINGS:
             raise ValueError(f"Invalid preprocessing: {preprocessing!r}; choose one of {sorted(PREPROCESSINGS)}")
+        if output not in OUTPUTS:
+            raise ValueError(f"Invalid output: {output!r}; choose one of {sorted(OUTPUTS)}")
         if hidden_size < 1 or num_layers < 1:
             raise ValueError(f"Invalid network size: hidden_size={hidden_size}, num_layers={num_layers}")
         if p <= 0:
@@ -79,7 +89,8 @@ class CoordinatewiseLSTM(
         self.preprocessing = preprocessing
         self.p = float(p)
         self.output_scale = float(output_scale)
-        num_features = PREPROCESSINGS[preprocessing][1]
+        self.output = output
+        num_features = PREPROCESSINGS[preprocessing].features
         self.cells = nn.ModuleList(
             nn.LSTMCell(num_features if layer == 0 else hidden_size, hidden_size) for layer in range(num_layers)
         )
@@ -92,14 +103,27 @@ class CoordinatewiseLSTM(
 
     @property
     def config(self) -> dict[str, Any]:
-        """The constructor arguments, as written to ``config.json``."""
-        return {key: getattr(self, key) for key in _CONFIG_KEYS}
+        """The constructor arguments, as written to ``config.json`` (later options only when not at their default)."""
+        return {key: getattr(self, key) for key in _CONFIG_KEYS
+                if key not in _LATER_KEYS or getattr(self, key) != _LATER_KEYS[key]}
 
     def initial_state(
         self, num_coordinates: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
     ) -> Tensor:
         """Zero LSTM state ``[2 * num_layers, num_coordinates, hidden_size]`` (``h_0, c_0, h_1, ...``)."""
         return torch.zeros(2 * self.num_layers, num_coordinates, self.hidden_size, dtype=dtype, device=device)
+
+    @property
+    def has_moments(self) -> bool:
+        """Whether the encoding keeps per-coordinate moments (``"adam"``; :meth:`initial_moments`)."""
+        return PREPROCESSINGS[self.preprocessing].stateful
+
+    def initial_moments(self, num_coordinates: int, device: torch.device | str | None = None) -> Tensor | None:
+        """Zero moments ``[3, num_coordinates]`` (float32) of a stateful encoding, else None.
+        They follow the LSTM entries in the state :meth:`forward` takes."""
+        if not self.has_moments:
+            return None
+        return torch.zeros(3, num_coordinates, device=device)
 
     def fused_weights(self) -> FusedWeights:
         """The weights as :class:`FusedWeights`: one ``[in + H, 4H]`` matrix per layer (differentiable)."""
@@ -110,13 +134,15 @@ class CoordinatewiseLSTM(
             )
             for cell in self.cells
         ]
-        return FusedWeights(layers, self.head.weight.t(), self.head.bias, self.output_scale, self.preprocessing, self.p)
+        return FusedWeights(layers, self.head.weight.t(), self.head.bias, self.output_scale, self.preprocessing, self.p,
+                            self.output)
 
     def forward(self, grad: Tensor, state: Sequence[Tensor]) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Update for the flat gradient ``grad [N]``; returns ``(update [N], new_state)``, differentiable.
 
         ``state`` is ``(h_0, c_0, h_1, ...)``, each ``[N, hidden_size]``, or their stack from
-        :meth:`initial_state`; the new state is a tuple. A ``grad`` that requires grad (second-order
+        :meth:`initial_state`, followed by the moments of :meth:`initial_moments` for a stateful encoding;
+        the new state is a tuple. A ``grad`` that requires grad (second-order
         meta-training) goes through autograd's :func:`~learned_optim.functional.reference_update`, any
         other through the chunked hand-written backward of :func:`~learned_optim.functional.chunked_update`.
         """
@@ -126,7 +152,8 @@ class CoordinatewiseLSTM(
     @torch.no_grad()
     def inference_step(self) -> Callable[[Tensor, Tensor], Tensor]:
         """The no-grad rule with the network's current weights, fused once: ``step(grad [N], state) -> update``,
-        the stacked ``state [2L, N, H]`` (from :meth:`initial_state`) updated in place. It is
+        the stacked ``state [2L, N, H]`` (from :meth:`initial_state`) updated in place, and ``moments=`` those
+        of :meth:`initial_moments` for a stateful encoding. It is
         :func:`~learned_optim.functional.fast_update_`, what :class:`LearnedOptimizer` runs."""
         return functools.partial(fast_update_, self.fused_weights())
 
@@ -233,12 +260,13 @@ def _checked_config(config: dict, path: Path) -> dict[str, Any]:
         "preprocessing": lambda v: isinstance(v, str) and v in PREPROCESSINGS,
         "p": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
         "output_scale": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+        "output": lambda v: isinstance(v, str) and v in OUTPUTS,
     }
     invalid = {key: config[key] for key, ok in checks.items() if key in config and not ok(config[key])}
     if invalid:
         raise CheckpointError(f"{path} has an invalid config: {invalid} (hidden_size 1..{MAX_HIDDEN_SIZE}, "
                               f"num_layers 1..{MAX_LAYERS}, preprocessing one of {sorted(PREPROCESSINGS)}, "
-                              "finite p > 0 and output_scale)")
+                              f"finite p > 0 and output_scale, output one of {sorted(OUTPUTS)})")
     return config
 
 
@@ -246,7 +274,7 @@ def _expected_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """The tensor shapes of :class:`CoordinatewiseLSTM` ``(**config)``, computed without building it."""
     config = {**_CONSTRUCTOR_DEFAULTS, **config}
     hidden, layers = config["hidden_size"], config["num_layers"]
-    features = PREPROCESSINGS[config["preprocessing"]][1]
+    features = PREPROCESSINGS[config["preprocessing"]].features
     shapes = {"head.weight": (1, hidden), "head.bias": (1,)}
     for layer in range(layers):
         shapes.update({f"cells.{layer}.weight_ih": (4 * hidden, features if layer == 0 else hidden),

@@ -17,6 +17,8 @@ from .functional import DEFAULT_CHUNK_SIZE, FusedWeights, fast_update_
 from .network import CoordinatewiseLSTM
 
 STATE_KEY = "lstm_state"
+MOMENTS_KEY = "moments"
+"""Per-parameter state: the LSTM state ``[2L, N, H]`` and, for a network with a stateful encoding, its moments ``[3, N]``."""
 PARALLEL_THRESHOLD = 2**20
 """Steps over fewer CPU coordinates run on one thread (see ``benchmarks/step_contention.py``)."""
 
@@ -196,10 +198,14 @@ class LearnedOptimizer(Optimizer):
             state = self.state[p]
             if not state:
                 state[STATE_KEY] = network.initial_state(p.numel(), group["state_dtype"], p.device)
+                moments = network.initial_moments(p.numel(), p.device)
+                if moments is not None:
+                    state[MOMENTS_KEY] = moments
             # A non-contiguous parameter is updated through one contiguous copy, written back at the end.
             flat = p.contiguous().view(-1)
             fast_update_(self._weights(network, p.device), grad.reshape(-1), state[STATE_KEY], self.chunk_size, out=flat,
-                         lr=group["lr"], decay=1 - group["lr"] * group["weight_decay"], maximize=group["maximize"])
+                         lr=group["lr"], decay=1 - group["lr"] * group["weight_decay"], maximize=group["maximize"],
+                         moments=state.get(MOMENTS_KEY))
             if not p.is_contiguous():
                 p.copy_(flat.view(p.shape))
 
@@ -257,22 +263,26 @@ class LearnedOptimizer(Optimizer):
             p = saved_to_param.get(key)
             if p is None:
                 raise ValueError(f"loaded state has an entry for parameter id {key}, which no param group holds")
-            if set(entry) != {STATE_KEY}:
+            network = network_of[id(p)]
+            keys = {STATE_KEY, MOMENTS_KEY} if network.has_moments else {STATE_KEY}
+            if set(entry) != keys:
                 raise ValueError(
-                    f"loaded state for parameter {key} has keys {sorted(entry)}, expected ['{STATE_KEY}']: "
+                    f"loaded state for parameter {key} has keys {sorted(entry)}, expected {sorted(keys)}: "
                     "this state dict is not from a LearnedOptimizer"
                 )
-            network = network_of[id(p)]
             expected = (2 * network.num_layers, p.numel(), network.hidden_size)
             if tuple(entry[STATE_KEY].shape) != expected:
                 raise ValueError(
                     f"loaded LSTM state for parameter {key} has shape {tuple(entry[STATE_KEY].shape)}, expected "
                     f"{expected}: it was saved for another parameter or another network"
                 )
-            hidden[p] = entry[STATE_KEY]
+            if MOMENTS_KEY in entry and tuple(entry[MOMENTS_KEY].shape) != (3, p.numel()):
+                raise ValueError(f"loaded moments for parameter {key} have shape {tuple(entry[MOMENTS_KEY].shape)}, "
+                                 f"expected {(3, p.numel())}: they were saved for another parameter")
+            hidden[p] = entry
         super().load_state_dict({"state": {}, "param_groups": saved_groups})
-        for p, tensor in hidden.items():
-            self.state[p] = {STATE_KEY: tensor.to(device=p.device, copy=True)}
+        for p, entry in hidden.items():
+            self.state[p] = {key: tensor.to(device=p.device, copy=True) for key, tensor in entry.items()}
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

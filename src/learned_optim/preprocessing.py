@@ -1,13 +1,15 @@
-"""Gradient encodings fed to the coordinatewise LSTM (Andrychowicz et al., 2016, appendix A).
+"""Gradient encodings fed to the coordinatewise LSTM.
 
-Each function maps a flat gradient ``x`` of shape ``[N]`` to features of shape ``[N, F]``.
-They are pure, work in the dtype they are given and return finite features for finite input.
+Each maps a flat gradient ``x`` of shape ``[N]`` to features of shape ``[N, F]``: the paper's
+:func:`log_sign` (Andrychowicz et al., 2016, appendix A) and :func:`identity` are pure functions of the
+gradient; :func:`adam_normalised` (Lv et al., 2017) also reads and returns per-coordinate moments.
+They work in the dtype they are given and return finite features for finite input.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -51,8 +53,62 @@ def identity(x: Tensor, p: float = 10.0) -> Tensor:
     return x.unsqueeze(-1)
 
 
-PREPROCESSINGS: dict[str, tuple[Callable[[Tensor, float], Tensor], int]] = {
-    "log_sign": (log_sign, 2),
-    "none": (identity, 1),
+MOMENT_DECAY, ADAM_EPSILON = 0.95, 1e-12
+r"""RNNprop's :math:`\beta_1 = \beta_2`, and :math:`\epsilon`, of :func:`adam_normalised`."""
+
+
+def adam_normalised(
+    x: Tensor, moments: Tensor, beta: float = MOMENT_DECAY, eps: float = ADAM_EPSILON
+) -> tuple[Tensor, Tensor]:
+    r"""RNNprop's inputs (Lv et al., 2017): the gradient and its momentum, normalised as Adam normalises.
+
+    With ``moments = (m, v, w)``, exponential averages of :math:`g`, :math:`g^2` and 1 (so :math:`w = 1 - \beta^t`
+    is Adam's bias correction, kept per coordinate),
+
+    .. math::
+        m \leftarrow \beta m + (1 - \beta) g, \quad v \leftarrow \beta v + (1 - \beta) g^2, \quad
+        w \leftarrow \beta w + (1 - \beta), \qquad
+        x \mapsto \left(\frac{g}{\sqrt{\hat v + \epsilon^2}},\ \frac{\hat m}{\sqrt{\hat v + \epsilon^2}}\right),
+        \quad \hat m = m / w,\ \hat v = v / w.
+
+    The features are invariant to the gradient's scale (down to :math:`\epsilon`) and bounded by
+    :math:`1 / \sqrt{1 - \beta}`, so a network fed them behaves alike on tiny and on large gradients.
+
+    Args:
+        x (Tensor): flat gradient, shape ``[N]``.
+        moments (Tensor): ``[3, N]``, zeros before the first step (:meth:`CoordinatewiseLSTM.initial_moments`).
+        beta (float, optional): decay of the averages (default: 0.95).
+        eps (float, optional): :math:`\epsilon` (default: 1e-12).
+
+    Returns:
+        ``(features [N, 2], new moments [3, N])``; ``moments`` is not modified.
+
+    Example:
+        >>> features, moments = adam_normalised(torch.tensor([1e-9, -3.0]), torch.zeros(3, 2))
+        >>> features
+        tensor([[ 1.0000,  1.0000],
+                [-1.0000, -1.0000]])
+    """
+    m, v, w = moments.unbind(0)
+    m = beta * m + (1 - beta) * x
+    v = beta * v + (1 - beta) * x * x
+    w = beta * w + (1 - beta)
+    inverse_rms = (v / w + eps * eps).rsqrt()
+    return torch.stack((x * inverse_rms, m / w * inverse_rms), dim=-1), torch.stack((m, v, w))
+
+
+class Encoding(NamedTuple):
+    """A gradient encoding: ``function(x, p) -> features`` or, if ``stateful``,
+    ``function(x, moments) -> (features, moments)``; ``features`` is F."""
+
+    function: Callable
+    features: int
+    stateful: bool = False
+
+
+PREPROCESSINGS: dict[str, Encoding] = {
+    "log_sign": Encoding(log_sign, 2),
+    "none": Encoding(identity, 1),
+    "adam": Encoding(adam_normalised, 2, stateful=True),
 }
-"""Encoding name -> (function, number of features)."""
+"""Encoding name -> :class:`Encoding`."""

@@ -171,11 +171,13 @@ extern "C" int64_t learned_optim_work_size(int64_t H, int64_t F) {
 
 // Rows [begin, end) of the step. work: learned_optim_work_size floats, 32-byte aligned.
 extern "C" void learned_optim_step(
-    int64_t H, int64_t L, int64_t F, int preprocessing, float p,
+    int64_t H, int64_t L, int64_t F,
+    int preprocessing, float p, float beta, float eps,         // 0 none, 1 log_sign (p), 2 adam (beta, eps)
     const float *const *weights, const float *const *biases,  // per layer: [F_l + H, 4H] row-major, [4H]
-    const float *head_weight, float head_bias, float output_scale,
+    const float *head_weight, float head_bias, float output_scale, int bounded,  // bounded: tanh on the head
     const float *grad, float grad_sign,                        // grad_sign -1: maximize
     void *state, int state_bf16, int64_t total,                // [2L, total, H], h_0, c_0, h_1, ...
+    float *moments,                                            // adam: [3, total] (m, v, w), else unused
     float *out, int accumulate, float decay, float lr,         // out = decay out + lr update, or update
     int64_t begin, int64_t end, float *work) {
     const int64_t G = 4 * H, in_max = F > H ? F : H;
@@ -194,6 +196,15 @@ extern "C" void learned_optim_step(
                 d = d < -1.0f ? -1.0f : (d > 1.0f ? 1.0f : d);
                 X[t] = logf(a) / p;
                 X[TILE + t] = d;
+            } else if (preprocessing == 2) {  // RNNprop's Adam-normalised gradient and momentum
+                if (t >= m) { X[t] = X[TILE + t] = 0.0f; continue; }
+                float *mo = moments + n0 + t, *ve = mo + total, *we = ve + total;
+                const float mt = beta * *mo + (1.0f - beta) * g, vt = beta * *ve + (1.0f - beta) * g * g;
+                const float wt = beta * *we + (1.0f - beta);
+                *mo = mt, *ve = vt, *we = wt;
+                const float inverse_rms = 1.0f / sqrtf(vt / wt + eps * eps);
+                X[t] = g * inverse_rms;
+                X[TILE + t] = mt / wt * inverse_rms;
             } else {
                 X[t] = g;
             }
@@ -226,7 +237,7 @@ extern "C" void learned_optim_step(
             for (int v = 0; v < NV; ++v) u[v] += head_weight[j] * ((const vf *)Hn)[j * NV + v];
         const float *uf = (const float *)u;
         for (int64_t t = 0; t < m; ++t) {
-            float update = uf[t] * output_scale;
+            float update = (bounded ? tanhf(uf[t]) : uf[t]) * output_scale;
             out[n0 + t] = accumulate ? out[n0 + t] * decay + lr * update : update;
         }
     }

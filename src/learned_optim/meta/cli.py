@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 from .. import pretrained
+from ..functional import OUTPUTS
+from ..preprocessing import PREPROCESSINGS
 from .data import DataError
 from .evaluation import LR_GRID
 from .publish import publish
@@ -84,13 +86,15 @@ def _default(key: str) -> str:
     return f"(default: {'; '.join([str(base), *families])})"
 
 
+NETWORK_OPTIONS = ("hidden_size", "num_layers", "preprocessing", "p", "output_scale", "output")
+
+
 def run_config(args: argparse.Namespace) -> RunConfig:
     """The run the arguments ask for: the task family's training defaults, overridden by the options given."""
     given = {key: getattr(args, key) for key in RECIPE_OPTIONS + RUN_OPTIONS if getattr(args, key) is not None}
     options = {**DEFAULTS[args.task].get("training", {}), **given}
     network = dict(DEFAULTS[args.task]["network"])
-    network.update({key: getattr(args, key) for key in ("hidden_size", "num_layers", "preprocessing", "p", "output_scale")
-                    if getattr(args, key) is not None})
+    network.update({key: getattr(args, key) for key in NETWORK_OPTIONS if getattr(args, key) is not None})
     return RunConfig(task=_task_spec(args), network=network,
                      recipe=Recipe(**{key: value for key, value in options.items() if key in RECIPE_OPTIONS}),
                      **{key: value for key, value in options.items() if key in RUN_OPTIONS})
@@ -211,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fine-tune: start from this checkpoint (bundled name, folder or Hub repo id)")
     for key, kind in (("hidden_size", int), ("num_layers", int), ("p", float), ("output_scale", float)):
         p.add_argument(f"--{key.replace('_', '-')}", type=kind, help="network config (default: the task's)")
-    p.add_argument("--preprocessing", choices=["log_sign", "none"], help="gradient encoding (default: the task's)")
+    p.add_argument("--preprocessing", choices=sorted(PREPROCESSINGS), help="gradient encoding (default: the task's)")
+    p.add_argument("--output", choices=sorted(OUTPUTS), help="the head's nonlinearity (default: linear)")
     p.set_defaults(handler=cmd_train)
 
     p = commands.add_parser("evaluate", help="compare a network with tuned baselines",

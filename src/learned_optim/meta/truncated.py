@@ -124,7 +124,8 @@ class Unroller:
 
     Args:
         network (nn.Module): the update rule being meta-trained: ``network(grad [N], state) ->
-            (update [N], state)`` and ``network.initial_state(N, dtype, device)``, such as
+            (update [N], state)``, ``network.initial_state(N, dtype, device)`` and optionally
+            ``network.initial_moments(N, device)`` (entries appended to the state), such as
             :class:`~learned_optim.CoordinatewiseLSTM`.
         problems (ProblemBatch or Problem): the optimizees (one problem is a batch of one).
         second_order (bool, optional): keep the graph through the gradient input (default: False).
@@ -144,7 +145,10 @@ class Unroller:
         theta = self.layout.flatten(self.problems.params).detach()
         self.scale = scale
         self.psi = theta if scale is None else theta / scale
-        self.state = network.initial_state(self.psi.numel(), dtype=self.psi.dtype, device=self.psi.device)
+        size = self.psi.numel()
+        moments = network.initial_moments(size, self.psi.device) if hasattr(network, "initial_moments") else None
+        self.state = (*network.initial_state(size, dtype=self.psi.dtype, device=self.psi.device),
+                      *(() if moments is None else (moments,)))
         self.step = 0
         initial, self.grad = self.loss_and_grad(self.psi)
         self.initial_loss = initial.detach()
@@ -190,15 +194,18 @@ class Unroller:
         losses = [self.initial_loss]
         inference_step = getattr(self.network, "inference_step", None)
         step = inference_step() if inference_step is not None else None
-        state = torch.stack(tuple(self.state)) if step is not None else self.state
+        state = self.state
+        if step is not None:  # the LSTM entries stacked, the moments (if any) apart
+            lstm_entries = 2 * self.network.num_layers
+            stacked, moments = torch.stack(state[:lstm_entries]), (state[lstm_entries:] or (None,))[0]
         for _ in range(steps - 1):
             with torch.no_grad():
                 if step is not None:
-                    update = step(self.grad, state)
+                    update = step(self.grad, stacked, moments=moments)
                 else:
                     update, state = self.network(self.grad, state)
             losses.append(self.advance(update).detach())
-        self.state = tuple(state)
+        self.state = (*stacked, *state[lstm_entries:]) if step is not None else tuple(state)
         return torch.stack(losses)
 
     def unroll(self, steps: int) -> tuple[Tensor, Tensor]:
