@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from learned_optim import CoordinatewiseLSTM
+if not torch.cuda.is_available():
+    # Triton's interpreter runs the GPU kernel on CPU tensors (tests/test_triton_kernel.py); it must be on before
+    # Triton is imported. The kernel itself stays off except in the tests that turn it on.
+    os.environ["TRITON_INTERPRET"] = "1"
+    os.environ["LEARNED_OPTIM_TRITON"] = "0"
+
+from learned_optim import CoordinatewiseLSTM  # noqa: E402
 
 
 def random_network(seed: int = 0, **config) -> CoordinatewiseLSTM:

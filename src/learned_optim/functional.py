@@ -36,7 +36,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
-from . import kernel
+from . import kernel, triton_kernel
 from .preprocessing import PREPROCESSINGS
 
 DEFAULT_CHUNK_SIZE = 8192
@@ -146,12 +146,13 @@ def fast_update_(
     decay: float = 1.0,
     maximize: bool = False,
     moments: Tensor | None = None,
+    precision: str = triton_kernel.DEFAULT_PRECISION,
 ) -> Tensor:
     r"""No-grad update writing the new ``state`` in place, with the fused kernel where it applies.
 
-    On CPU, with float32 weights and a contiguous float32 or bfloat16 state, this runs
-    :func:`learned_optim.kernel.fused_update_` (one pass per tile of coordinates, tested equal to this
-    function's PyTorch path). Otherwise, chunk by chunk, the same rule as :func:`_step` computed in place
+    With float32 weights and a contiguous float32 or bfloat16 state, this runs a fused kernel tested equal to
+    this function's PyTorch path: on CPU :func:`learned_optim.kernel.fused_update_` (one pass per tile of
+    coordinates), on CUDA :func:`learned_optim.triton_kernel.fused_update_` (one program per block). Otherwise, chunk by chunk, the same rule as :func:`_step` computed in place
     in cache-sized work buffers: per chunk and layer, two ``addmm`` into one gate buffer, one in-place
     sigmoid, and the cell update written straight into the stored state (through float32 buffers when
     the state is stored in another dtype). With ``out``, each chunk's update goes straight into it and
@@ -169,15 +170,22 @@ def fast_update_(
         decay (float, optional): ``out``'s multiplier, ``1 - lr * weight_decay`` (default: 1.0).
         maximize (bool, optional): feed the network :math:`-\nabla` (default: False).
         moments (Tensor, optional): a stateful encoding's moments ``[3, N]``; updated in place (default: None).
+        precision (str, optional): the GPU kernel's matmuls, ``"tf32x3"`` (float32 accuracy), ``"ieee"``,
+            ``"tf32"`` or ``"bf16"`` (:mod:`learned_optim.triton_kernel`); the CPU paths compute in the weights'
+            dtype (default: ``"tf32x3"``).
 
     Returns:
         ``out``, or the update ``[N]`` in the weights' dtype.
     """
+    if precision not in triton_kernel.PRECISIONS:
+        raise ValueError(f"Invalid precision: {precision!r}; choose one of {triton_kernel.PRECISIONS}")
     if weights.stateful and (moments is None or moments.shape != (3, grad.shape[0])):
         raise ValueError(f"the {weights.preprocessing!r} encoding needs moments of shape (3, {grad.shape[0]}), got "
                          f"{None if moments is None else tuple(moments.shape)}: pass CoordinatewiseLSTM.initial_moments()")
     if kernel.supports(weights, grad, state, out, moments):
         return kernel.fused_update_(weights, grad, state, out, lr, decay, maximize, moments)
+    if triton_kernel.supports(weights, grad, state, out, moments):
+        return triton_kernel.fused_update_(weights, grad, state, out, lr, decay, maximize, moments, precision)
     dtype, device = weights.head_weight.dtype, grad.device
     total, hidden = grad.shape[0], state.shape[-1]
     chunk = max(1, min(chunk_size, total))

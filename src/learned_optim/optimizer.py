@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import pretrained as checkpoints
-from . import kernel
+from . import kernel, triton_kernel
 from .functional import DEFAULT_CHUNK_SIZE, FusedWeights, fast_update_
 from .network import CoordinatewiseLSTM
 
@@ -69,6 +69,10 @@ class LearnedOptimizer(Optimizer):
             (counted in ``skipped_steps``) instead of raising (default: False).
         chunk_size (int, optional): coordinates processed at once; bounds transient memory
             (default: 8192).
+        precision (str, optional): matmul operands of the fused GPU kernel (:mod:`learned_optim.triton_kernel`)
+            for CUDA parameters: ``"tf32x3"`` (float32 accuracy from three TensorFloat-32 products), ``"ieee"``
+            (float32 on the CUDA cores, slower), ``"tf32"`` or ``"bf16"``, with float32 accumulation and state; CPU
+            steps compute in float32 whatever this says (default: ``"tf32x3"``).
         parallel_threshold (int, optional): without the fused CPU kernel (:mod:`learned_optim.kernel`),
             a step over fewer CPU coordinates than this runs on one thread (the PyTorch path's many small
             operations stall when other processes busy the cores), a larger one on torch's threads; 0
@@ -98,6 +102,7 @@ class LearnedOptimizer(Optimizer):
         skip_nonfinite: bool = False,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         parallel_threshold: int = PARALLEL_THRESHOLD,
+        precision: str = triton_kernel.DEFAULT_PRECISION,
     ) -> None:
         if isinstance(pretrained, (int, float)) and not isinstance(pretrained, bool):
             raise TypeError(
@@ -106,6 +111,8 @@ class LearnedOptimizer(Optimizer):
             )
         if chunk_size < 1:
             raise ValueError(f"Invalid chunk_size: {chunk_size}; it must be a positive integer")
+        if precision not in triton_kernel.PRECISIONS:
+            raise ValueError(f"Invalid precision: {precision!r}; choose one of {triton_kernel.PRECISIONS}")
         defaults = dict(lr=lr, weight_decay=weight_decay, maximize=maximize, state_dtype=state_dtype)
         _check_options(defaults)
         self.network = _frozen_network(pretrained, revision)
@@ -114,6 +121,7 @@ class LearnedOptimizer(Optimizer):
         self.skipped_steps = 0
         self.chunk_size = chunk_size
         self.parallel_threshold = parallel_threshold
+        self.precision = precision
         self._weights_by_network: dict[tuple[int, torch.device], FusedWeights] = {}
         super().__init__(params, defaults)
 
@@ -205,7 +213,7 @@ class LearnedOptimizer(Optimizer):
             flat = p.contiguous().view(-1)
             fast_update_(self._weights(network, p.device), grad.reshape(-1), state[STATE_KEY], self.chunk_size, out=flat,
                          lr=group["lr"], decay=1 - group["lr"] * group["weight_decay"], maximize=group["maximize"],
-                         moments=state.get(MOMENTS_KEY))
+                         moments=state.get(MOMENTS_KEY), precision=self.precision)
             if not p.is_contiguous():
                 p.copy_(flat.view(p.shape))
 
@@ -288,7 +296,7 @@ class LearnedOptimizer(Optimizer):
         state = super().__getstate__()
         state.update(network=self.network, networks=self.networks, skip_nonfinite=self.skip_nonfinite,
                      skipped_steps=self.skipped_steps, chunk_size=self.chunk_size,
-                     parallel_threshold=self.parallel_threshold)
+                     parallel_threshold=self.parallel_threshold, precision=self.precision)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -299,6 +307,7 @@ class LearnedOptimizer(Optimizer):
         self.__dict__.setdefault("skipped_steps", 0)
         self.__dict__.setdefault("chunk_size", DEFAULT_CHUNK_SIZE)
         self.__dict__.setdefault("parallel_threshold", PARALLEL_THRESHOLD)
+        self.__dict__.setdefault("precision", triton_kernel.DEFAULT_PRECISION)
         for group in self.param_groups:
             group.setdefault("maximize", False)
             group.setdefault("weight_decay", 0.0)
