@@ -26,7 +26,7 @@ import torch
 from learned_optim import LearnedOptimizer, pretrained, triton_kernel
 from learned_optim.meta.evaluation import EVALUATION_SEED, METRICS, run_optimizer
 from learned_optim.meta.registry import DEFAULTS, make_task
-from learned_optim.meta.suites import MNIST_PANELS
+from learned_optim.meta.suites import suite_panels
 from learned_optim.meta.tasks import seeded
 
 
@@ -92,8 +92,8 @@ def precision_table(network, checkpoint: str, problems: int) -> None:
           "the same for every precision; final = mean loss over the last 10 steps)")
     print("| panel | " + " | ".join(f"{p} final" for p in triton_kernel.PRECISIONS) + " | worst change vs ieee |")
     print("|---|" + "---|" * (len(triton_kernel.PRECISIONS) + 1))
-    for name, (overrides, steps, _) in MNIST_PANELS.items():
-        task = make_task({**DEFAULTS["mnist"]["task"], **overrides}, "test", device="cuda")
+    for name, (spec, steps, _, _) in suite_panels("mnist-paper", DEFAULTS["mnist"]["task"]).items():
+        task = make_task(spec, "test", device="cuda")
         sampled = [task.sample(seeded(EVALUATION_SEED + i)) for i in range(problems)]
         finals = {}
         for precision in triton_kernel.PRECISIONS:

@@ -16,6 +16,7 @@ from learned_optim.meta.art import (CONTENT_LAYER, ENV_VAR, SPLITS, STYLE_LAYERS
 from learned_optim.meta.cli import main
 from learned_optim.meta.data import DataError
 from learned_optim.meta.registry import DEFAULTS
+from learned_optim.meta.suites import Panel
 from learned_optim.meta.tasks import seeded
 
 from conftest import random_network
@@ -147,9 +148,9 @@ def test_meta_training_on_art_and_the_neural_art_suite(tmp_path, capsys):
     config = json.loads((run / "run.json").read_text())
     assert config["task"] == {"name": "art", "style": "starry_night.jpg", "size": 16, "root": str(ART)}
     assert (config["recipe"]["horizon"], config["recipe"]["unroll"]) == (4, 2)
-    tiny_panel = {"tiny": ({"style": "ihc.png", "size": 16}, 3, "tiny")}
+    tiny_panel = {"tiny": Panel({"style": "ihc.png", "size": 16}, 3, "tiny")}
     tiny_protocol = {"steps": 3, "problems": 2, "tuning_problems": 1, "tuning_split": "validation", "lr_grid": [0.01, 0.1]}
-    with mock.patch("learned_optim.meta.cli.SUITES", {"neural-art": ("art", tiny_panel)}), \
+    with mock.patch.dict("learned_optim.meta.suites.SUITES", {"neural-art": ("art", tiny_panel)}), \
          mock.patch.dict(DEFAULTS["art"], {"evaluation": tiny_protocol}):
         main(["evaluate", "--run", str(run), "--suite", "neural-art", "--art-root", str(ART), "--out", str(tmp_path / "ev")])
     results = json.loads((tmp_path / "ev" / "tiny.json").read_text())
@@ -165,7 +166,7 @@ def test_the_neural_art_suite_is_the_papers_two_conditions(checkpoint):
         main(["evaluate", "--checkpoint", str(checkpoint), "--suite", "neural-art"])
     _, panels, protocol, _, _ = evaluate.call_args.args
     assert protocol == DEFAULTS["art"]["evaluation"]
-    assert [(spec["style"], spec["size"], steps) for spec, steps, _ in panels.values()] == [
+    assert [(spec["style"], spec["size"], steps) for spec, steps, _, _ in panels.values()] == [
         ("starry_night.jpg", 64, 128), ("ihc.png", 128, 128)]
     assert max(protocol["lr_grid"]) > 1 and min(protocol["lr_grid"]) <= 1e-3
 

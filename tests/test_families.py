@@ -5,13 +5,15 @@ import torch
 from torch import nn
 
 from learned_optim import CoordinatewiseLSTM
-from learned_optim.meta.families import HELD_OUT_MLPS, MLPConfig, MNISTConvNetFamily, MNISTMLPFamily
-from learned_optim.meta.registry import make_task
+from learned_optim.meta.families import (HELD_OUT_CONVNET, HELD_OUT_MLPS, MLPConfig, MNISTConvNetFamily,
+                                        MNISTMLPFamily)
+from learned_optim.meta.registry import DEFAULTS, make_task
+from learned_optim.meta.suites import run_suite, suite_panels
 from learned_optim.meta.tasks import convnet, seeded
 from learned_optim.meta.train import validation_losses
 from learned_optim.meta.truncated import Recipe, train_episode
 
-from conftest import real_mnist
+from conftest import random_network, real_mnist
 
 needs_mnist = pytest.mark.skipif(real_mnist() is None, reason="needs the real MNIST files (28x28 images)")
 
@@ -101,3 +103,29 @@ def test_mixture_specs_are_built_and_checked_by_the_registry(tmp_path):
         make_task({"name": "simple", "components": []})
     with pytest.raises(SystemExit, match="NAME:WEIGHT"):
         main(["train", str(tmp_path / "run"), "--task", "mixture", "--mixture", "simple"])
+
+
+@needs_mnist
+def test_convnet_family_never_draws_the_papers_convnet():
+    narrow = MNISTConvNetFamily(channels=(16, 16), batch_sizes=(128,), root=real_mnist())  # 1 in 12 draws would be
+    configs = {narrow.config(seeded(seed)) for seed in range(100)}
+    assert len(configs) == 11 and HELD_OUT_CONVNET not in configs
+
+
+@needs_mnist
+def test_generalist_suite_runs_held_out_tasks_and_summarises_against_the_best_baseline(tmp_path, capsys):
+    panels = suite_panels("generalist", {**DEFAULTS["mnist"]["task"], "root": real_mnist()})
+    assert panels["mnist-convnet-100"].spec == {"name": "mnist-convnet"}
+    assert panels["mnist-20-sigmoid-10000"].steps == 10_000
+    for panel in panels.values():
+        if panel.spec["name"] == "mnist":
+            assert MLPConfig(tuple(panel.spec["hidden_sizes"]), panel.spec["activation"], "paper", 128) in HELD_OUT_MLPS
+    convnet = make_task({"name": "mnist-convnet", "root": real_mnist()}, "test").sample(seeded(0))
+    assert sum(p.numel() for p in convnet.params.values()) == 18_314
+    tiny = {name: panel._replace(steps=3, protocol={**panel.protocol, "problems": 2, "tuning_problems": 1,
+                                                    "lr_grid": [0.01, 0.1]})
+            for name, panel in panels.items() if name in ("mnist-20-relu-100", "mnist-convnet-100")}
+    run_suite(random_network(), tiny, {"problems": 3, "tuning_problems": 3}, tmp_path, "the command")
+    readme = (tmp_path / "README.md").read_text()
+    assert "| panel | LSTM final | best tuned baseline final | LSTM / best | LSTM ends below its start |" in readme
+    assert readme.count(" / 2 |") == 2 and "2 problems; baselines' learning rates tuned on 1 others" in readme

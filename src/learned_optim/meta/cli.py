@@ -21,7 +21,7 @@ from .publish import publish
 from .registry import DEFAULTS, TASK_NAMES, make_task
 from .tasks import ACTIVATIONS
 from .schedules import META_LR_SCHEDULES
-from .suites import SUITES, run_suite, single_panel
+from .suites import SUITES, run_suite, single_panel, suite_panels
 from .train import NETWORK_INITS, Run, RunConfig, train
 from .truncated import OBJECTIVES, Recipe
 
@@ -118,13 +118,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         network, spec = pretrained.load(args.checkpoint), _task_spec(args)
         out = Path(args.out or f"evaluation-{Path(args.checkpoint).name}")
     if args.suite is not None:
-        family, suite_panels = SUITES[args.suite]
-        spec = _task_spec(argparse.Namespace(**{**vars(args), "task": family}))
+        spec = _task_spec(argparse.Namespace(**{**vars(args), "task": SUITES[args.suite][0]}))
     protocol = dict(DEFAULTS[spec["name"]]["evaluation"])
     protocol.update({k: v for k, v in (("steps", args.steps), ("problems", args.problems),
                                         ("tuning_problems", args.tuning_problems)) if v is not None})
     if args.suite is not None:
-        panels = {name: ({**spec, **overrides}, steps, title) for name, (overrides, steps, title) in suite_panels.items()}
+        panels = suite_panels(args.suite, spec)
     else:
         panels = single_panel(spec, protocol["steps"])
     print(f"evaluating against tuned SGD, NAG, RMSprop and Adam (each tuned over "

@@ -1,90 +1,142 @@
 """Evaluation suites: panels of tasks on which a network meets tuned baselines, written as a report.
 
-A panel is ``name -> (task spec, steps, title)``; :func:`run_suite` runs
-:func:`~learned_optim.meta.evaluation.compare` on each and writes the JSON, the figures and a
-``README.md`` index that ``publish`` embeds in the model card.
+A suite is ``name -> Panel``; :func:`run_suite` runs :func:`~learned_optim.meta.evaluation.compare` on each
+panel and writes the JSON, the figures and a ``README.md`` (a summary against the best tuned baseline, then every
+panel's table and figure) that ``publish`` embeds in the model card.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 
 from ..network import CoordinatewiseLSTM
-from .evaluation import LR_GRID, EVALUATION_SEED, Summary, compare, write_results
+from .evaluation import EVALUATION_SEED, LR_GRID, METRICS, Summary, compare, write_results
 from .registry import make_task
 from .tasks import Task, seeded
 
+
+class Panel(NamedTuple):
+    """One comparison: the task (in a suite, overrides of the suite's family's task, or a whole spec with a
+    ``"name"``), the steps, a title, and overrides of the family's protocol (``problems``, ``tuning_problems``,
+    ``lr_grid``) where a panel is too costly for it."""
+
+    spec: dict[str, Any]
+    steps: int
+    title: str
+    protocol: dict[str, Any] = {}
+
+
 MNIST_PANELS = {
-    "mnist-20-sigmoid-100": ({"hidden_sizes": [20]}, 100, "MNIST, 20 sigmoid units, 100 steps"),
-    "mnist-40-sigmoid-100": ({"hidden_sizes": [40]}, 100, "MNIST, 40 sigmoid units, 100 steps"),
-    "mnist-2x20-sigmoid-100": ({"hidden_sizes": [20, 20]}, 100, "MNIST, 2 hidden layers of 20, 100 steps"),
-    "mnist-20-sigmoid-200": ({"hidden_sizes": [20]}, 200, "MNIST, 20 sigmoid units, 200 steps"),
-    "mnist-20-relu-100": ({"hidden_sizes": [20], "activation": "relu"}, 100, "MNIST, 20 ReLU units, 100 steps"),
+    "mnist-20-sigmoid-100": Panel({"hidden_sizes": [20]}, 100, "MNIST, 20 sigmoid units, 100 steps"),
+    "mnist-40-sigmoid-100": Panel({"hidden_sizes": [40]}, 100, "MNIST, 40 sigmoid units, 100 steps"),
+    "mnist-2x20-sigmoid-100": Panel({"hidden_sizes": [20, 20]}, 100, "MNIST, 2 hidden layers of 20, 100 steps"),
+    "mnist-20-sigmoid-200": Panel({"hidden_sizes": [20]}, 200, "MNIST, 20 sigmoid units, 200 steps"),
+    "mnist-20-relu-100": Panel({"hidden_sizes": [20], "activation": "relu"}, 100, "MNIST, 20 ReLU units, 100 steps"),
 }
-"""The paper's MNIST panels (Figure 4 and 5): task overrides, steps, title."""
+"""The paper's MNIST panels (Figure 4 and 5)."""
 NEURAL_ART_PANELS = {
-    "art-starry-night-64": ({"style": "starry_night.jpg", "size": 64}, 128,
-                            "Neural art: training style (The Starry Night), 64x64"),
-    "art-ihc-128": ({"style": "ihc.png", "size": 128}, 128, "Neural art: new style (IHC micrograph), 128x128"),
+    "art-starry-night-64": Panel({"style": "starry_night.jpg", "size": 64}, 128,
+                                 "Neural art: training style (The Starry Night), 64x64"),
+    "art-ihc-128": Panel({"style": "ihc.png", "size": 128}, 128, "Neural art: new style (IHC micrograph), 128x128"),
 }
 """The paper's neural-art tests (Figure 8): held-out photos with the training style at the training size, and
 with a new style at double the size."""
-SUITES = {"mnist-paper": ("mnist", MNIST_PANELS), "neural-art": ("art", NEURAL_ART_PANELS)}
+_COARSE_GRID = [10 ** (k / 3) for k in range(-9, 1)]  # 1e-3 .. 1: every baseline's best rate on these tasks
+GENERALIST_PANELS = {
+    "mnist-20-relu-100": Panel({"hidden_sizes": [20], "activation": "relu"}, 100,
+                               "MNIST MLP, 20 ReLU units (paper init), 100 steps"),
+    "mnist-2x20-sigmoid-100": Panel({"hidden_sizes": [20, 20]}, 100, "MNIST MLP, 2 hidden layers of 20 sigmoid, 100 steps"),
+    "mnist-convnet-100": Panel({"name": "mnist-convnet"}, 100, "The paper's CIFAR ConvNet on MNIST, 100 steps",
+                               {"problems": 5, "tuning_problems": 2, "lr_grid": _COARSE_GRID}),
+    "mnist-20-sigmoid-1000": Panel({"hidden_sizes": [20]}, 1000, "MNIST MLP, 20 sigmoid units, 1,000 steps",
+                                   {"problems": 10, "tuning_problems": 5}),
+    "mnist-20-sigmoid-10000": Panel({"hidden_sizes": [20]}, 10_000, "MNIST MLP, 20 sigmoid units, 10,000 steps",
+                                    {"problems": 5, "tuning_problems": 2, "lr_grid": _COARSE_GRID}),
+}
+"""Issue 10's targets for a generalist default: architectures, activations and horizons beyond one training task
+(none of them a configuration the training mixture draws); baselines tuned for each panel's horizon."""
+SUITES = {"mnist-paper": ("mnist", MNIST_PANELS), "neural-art": ("art", NEURAL_ART_PANELS),
+          "generalist": ("mnist", GENERALIST_PANELS)}
 """Suite name -> (task family, panels)."""
 GRID_PROBLEMS = 3
 """Rows of a neural-art panel's image grid."""
 
 
-def single_panel(spec: dict, steps: int) -> dict[str, tuple[dict, int, str]]:
+def single_panel(spec: dict, steps: int) -> dict[str, Panel]:
     """One panel: the task ``spec`` (quadratics evaluated one function per problem) run for ``steps`` steps."""
     if spec["name"] == "quadratic":
         spec = {**spec, "num_functions": 1}  # each function is evaluated on its own
-    return {spec["name"]: (spec, steps, f"{spec['name']}: {json.dumps(spec)}")}
+    return {spec["name"]: Panel(spec, steps, f"{spec['name']}: {json.dumps(spec)}")}
 
 
-def run_suite(network: CoordinatewiseLSTM, panels: dict[str, tuple[dict, int, str]], protocol: dict, out: Path,
-              command: str) -> None:
-    """Compare ``network`` with tuned baselines on each panel ``name -> (task spec, steps, title)``.
+def suite_panels(suite: str, family_spec: dict[str, Any]) -> dict[str, Panel]:
+    """The panels of ``suite`` with whole task specs: each panel's overrides of ``family_spec``, or its own spec."""
+    return {name: panel._replace(spec=panel.spec if "name" in panel.spec else {**family_spec, **panel.spec})
+            for name, panel in SUITES[suite][1].items()}
+
+
+def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: dict, out: Path, command: str) -> None:
+    """Compare ``network`` with tuned baselines on each panel.
 
     ``protocol``: ``problems``, ``tuning_problems``, and optionally ``tuning_split`` (the data split the baselines
-    are tuned on; default: the evaluation's) and ``lr_grid`` (default: :data:`LR_GRID`). Writes each panel's JSON
-    and figure (and, for neural art, an image grid), and ``out/README.md`` with every table and figure;
-    ``command`` is the command line that regenerates them.
+    are tuned on; default: the evaluation's) and ``lr_grid`` (default: :data:`LR_GRID`), each overridden by a
+    panel's own. Writes each panel's JSON and figure (and, for neural art, an image grid), and ``out/README.md``
+    with a summary against the best tuned baseline and every table and figure; ``command`` is the command line
+    that regenerates them.
     """
-    index = []
-    grid = protocol.get("lr_grid", LR_GRID)
-    for name, (spec, steps, title) in panels.items():
+    index, summary_rows = [], []
+    for name, (spec, steps, title, overrides) in panels.items():
+        panel_protocol = {**protocol, **overrides}
+        grid = panel_protocol.get("lr_grid", LR_GRID)
         task = make_task(spec, "test", heldout_split="test")
-        tuning_task = make_task(spec, protocol["tuning_split"]) if "tuning_split" in protocol else None
-        summaries = compare(network, task, steps, protocol["problems"], protocol["tuning_problems"],
-                            tuning_task=tuning_task, lr_grid=grid)
+        tuning_task = make_task(spec, panel_protocol["tuning_split"]) if "tuning_split" in panel_protocol else None
+        problems, tuning_problems = panel_protocol["problems"], panel_protocol["tuning_problems"]
+        summaries = compare(network, task, steps, problems, tuning_problems, tuning_task=tuning_task, lr_grid=grid)
         splits = data_description(spec["name"], task)
-        info = {"task": spec, "steps": steps, "problems": protocol["problems"],
-                "tuning_problems": protocol["tuning_problems"], "tuning_split": protocol.get("tuning_split", "test"),
-                "lr_grid": grid, "splits": splits, "command": command}
+        info = {"task": spec, "steps": steps, "problems": problems, "tuning_problems": tuning_problems,
+                "tuning_split": panel_protocol.get("tuning_split", "test"), "lr_grid": grid, "splits": splits,
+                "command": command}
         table = write_results(summaries, out, name, title, info)
-        print(f"\n{title} ({protocol['problems']} problems; lr tuned on {protocol['tuning_problems']} others)")
+        setting = (f"{problems} problems; baselines' learning rates tuned on {tuning_problems} others over "
+                   f"{len(grid)} rates from {min(grid):.3g} to {max(grid):.3g}")
+        print(f"\n{title} ({setting})")
         print(table)
-        index.append(f"### {title}\n\n{table}\n\n![{title}]({name}.png)\n")
+        index.append(f"### {title}\n\n{setting}.\n\n{table}\n\n![{title}]({name}.png)\n")
+        summary_rows.append(summary_row(title, summaries))
         if spec["name"] == "art":
             write_image_grid(task, summaries, steps, out / f"{name}-images.png", title)
             index.append(f"![{title}: images]({name}-images.png)\n")
+    summary = "\n".join(["| panel | LSTM final | best tuned baseline final | LSTM / best | LSTM ends below its start |",
+                         "|---|---|---|---|---|", *summary_rows])
+    print(f"\n{summary}")
     (out / "README.md").write_text(
         f"# Evaluation: {len(panels)} panel{'s' * (len(panels) > 1)}\n\nRegenerate with `{command}`.\n\n"
-        f"Each panel: {protocol['problems']} fresh problems; baselines' learning rates tuned on "
-        f"{protocol['tuning_problems']} other problems over a log grid from {min(grid):.3g} to {max(grid):.3g} "
-        f"({len(grid)} rates), separately for `final` (mean loss over the last 10 steps) and `sum` (sum over all "
-        "steps); `loss@t` is the (minibatch) loss computed at step t; ± is the standard error. "
-        f"Data: {splits}.\n\n" + "\n".join(index))
+        "Each panel: fresh problems; baselines' learning rates tuned on other problems over a log grid, "
+        "separately for `final` (mean loss over the last 10 steps) and `sum` (sum over all steps); `loss@t` is the "
+        f"(minibatch) loss computed at step t; ± is the standard error. Data: {splits}.\n\n{summary}\n\n"
+        + "\n".join(index))
     print(f"\nresults written to {out}/")
+
+
+def summary_row(title: str, summaries: list[Summary]) -> str:
+    """A panel's line of the summary: the LSTM's final loss against the best tuned baseline's, and in how many
+    problems the LSTM's final loss is below the problem's initial loss (never stuck, never worse)."""
+    lstm = next(s for s in summaries if s.name == "LSTM")
+    best = min((s for s in summaries if s.name != "LSTM"), key=lambda s: s.metrics["final"])
+    improved = sum(METRICS["final"](run.losses) < run.losses[0] for run in lstm.runs)
+    return (f"| {title} | {lstm.metrics['final']:.4g} ± {lstm.metrics['final_stderr']:.2g} | "
+            f"{best.metrics['final']:.4g} ± {best.metrics['final_stderr']:.2g} ({best.name}, lr "
+            f"{best.learning_rates['final']:.3g}) | {lstm.metrics['final'] / best.metrics['final']:.2f} | "
+            f"{improved} / {len(lstm.runs)} |")
 
 
 def data_description(family: str, task: Task) -> str:
     """Where a panel's problems come from, for its report."""
-    if family == "mnist":
+    if family.startswith("mnist"):
         return ("minibatches from the 10,000 MNIST test images, which meta-training and validation never see; "
                 "test-set loss = loss of the final parameters on all 10,000 of them")
     if family == "art":
