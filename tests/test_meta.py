@@ -234,9 +234,9 @@ def test_mnist_suite_evaluates_the_papers_five_panels_with_the_mnist_protocol(ch
         main(["evaluate", "--checkpoint", str(checkpoint), "--suite", "mnist-paper", "--problems", "12"])
     _, panels, protocol, _, _ = evaluate.call_args.args
     assert protocol == {**DEFAULTS["mnist"]["evaluation"], "problems": 12}
-    assert {steps for _, steps, _ in panels.values()} == {100, 200}
-    assert all(spec["name"] == "mnist" for spec, _, _ in panels.values())
-    assert {spec.get("activation", "sigmoid") for spec, _, _ in panels.values()} == {"sigmoid", "relu"}
+    assert {panel.steps for panel in panels.values()} == {100, 200}
+    assert all(panel.spec["name"] == "mnist" for panel in panels.values())
+    assert {panel.spec.get("activation", "sigmoid") for panel in panels.values()} == {"sigmoid", "relu"}
 
 
 def test_resume_with_more_episodes_extends_a_finished_run(tmp_path):
