@@ -45,7 +45,7 @@ NEURAL_ART_PANELS = {
 }
 """The paper's neural-art tests (Figure 8): held-out photos with the training style at the training size, and
 with a new style at double the size."""
-_COARSE_GRID = [10 ** (k / 3) for k in range(-9, 1)]  # 1e-3 .. 1: every baseline's best rate on these tasks
+_COARSE_GRID = [10 ** (k / 2) for k in range(-6, 1)]  # 1e-3 .. 1 by half-decades: the best rates on these tasks
 GENERALIST_PANELS = {
     "mnist-20-relu-100": Panel({"hidden_sizes": [20], "activation": "relu"}, 100,
                                "MNIST MLP, 20 ReLU units (paper init), 100 steps"),
@@ -53,9 +53,9 @@ GENERALIST_PANELS = {
     "mnist-convnet-100": Panel({"name": "mnist-convnet"}, 100, "The paper's CIFAR ConvNet on MNIST, 100 steps",
                                {"problems": 5, "tuning_problems": 2, "lr_grid": _COARSE_GRID}),
     "mnist-20-sigmoid-1000": Panel({"hidden_sizes": [20]}, 1000, "MNIST MLP, 20 sigmoid units, 1,000 steps",
-                                   {"problems": 10, "tuning_problems": 5}),
+                                   {"problems": 10, "tuning_problems": 3, "lr_grid": _COARSE_GRID}),
     "mnist-20-sigmoid-10000": Panel({"hidden_sizes": [20]}, 10_000, "MNIST MLP, 20 sigmoid units, 10,000 steps",
-                                    {"problems": 5, "tuning_problems": 2, "lr_grid": _COARSE_GRID}),
+                                    {"problems": 3, "tuning_problems": 1, "lr_grid": _COARSE_GRID}),
 }
 """Issue 10's targets for a generalist default: architectures, activations and horizons beyond one training task
 (none of them a configuration the training mixture draws); baselines tuned for each panel's horizon."""
