@@ -35,7 +35,7 @@ optimizer = LearnedOptimizer(model.parameters(), pretrained="{source}")
 ## Network
 
 A coordinatewise two-layer LSTM optimizer (Andrychowicz et al., 2016, https://arxiv.org/abs/1606.04474),
-config `{network}`: {num_params} weights, 80 floats of state per optimized coordinate.
+config `{network}`: {num_params} weights, {state_floats} floats of state per optimized coordinate.
 
 ## Meta-training
 
@@ -57,10 +57,17 @@ DATA = {
 """Per task family: the data of meta-training and of validation, as the model card says them."""
 
 
+def _data_family(task: dict) -> str | None:
+    """The key of :data:`DATA` for a task spec: MNIST's for every MNIST task (and mixtures of them)."""
+    names = ([c["name"] for c in task.get("components", [])] if task.get("name") == "mixture" else [task.get("name")])
+    families = {"mnist" if name and name.startswith("mnist") else name for name in names}
+    return families.pop() if len(families) == 1 else None
+
+
 def _meta_training(run: Run) -> str:
     """How ``run`` was meta-trained, as model-card bullets."""
     config, checkpoint, sessions = run.config, run.checkpoint(), run.sessions()
-    training_data, validation_data = DATA.get(config.task.get("name"), DATA[None])
+    training_data, validation_data = DATA.get(_data_family(config.task), DATA[None])
     metric = {"mean": "mean loss over the horizon", "final": "mean loss over the last 10 steps"}[config.validation_metric]
     lines = [
         f"- Task: `{json.dumps(config.task)}`; data used for meta-training: {training_data}.",
@@ -90,6 +97,7 @@ def model_card(run: Run, name: str, description: str, results: str, source: str 
         description=description,
         network=json.dumps(network.config),
         num_params=sum(p.numel() for p in network.parameters()),
+        state_floats=2 * network.num_layers * network.hidden_size + 3 * network.has_moments,
         meta_training=_meta_training(run),
         results=results or "Not evaluated yet: run `python -m learned_optim.meta evaluate`.",
     )
