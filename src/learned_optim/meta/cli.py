@@ -126,8 +126,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         panels = suite_panels(args.suite, spec)
     else:
         panels = single_panel(spec, protocol["steps"])
-    print(f"evaluating against tuned SGD, NAG, RMSprop and Adam (each tuned over "
-          f"{len(protocol.get('lr_grid', LR_GRID))} learning rates); results in {out}/", flush=True)
+    print(f"evaluating against SGD, NAG, RMSprop and Adam, each with its learning rate tuned per panel "
+          f"(default grid: {len(protocol.get('lr_grid', LR_GRID))} rates); results in {out}/", flush=True)
     run_suite(network, panels, protocol, out, command_line())
 
 
