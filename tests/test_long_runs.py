@@ -1,4 +1,5 @@
-"""Long runs are safe: 10,000 steps of an MNIST MLP with the default optimizer stay finite and end below the start."""
+"""Long runs are safe: 10,000 steps of an MNIST MLP stay finite; the default ends below its start, l2o-generalist keeps
+improving."""
 
 import math
 
@@ -31,3 +32,15 @@ def test_the_default_runs_10000_steps_finite_and_ends_below_its_start():
     # l2l-mnist ends below its start (ln 10), not below its best: ~0.25 at step 1,000, then back up to ~0.73
     assert means[-1] < 0.5 * run.losses[0]
     assert all(torch.isfinite(p).all() for p in run.params.values())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(real_mnist() is None, reason="real MNIST not found: set LEARNED_OPTIM_MNIST")
+def test_l2o_generalist_keeps_improving_for_10000_steps():
+    """100 times its 100-step training horizon, the loss of the RNNprop-input network keeps falling."""
+    task = make_task({"name": "mnist", "hidden_sizes": [20], "root": real_mnist()}, "test")
+    network = pretrained.load("l2o-generalist")
+    run = run_optimizer(task.sample(seeded(7)), lambda params: LearnedOptimizer(params, network), STEPS)
+    assert all(math.isfinite(loss) for loss in run.losses)
+    means = windows(run.losses)
+    assert means[-1] < 0.5 * means[2]  # the last 500 steps against steps 1,000-1,500

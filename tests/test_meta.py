@@ -209,7 +209,7 @@ def test_cli_train_evaluate_publish_and_push(tmp_path, capsys):
     assert [e["episode"] for e in log if "validation_loss" in e] == [0, 4, 8]
     main(["evaluate", "--run", str(run), "--steps", "10", "--problems", "3", "--tuning-problems", "2"])
     printed = capsys.readouterr().out
-    assert printed.startswith("evaluating against tuned SGD, NAG, RMSprop and Adam") and "results written to" in printed
+    assert printed.startswith("evaluating against SGD, NAG, RMSprop and Adam, each with its learning rate tuned per panel") and "results written to" in printed
     assert "| LSTM |" in printed and "| Adam |" in printed
     results = json.loads((run / "evaluation" / "quadratic.json").read_text())
     assert [r["name"] for r in results["results"]] == ["LSTM", "SGD", "NAG", "RMSprop", "Adam"]
