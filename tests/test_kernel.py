@@ -9,6 +9,7 @@ import torch
 
 from learned_optim import LearnedOptimizer, kernel
 from learned_optim.functional import fast_update_
+from learned_optim.fusion import PreparedWeights
 
 from conftest import random_network
 
@@ -143,9 +144,18 @@ def test_failing_compiler_falls_back_with_its_message_and_leaves_no_file(fresh_k
 
 @needs_kernel
 def test_prepared_network_arguments_are_bounded_and_follow_their_weights():
-    for seed in range(kernel.PREPARED_CACHE_SIZE + 3):
+    for seed in range(kernel._prepared.size + 3):
         network = random_network(seed=seed)
         weights = network.fused_weights()
         grad, state = torch.randn(20), network.initial_state(20)
         torch.testing.assert_close(fast_update_(weights, grad, state.clone()), pytorch_path(weights, grad, state.clone()))
-    assert len(kernel._prepared) <= kernel.PREPARED_CACHE_SIZE
+    assert len(kernel._prepared.entries) <= kernel._prepared.size
+
+
+def test_prepared_weights_are_computed_once_per_weights_object_and_the_oldest_dropped():
+    calls = []
+    prepared = PreparedWeights(lambda weights: calls.append(weights) or len(calls), size=2)
+    first, second, third = object(), object(), object()
+    assert [prepared(first), prepared(first), prepared(second)] == [1, 1, 2]
+    assert prepared(third) == 3 and prepared(second) == 2 and prepared(first) == 4  # first was dropped
+    assert calls == [first, second, third, first] and len(prepared.entries) == 2

@@ -35,6 +35,9 @@ class LinearRule(nn.Module):
     def initial_state(self, n, dtype=torch.float32, device=None):
         return ()
 
+    def initial_moments(self, n, device=None):
+        return None
+
     def forward(self, grad, state):
         return self.linear(grad.unsqueeze(-1)).squeeze(-1), state
 
@@ -77,6 +80,9 @@ def test_meta_gradient_of_a_two_step_unroll_passes_gradcheck():
 
         def initial_state(self, *args, **kwargs):
             return network.initial_state(*args, **kwargs)
+
+        def initial_moments(self, *args, **kwargs):
+            return network.initial_moments(*args, **kwargs)
 
         def forward(self, grad, state):
             return functional_call(network, dict(zip(names, self.weights)), (grad, state))

@@ -80,9 +80,9 @@ class FusedWeights(NamedTuple):
         return OUTPUTS[self.output](raw) * self.output_scale
 
 
-OUTPUTS = {"linear": lambda raw: raw, "tanh": torch.tanh}
-r"""The output nonlinearity :math:`o` of the head: none (the paper) or ``tanh``, bounding each coordinate's step
-by the output scale (RNNprop)."""
+OUTPUTS = {"linear": lambda raw: raw, "tanh": torch.tanh_}
+r"""The output nonlinearity :math:`o` of the head, applied in place: none (the paper) or ``tanh``, bounding each
+coordinate's step by the output scale (RNNprop)."""
 
 
 def _split_state(weights: FusedWeights, state: Sequence[Tensor]) -> tuple[Sequence[Tensor], Tensor | None]:
@@ -221,9 +221,7 @@ def fast_update_(
             x = h
         chunk_update = update[rows] if out is None else update[:n]
         torch.addmm(weights.head_bias, x, weights.head_weight, out=chunk_update.unsqueeze(1))
-        if weights.output == "tanh":
-            chunk_update.tanh_()
-        chunk_update.mul_(weights.output_scale)
+        OUTPUTS[weights.output](chunk_update).mul_(weights.output_scale)
         if out is not None:
             if decay != 1:
                 out[rows].mul_(decay)

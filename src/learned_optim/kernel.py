@@ -30,24 +30,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .fusion import OUTPUT_CODES, PREPROCESSING_CODES, PreparedWeights, fusable
 from .preprocessing import ADAM_EPSILON, MOMENT_DECAY
 
 SOURCE = Path(__file__).with_name("csrc") / "lstm_step.cpp"
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fno-math-errno", "-shared", "-fPIC")
 ENV_VAR = "LEARNED_OPTIM_KERNEL"
 CACHE_ENV_VAR = "LEARNED_OPTIM_CACHE"
-PREPROCESSING_CODES = {"none": 0, "log_sign": 1, "adam": 2}
-OUTPUT_CODES = {"linear": 0, "tanh": 1}
 TILE = 16
 """Coordinates per tile of ``csrc/lstm_step.cpp`` (``LANES * NV``): threads get whole tiles."""
 MIN_COORDINATES_PER_THREAD = 16_384
 """Below this many coordinates per thread, starting a thread costs more than it saves."""
 
-PREPARED_CACHE_SIZE = 16
-"""Weights objects whose kernel arguments are kept ready (the oldest is dropped first)."""
-
 _lock = threading.Lock()
-_prepared: dict[int, tuple] = {}
 _library: Any = None  # the loaded library; False once it is known to be unavailable
 
 
@@ -123,35 +118,26 @@ def available() -> bool:
 
 
 def supports(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None, moments: Tensor | None = None) -> bool:
-    """Whether :func:`fused_update_` takes these arguments (CPU, float32 weights, output and moments, a contiguous
-    float32 or bfloat16 state, a known encoding and output); anything else goes through the PyTorch path."""
-    return (grad.device.type == "cpu" and weights.head_weight.dtype == torch.float32
-            and weights.preprocessing in PREPROCESSING_CODES and weights.output in OUTPUT_CODES
-            and state.dtype in (torch.float32, torch.bfloat16) and state.is_contiguous()
-            and (out is None or (out.dtype == torch.float32 and out.is_contiguous() and out.device.type == "cpu"))
-            and (moments is None or (moments.dtype == torch.float32 and moments.is_contiguous()
-                                     and moments.device.type == "cpu"))
-            and available())
+    """Whether :func:`fused_update_` takes these arguments (:func:`~learned_optim.fusion.fusable` on the CPU);
+    anything else goes through the PyTorch path."""
+    return fusable(weights, "cpu", grad, state, out, moments) and available()
 
 
 def _network_arguments(weights: Any) -> tuple:
-    """The kernel's network arguments for ``weights``, prepared once per weights object (the optimizer keeps one
-    per network and device): ``(H, L, F, encoding, p, beta, eps, weight pointers, bias pointers, head pointer,
-    head bias, output scale, bounded)``."""
-    key = id(weights)
-    if key not in _prepared:
-        hidden = weights.head_weight.shape[0]
-        layers = [(w.detach().contiguous(), b.detach().contiguous()) for w, b in weights.layers]
-        head_weight = weights.head_weight.detach().contiguous()
-        arguments = (hidden, len(layers), layers[0][0].shape[0] - hidden, PREPROCESSING_CODES[weights.preprocessing],
-                     weights.p, MOMENT_DECAY, ADAM_EPSILON,
-                     (ctypes.c_void_p * len(layers))(*[w.data_ptr() for w, _ in layers]),
-                     (ctypes.c_void_p * len(layers))(*[b.data_ptr() for _, b in layers]), head_weight.data_ptr(),
-                     float(weights.head_bias), weights.output_scale, OUTPUT_CODES[weights.output])
-        if len(_prepared) >= PREPARED_CACHE_SIZE:
-            del _prepared[next(iter(_prepared))]
-        _prepared[key] = (weights, layers, head_weight, arguments)  # the tensors stay alive with their pointers
-    return _prepared[key][3]
+    """The kernel's network arguments for ``weights``: ``(H, L, F, encoding, p, beta, eps, weight pointers,
+    bias pointers, head pointer, head bias, output scale, bounded)``, and the tensors they point into."""
+    hidden = weights.head_weight.shape[0]
+    layers = [(w.detach().contiguous(), b.detach().contiguous()) for w, b in weights.layers]
+    head_weight = weights.head_weight.detach().contiguous()
+    arguments = (hidden, len(layers), layers[0][0].shape[0] - hidden, PREPROCESSING_CODES[weights.preprocessing],
+                 weights.p, MOMENT_DECAY, ADAM_EPSILON,
+                 (ctypes.c_void_p * len(layers))(*[w.data_ptr() for w, _ in layers]),
+                 (ctypes.c_void_p * len(layers))(*[b.data_ptr() for _, b in layers]), head_weight.data_ptr(),
+                 float(weights.head_bias), weights.output_scale, OUTPUT_CODES[weights.output])
+    return arguments, (layers, head_weight)  # the tensors stay alive with their pointers
+
+
+_prepared = PreparedWeights(_network_arguments)
 
 
 @torch.no_grad()
@@ -170,7 +156,7 @@ def fused_update_(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None 
     if total == 0:
         return out
     grad = grad.to(torch.float32).contiguous()
-    network = _network_arguments(weights)
+    network, _ = _prepared(weights)
     features = network[2]
     arguments = (*network, grad.data_ptr(), -1.0 if maximize else 1.0, state.data_ptr(),
                  int(state.dtype == torch.bfloat16), total, None if moments is None else moments.data_ptr(),

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .fusion import OUTPUT_CODES, PREPROCESSING_CODES, PreparedWeights, fusable
 from .preprocessing import ADAM_EPSILON, MOMENT_DECAY
 
 try:
@@ -36,8 +37,6 @@ try:
 except ImportError:  # CPU-only installs: the CUDA path falls back to PyTorch
     triton = tl = None
 
-PREPROCESSING_CODES = {"none": 0, "log_sign": 1, "adam": 2}
-OUTPUT_CODES = {"linear": 0, "tanh": 1}
 PRECISIONS = ("tf32x3", "ieee", "tf32", "bf16")
 DEFAULT_PRECISION = "tf32x3"
 BLOCK = 64
@@ -56,21 +55,15 @@ def _interpreting() -> bool:
 
 
 def supports(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None, moments: Tensor | None = None) -> bool:
-    """Whether :func:`fused_update_` takes these arguments: CUDA tensors (CPU ones under ``TRITON_INTERPRET=1``),
-    float32 weights, output and moments, a contiguous float32 or bfloat16 state, a known encoding and output."""
-    device = "cpu" if _interpreting() else "cuda"
-    return (available() and grad.device.type == device and weights.head_weight.device.type == device
-            and weights.head_weight.dtype == torch.float32
-            and weights.preprocessing in PREPROCESSING_CODES and weights.output in OUTPUT_CODES
-            and state.dtype in (torch.float32, torch.bfloat16) and state.is_contiguous()
-            and (out is None or (out.dtype == torch.float32 and out.is_contiguous()))
-            and (moments is None or (moments.dtype == torch.float32 and moments.is_contiguous())))
+    """Whether :func:`fused_update_` takes these arguments: :func:`~learned_optim.fusion.fusable` on CUDA (on the
+    CPU under ``TRITON_INTERPRET=1``)."""
+    return available() and fusable(weights, "cpu" if _interpreting() else "cuda", grad, state, out, moments)
 
 
 def _lstm_step(grad_ptr, grad_sign, state_ptr, moments_ptr, out_ptr, weight_ptr, bias_ptr, head_ptr, head_bias,
                output_scale, p, beta, eps, lr, decay, total,
                H: tl.constexpr, HP: tl.constexpr, L: tl.constexpr, PREPROCESSING: tl.constexpr,
-               BOUNDED: tl.constexpr, ACCUMULATE: tl.constexpr, PRECISION: tl.constexpr,
+               OUTPUT: tl.constexpr, ACCUMULATE: tl.constexpr, PRECISION: tl.constexpr,
                BLOCK_N: tl.constexpr):
     """One block of ``BLOCK_N`` coordinates: encoding, ``L`` LSTM layers (``H`` units padded to ``HP``), head,
     update; the gate order and the doubled cell gate as :class:`~learned_optim.functional.FusedWeights`'."""
@@ -140,7 +133,7 @@ def _lstm_step(grad_ptr, grad_sign, state_ptr, moments_ptr, out_ptr, weight_ptr,
         tl.store(c_ptr + state_at, c.to(state_ptr.dtype.element_ty), mask=state_ok)
         x = h
     u = tl.sum(x * tl.load(head_ptr + units)[None, :], axis=1) + head_bias
-    if BOUNDED:
+    if OUTPUT == 1:  # tanh
         u = 2.0 * tl.sigmoid(2.0 * u) - 1.0
     u = u * output_scale
     if ACCUMULATE:
@@ -158,32 +151,26 @@ def _padded_size(hidden: int) -> int:
     return max(16, 1 << (hidden - 1).bit_length())
 
 
-_packed: dict[int, tuple[Any, Tensor, Tensor, Tensor, float]] = {}
-PACKED_CACHE_SIZE = 16
-
-
 def _pack(weights: Any) -> tuple[Tensor, Tensor, Tensor, float]:
-    """``(weights [L, 2·HP, 4, HP], biases [L, 4, HP], head [HP], head bias)``, zero-padded, on the weights' device;
-    computed once per weights object (the optimizer keeps one per network and device)."""
-    key = id(weights)
-    if key not in _packed:
-        hidden, layers = weights.head_weight.shape[0], weights.layers
-        padded = _padded_size(hidden)
-        device = weights.head_weight.device
-        packed = torch.zeros(len(layers), 2 * padded, 4, padded, device=device)
-        biases = torch.zeros(len(layers), 4, padded, device=device)
-        for layer, (weight, bias) in enumerate(layers):
-            inputs = weight.shape[0] - hidden
-            gates = weight.detach().float().view(inputs + hidden, 4, hidden)
-            packed[layer, :inputs, :, :hidden] = gates[:inputs]
-            packed[layer, padded: padded + hidden, :, :hidden] = gates[inputs:]
-            biases[layer, :, :hidden] = bias.detach().float().view(4, hidden)
-        head = torch.zeros(padded, device=device)
-        head[:hidden] = weights.head_weight.detach().float()[:, 0]
-        if len(_packed) >= PACKED_CACHE_SIZE:
-            del _packed[next(iter(_packed))]
-        _packed[key] = (weights, packed, biases, head, float(weights.head_bias))  # weights kept alive with their id
-    return _packed[key][1:]
+    """``(weights [L, 2·HP, 4, HP], biases [L, 4, HP], head [HP], head bias)``, zero-padded, on the weights'
+    device."""
+    hidden, layers = weights.head_weight.shape[0], weights.layers
+    padded = _padded_size(hidden)
+    device = weights.head_weight.device
+    packed = torch.zeros(len(layers), 2 * padded, 4, padded, device=device)
+    biases = torch.zeros(len(layers), 4, padded, device=device)
+    for layer, (weight, bias) in enumerate(layers):
+        inputs = weight.shape[0] - hidden
+        gates = weight.detach().float().view(inputs + hidden, 4, hidden)
+        packed[layer, :inputs, :, :hidden] = gates[:inputs]
+        packed[layer, padded: padded + hidden, :, :hidden] = gates[inputs:]
+        biases[layer, :, :hidden] = bias.detach().float().view(4, hidden)
+    head = torch.zeros(padded, device=device)
+    head[:hidden] = weights.head_weight.detach().float()[:, 0]
+    return packed, biases, head, float(weights.head_bias)
+
+
+_packed = PreparedWeights(_pack)
 
 
 @torch.no_grad()
@@ -202,11 +189,12 @@ def fused_update_(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None 
         out = torch.empty(total, dtype=torch.float32, device=grad.device)
     if total == 0:
         return out
-    packed, biases, head, head_bias = _pack(weights)
+    packed, biases, head, head_bias = _packed(weights)
     grad = grad.to(torch.float32).contiguous()
     _compiled(_interpreting())[(triton.cdiv(total, BLOCK),)](
         grad, -1.0 if maximize else 1.0, state, grad if moments is None else moments, out, packed, biases, head,
         head_bias, weights.output_scale, weights.p, MOMENT_DECAY, ADAM_EPSILON, lr, decay, total,
         H=hidden, HP=_padded_size(hidden), L=len(weights.layers), PREPROCESSING=PREPROCESSING_CODES[weights.preprocessing],
-        BOUNDED=weights.output == "tanh", ACCUMULATE=accumulate, PRECISION=precision, BLOCK_N=BLOCK)
+        OUTPUT=OUTPUT_CODES[weights.output], ACCUMULATE=accumulate, PRECISION=precision,
+        BLOCK_N=BLOCK)
     return out

@@ -124,8 +124,8 @@ class Unroller:
 
     Args:
         network (nn.Module): the update rule being meta-trained: ``network(grad [N], state) ->
-            (update [N], state)``, ``network.initial_state(N, dtype, device)`` and optionally
-            ``network.initial_moments(N, device)`` (entries appended to the state), such as
+            (update [N], state)``, ``network.initial_state(N, dtype, device)`` and
+            ``network.initial_moments(N, device)`` (None, or moments appended to the state), such as
             :class:`~learned_optim.CoordinatewiseLSTM`.
         problems (ProblemBatch or Problem): the optimizees (one problem is a batch of one).
         second_order (bool, optional): keep the graph through the gradient input (default: False).
@@ -146,7 +146,7 @@ class Unroller:
         self.scale = scale
         self.psi = theta if scale is None else theta / scale
         size = self.psi.numel()
-        moments = network.initial_moments(size, self.psi.device) if hasattr(network, "initial_moments") else None
+        moments = network.initial_moments(size, self.psi.device)
         self.state = (*network.initial_state(size, dtype=self.psi.dtype, device=self.psi.device),
                       *(() if moments is None else (moments,)))
         self.step = 0

@@ -1,0 +1,47 @@
+"""What the fused kernels (:mod:`learned_optim.kernel` on CPUs, :mod:`learned_optim.triton_kernel` on GPUs) share:
+the codes they know the encodings and outputs by, the arguments they take, and a cache of each network's weights
+prepared for them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+PREPROCESSING_CODES = {"none": 0, "log_sign": 1, "adam": 2}
+OUTPUT_CODES = {"linear": 0, "tanh": 1}
+PREPARED_CACHE_SIZE = 16
+"""Weights objects kept prepared per kernel (the oldest is dropped first)."""
+
+
+def fusable(weights: Any, device: str, grad: Tensor, state: Tensor, out: Tensor | None,
+            moments: Tensor | None) -> bool:
+    """Whether a kernel for ``device`` (``"cpu"`` or ``"cuda"``) takes these arguments: there, float32 weights,
+    output and moments, a contiguous float32 or bfloat16 state, an encoding and an output it knows."""
+    return (weights.head_weight.device.type == device and grad.device.type == device
+            and weights.head_weight.dtype == torch.float32
+            and weights.preprocessing in PREPROCESSING_CODES and weights.output in OUTPUT_CODES
+            and state.device.type == device and state.dtype in (torch.float32, torch.bfloat16)
+            and state.is_contiguous()
+            and all(t is None or (t.device.type == device and t.dtype == torch.float32 and t.is_contiguous())
+                    for t in (out, moments)))
+
+
+class PreparedWeights:
+    """The weights each network (a :class:`~learned_optim.functional.FusedWeights`, which the optimizer keeps one
+    of per network and device) arranged for a kernel by ``prepare``, computed once and keyed by identity; the
+    weights stay referenced with their entry, so an identity is never reused while cached."""
+
+    def __init__(self, prepare: Callable[[Any], Any], size: int = PREPARED_CACHE_SIZE) -> None:
+        self.prepare, self.size = prepare, size
+        self.entries: dict[int, tuple[Any, Any]] = {}
+
+    def __call__(self, weights: Any) -> Any:
+        key = id(weights)
+        if key not in self.entries:
+            if len(self.entries) >= self.size:
+                del self.entries[next(iter(self.entries))]
+            self.entries[key] = (weights, self.prepare(weights))
+        return self.entries[key][1]
