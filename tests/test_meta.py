@@ -233,6 +233,28 @@ def test_cli_train_evaluate_publish_and_push(tmp_path, capsys):
     assert torch.equal(loaded.head.weight, Run(run).best_network().head.weight)
 
 
+def test_published_card_compares_the_ablation_runs_at_their_common_validations(tmp_path):
+    main(["train", str(tmp_path / "a"), *TINY])
+    main(["train", str(tmp_path / "b"), *TINY, "--meta-lr", "0.01", "--episodes", "4"])
+    main(["publish", str(tmp_path / "a"), "--out", str(tmp_path / "ckpt"), "--ablation", str(tmp_path / "b")])
+    card = (tmp_path / "ckpt" / "README.md").read_text()
+    section = card[card.index("## Ablation"):]
+    assert "| run | differs in | episode 0 | episode 4 | best (episode) |" in section  # b stopped at 4
+    first, second = [line for line in section.splitlines() if line.startswith("| `")]
+    assert first.startswith("| `a` | `recipe.meta_lr=0.003` |") and second.startswith("| `b` | `recipe.meta_lr=0.01` |")
+    a_losses = {e["episode"]: e["validation_loss"] for e in Run(tmp_path / "a").log() if "validation_loss" in e}
+    assert f"| {a_losses[4]:.4g} |" in first
+
+
+def test_ablation_refuses_runs_validated_differently(tmp_path, capsys):
+    main(["train", str(tmp_path / "a"), *TINY, "--episodes", "1"])
+    main(["train", str(tmp_path / "b"), *TINY, "--episodes", "1", "--num-validation", "3"])
+    with pytest.raises(SystemExit):
+        main(["publish", str(tmp_path / "a"), "--out", str(tmp_path / "ckpt"), "--ablation", str(tmp_path / "b")])
+    assert "ablation runs must validate alike" in capsys.readouterr().err
+    assert not (tmp_path / "ckpt").exists()
+
+
 def test_mnist_suite_evaluates_the_papers_five_panels_with_the_mnist_protocol(checkpoint):
     from learned_optim.meta.registry import DEFAULTS
 

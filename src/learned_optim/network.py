@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from .functional import OUTPUTS, FusedWeights, chunked_update, fast_update_, reference_update
 from .preprocessing import PREPROCESSINGS
 
-_CONFIG_KEYS = ("hidden_size", "num_layers", "preprocessing", "p", "output_scale", "output")
+CONFIG_KEYS = ("hidden_size", "num_layers", "preprocessing", "p", "output_scale", "output")
+"""The options of :class:`CoordinatewiseLSTM` that define a network, as ``config.json`` holds them."""
 _LATER_KEYS = {"output": "linear"}
 """Options added after the first checkpoints: written to ``config.json`` only when not at their default, so older
 checkpoints keep their config and fingerprint."""
@@ -104,7 +105,7 @@ class CoordinatewiseLSTM(
     @property
     def config(self) -> dict[str, Any]:
         """The constructor arguments, as written to ``config.json`` (later options only when not at their default)."""
-        return {key: getattr(self, key) for key in _CONFIG_KEYS
+        return {key: getattr(self, key) for key in CONFIG_KEYS
                 if key not in _LATER_KEYS or getattr(self, key) != _LATER_KEYS[key]}
 
     def initial_state(
@@ -250,10 +251,10 @@ MAX_HIDDEN_SIZE, MAX_LAYERS = 4096, 64
 
 def _checked_config(config: dict, path: Path) -> dict[str, Any]:
     """``config`` if its keys, types and ranges are valid, else a :class:`CheckpointError` naming ``path``."""
-    unknown = set(config) - set(_CONFIG_KEYS)
+    unknown = set(config) - set(CONFIG_KEYS)
     if unknown:
         raise CheckpointError(f"{path} has unknown config keys {sorted(unknown)}; expected a subset of "
-                              f"{list(_CONFIG_KEYS)} (was it written by another library?)")
+                              f"{list(CONFIG_KEYS)} (was it written by another library?)")
     checks = {
         "hidden_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_HIDDEN_SIZE,
         "num_layers": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_LAYERS,

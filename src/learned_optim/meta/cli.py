@@ -137,7 +137,7 @@ def cmd_publish(args: argparse.Namespace) -> None:
     results = index.read_text().strip() if index.is_file() else ""
     figures = sorted(evaluation.glob("*.png")) if evaluation.is_dir() else []
     out = publish(args.run, args.out, description=args.description, results=results, figures=figures,
-                  repo_id=args.repo_id)
+                  repo_id=args.repo_id, compared=args.ablation)
     print(f"published {out}" + (f" and pushed to https://huggingface.co/{args.repo_id}" if args.repo_id else ""))
 
 
@@ -243,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluation", help="folder of evaluate's results (default: RUN/evaluation)")
     p.add_argument("--description", help="one-line description for the model card")
     p.add_argument("--repo-id", help="also push to this Hugging Face Hub repo")
+    p.add_argument("--ablation", nargs="+", default=[], metavar="RUN",
+                   help="run folders validated the same way: the card compares them with this run")
     p.set_defaults(handler=cmd_publish)
     return parser
 

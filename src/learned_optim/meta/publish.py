@@ -9,6 +9,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
+from ..network import CONFIG_KEYS, CoordinatewiseLSTM
 from .atomic import write_folder_atomic
 from .train import Run
 
@@ -44,7 +45,20 @@ config `{network}`: {num_params} weights, {state_floats} floats of state per opt
 ## Results
 
 {results}
+{ablation}"""
+
+_ABLATION = """
+## Ablation
+
+Validation loss ({metric} on the same {num_validation} held-out `{task}` problems, horizon {horizon}: common random
+numbers) of meta-training runs that differ in the settings shown, this checkpoint's run first (run folders in
+`meta_runs/`), at the episodes every run validated:
+
+{table}
 """
+
+BOOKKEEPING = {"episodes", "validate_every"}
+"""Run settings that say how long and how often, not how: left out of an ablation's differences."""
 
 
 DATA = {
@@ -87,9 +101,56 @@ def _meta_training(run: Run) -> str:
     return "\n".join(lines)
 
 
-def model_card(run: Run, name: str, description: str, results: str, source: str | None = None) -> str:
+def _settings(run: Run) -> dict[str, object]:
+    """The run's settings, flattened (``network.output_scale``, ``recipe.meta_lr``, ...; every network option)."""
+    flat = {}
+    for key, value in run.config.to_json().items():
+        if key == "network":
+            network = CoordinatewiseLSTM(**value)
+            flat.update({f"network.{option}": getattr(network, option) for option in CONFIG_KEYS})
+        elif isinstance(value, dict) and key != "task":
+            flat.update({f"{key}.{inner}": v for inner, v in value.items()})
+        elif key not in BOOKKEEPING:
+            flat[key] = json.dumps(value) if isinstance(value, dict) else value
+    return flat
+
+
+def _validations(run: Run, horizon: int) -> dict[int, float]:
+    return {e["episode"]: e["validation_loss"] for e in run.log()
+            if "validation_loss" in e and e.get("validation_horizon", horizon) == horizon}
+
+
+def ablation(runs: list[Run]) -> str:
+    """The model card's ablation section: the runs' validation losses side by side, each run with the settings
+    in which it differs from the others. The runs must validate alike (task, problems, metric, horizon)."""
+    configs = [run.config for run in runs]
+    horizons = [next((e["validation_horizon"] for e in run.log() if "validation_horizon" in e), None) for run in runs]
+    alike = {(json.dumps(c.task), c.num_validation, c.validation_metric, h) for c, h in zip(configs, horizons)}
+    if len(alike) != 1 or None in horizons:
+        raise ValueError("ablation runs must validate alike (the same task, number of validation problems, metric and "
+                         f"horizon) to be compared; got (task, problems, metric, horizon) {sorted(alike, key=str)}: "
+                         "compare runs meta-trained for the same task and validated the same way")
+    settings = [_settings(run) for run in runs]
+    differing = sorted(k for k in set().union(*settings) if len({str(s.get(k)) for s in settings}) > 1)
+    curves = [_validations(run, horizons[0]) for run in runs]
+    episodes = sorted(set.intersection(*(set(curve) for curve in curves)))
+    rows = ["| run | differs in | " + " | ".join(f"episode {e}" for e in episodes) + " | best (episode) |",
+            "|---" * (len(episodes) + 3) + "|"]
+    for run, setting, curve in zip(runs, settings, curves):
+        best = min(curve, key=curve.get)
+        rows.append(f"| `{run.folder.name}` | " + ", ".join(f"`{k}={setting.get(k)}`" for k in differing)
+                    + " | " + " | ".join(f"{curve[e]:.4g}" for e in episodes) + f" | {curve[best]:.4g} ({best}) |")
+    metric = {"mean": "mean loss over the horizon", "final": "mean loss over the last 10 steps"}[
+        configs[0].validation_metric]
+    return _ABLATION.format(metric=metric, num_validation=configs[0].num_validation, task=configs[0].task["name"],
+                            horizon=horizons[0], table="\n".join(rows))
+
+
+def model_card(run: Run, name: str, description: str, results: str, source: str | None = None,
+               compared: list[Run] = ()) -> str:
     """The model card (``README.md``) of a checkpoint published from ``run``; its usage snippet loads
-    ``source`` (a Hub repo id, a folder path or a bundled name; default: ``name``)."""
+    ``source`` (a Hub repo id, a folder path or a bundled name; default: ``name``); with ``compared`` runs,
+    an ablation section (:func:`ablation`)."""
     network = run.best_network()
     return _CARD.format(
         name=name,
@@ -100,6 +161,7 @@ def model_card(run: Run, name: str, description: str, results: str, source: str 
         state_floats=2 * network.num_layers * network.hidden_size + 3 * network.has_moments,
         meta_training=_meta_training(run),
         results=results or "Not evaluated yet: run `python -m learned_optim.meta evaluate`.",
+        ablation=ablation([run, *compared]) if compared else "",
     )
 
 
@@ -111,16 +173,18 @@ def publish(
     results: str = "",
     figures: list[Path] = (),
     repo_id: str | None = None,
+    compared: list[str | os.PathLike] = (),
 ) -> Path:
     """Write the run's best network to ``out`` (weights, config, model card, figures), atomically.
 
-    With ``repo_id``, also upload the folder to the Hugging Face Hub (creating the repo if needed).
+    With ``compared`` run folders, the card gets their ablation table; with ``repo_id``, the folder is also
+    uploaded to the Hugging Face Hub (creating the repo if needed).
     """
     run = Run(run_folder)
     out = Path(out)
     name = name or out.name
     description = description or f"Coordinatewise LSTM optimizer meta-trained on `{run.config.task['name']}`."
-    card = model_card(run, name, description, results, repo_id)
+    card = model_card(run, name, description, results, repo_id, [Run(folder) for folder in compared])
 
     def fill(folder: Path) -> None:
         run.best_network().save_pretrained(folder)
