@@ -233,6 +233,34 @@ def test_cli_train_evaluate_publish_and_push(tmp_path, capsys):
     assert torch.equal(loaded.head.weight, Run(run).best_network().head.weight)
 
 
+def test_evaluate_reuses_an_earlier_evaluations_baselines_and_refuses_other_settings(tmp_path, capsys):
+    run = tmp_path / "run"
+    main(["train", str(run), *TINY, "--episodes", "1"])
+    evaluate = ["evaluate", "--run", str(run), "--steps", "10", "--problems", "3", "--tuning-problems", "2"]
+    main([*evaluate, "--out", str(tmp_path / "first")])
+    with mock.patch("learned_optim.meta.evaluation.tune", side_effect=AssertionError("baselines tuned again")):
+        main([*evaluate, "--out", str(tmp_path / "second"), "--baselines-from", str(tmp_path / "first")])
+    first, second = (json.loads((tmp_path / folder / "quadratic.json").read_text()) for folder in ("first", "second"))
+    assert second["results"] == first["results"] and second["baselines_from"] == str(tmp_path / "first")
+    assert "the baselines' results are those measured in" in (tmp_path / "second" / "README.md").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*evaluate[:-1], "3", "--out", str(tmp_path / "third"), "--baselines-from", str(tmp_path / "first")])
+    refused = capsys.readouterr().err
+    assert "was measured with other settings" in refused and "'tuning_problems': (2, 3)" in refused
+    with pytest.raises(SystemExit):
+        main([*evaluate, "--out", str(tmp_path / "fourth"), "--baselines-from", str(tmp_path / "missing")])
+    assert "evaluate this panel once without --baselines-from" in capsys.readouterr().err
+
+
+def test_neural_art_panels_refuse_baselines_from_an_earlier_evaluation(tmp_path):
+    from learned_optim.meta.suites import run_suite, suite_panels
+
+    panels = suite_panels("neural-art", {"name": "art"})
+    with pytest.raises(ValueError, match="without --baselines-from"):
+        run_suite(CoordinatewiseLSTM(), panels, {"problems": 1, "tuning_problems": 1}, tmp_path, "", tmp_path)
+
+
 def test_published_card_compares_the_ablation_runs_at_their_common_validations(tmp_path):
     main(["train", str(tmp_path / "a"), *TINY])
     main(["train", str(tmp_path / "b"), *TINY, "--meta-lr", "0.01", "--episodes", "4"])

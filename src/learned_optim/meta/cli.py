@@ -128,7 +128,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         panels = single_panel(spec, protocol["steps"])
     print(f"evaluating against SGD, NAG, RMSprop and Adam, each with its learning rate tuned per panel "
           f"(default grid: {len(protocol.get('lr_grid', LR_GRID))} rates); results in {out}/", flush=True)
-    run_suite(network, panels, protocol, out, command_line())
+    run_suite(network, panels, protocol, out, command_line(), args.baselines_from)
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problems", type=int, help="evaluation problems (default: 100 quadratic, 20 mnist)")
     p.add_argument("--tuning-problems", type=int, help="problems for tuning baseline learning rates")
     p.add_argument("--out", help="output folder (default: RUN/evaluation or evaluation-NAME)")
+    p.add_argument("--baselines-from", type=Path, metavar="FOLDER",
+                   help="an earlier evaluation of the same panels (problems, grid): take its tuned baselines' "
+                        "results instead of measuring them again, so only the learned optimizer runs")
     p.set_defaults(handler=cmd_evaluate)
 
     p = commands.add_parser("publish", help="turn a run's best network into a checkpoint folder (and Hub repo)",

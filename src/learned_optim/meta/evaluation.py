@@ -96,6 +96,11 @@ class Summary:
         return {"name": self.name, "learning_rates": self.learning_rates, "metrics": self.metrics,
                 "mean_curve": self.mean_curve}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Summary:
+        """A summary as :meth:`to_json` wrote it (without the per-problem runs)."""
+        return cls(data["name"], data["learning_rates"], data["mean_curve"], data["metrics"])
+
 
 def summarize(name: str, runs_by_metric: dict[str, list[Trajectory]], learning_rates: dict[str, float | None]) -> Summary:
     """Mean curve and metrics; each metric taken from the runs tuned for it."""
@@ -145,9 +150,12 @@ def compare(
     baselines: dict[str, Callable] = BASELINES,
     tuning_task: Task | None = None,
     lr_grid: list[float] = LR_GRID,
+    measured_baselines: list[Summary] | None = None,
 ) -> list[Summary]:
     """Tune every baseline over ``lr_grid`` on ``num_tuning_problems`` problems of ``tuning_task`` (default:
-    ``task``), then run all optimizers on the same ``num_problems`` fresh problems of ``task``."""
+    ``task``), then run all optimizers on the same ``num_problems`` fresh problems of ``task``. With
+    ``measured_baselines`` (the summaries of an earlier comparison with the same problems and grid) only the
+    learned optimizer runs, and they are its baselines."""
     problems = [task.sample(seeded(EVALUATION_SEED + i)) for i in range(num_problems)]
     tuning_source = tuning_task or task
     tuning = [tuning_source.sample(seeded(TUNING_SEED + i)) for i in range(num_tuning_problems)]
@@ -156,6 +164,8 @@ def compare(
     learned = [run_optimizer(p, lambda params: LearnedOptimizer(params, network), steps)
                for p in tqdm(problems, desc="LSTM", unit="problem", leave=False, disable=None)]
     summaries = [summarize("LSTM", {metric: learned for metric in METRICS}, {m: None for m in METRICS})]
+    if measured_baselines is not None:
+        return summaries + measured_baselines
     for name, make in baselines.items():
         best = tune(make, tuning, steps, name, lr_grid)
         runs = {lr: [run_optimizer(p, functools.partial(make, lr=lr), steps)

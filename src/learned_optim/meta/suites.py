@@ -79,15 +79,20 @@ def suite_panels(suite: str, family_spec: dict[str, Any]) -> dict[str, Panel]:
             for name, panel in SUITES[suite][1].items()}
 
 
-def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: dict, out: Path, command: str) -> None:
+def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: dict, out: Path, command: str,
+              baselines_from: Path | None = None) -> None:
     """Compare ``network`` with tuned baselines on each panel.
 
     ``protocol``: ``problems``, ``tuning_problems``, and optionally ``tuning_split`` (the data split the baselines
     are tuned on; default: the evaluation's) and ``lr_grid`` (default: :data:`LR_GRID`), each overridden by a
     panel's own. Writes each panel's JSON and figure (and, for neural art, an image grid), and ``out/README.md``
     with a summary against the best tuned baseline and every table and figure; ``command`` is the command line
-    that regenerates them.
+    that regenerates them. With ``baselines_from``, an earlier evaluation's folder, the baselines are taken from
+    its panels (:func:`measured_baselines`) instead of being tuned and run again.
     """
+    if baselines_from is not None and any(panel.spec["name"] == "art" for panel in panels.values()):
+        raise ValueError("neural-art panels draw the baselines' images, which an earlier evaluation does not keep; "
+                         "evaluate them without --baselines-from")
     index, summary_rows = [], []
     for name, (spec, steps, title, overrides) in panels.items():
         panel_protocol = {**protocol, **overrides}
@@ -95,14 +100,20 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: d
         task = make_task(spec, "test", heldout_split="test")
         tuning_task = make_task(spec, panel_protocol["tuning_split"]) if "tuning_split" in panel_protocol else None
         problems, tuning_problems = panel_protocol["problems"], panel_protocol["tuning_problems"]
-        summaries = compare(network, task, steps, problems, tuning_problems, tuning_task=tuning_task, lr_grid=grid)
         splits = data_description(spec["name"], task)
         info = {"task": spec, "steps": steps, "problems": problems, "tuning_problems": tuning_problems,
                 "tuning_split": panel_protocol.get("tuning_split", "test"), "lr_grid": grid, "splits": splits,
                 "command": command}
+        measured = None
+        if baselines_from is not None:
+            measured = measured_baselines(Path(baselines_from) / f"{name}.json", info)
+            info["baselines_from"] = str(baselines_from)
+        summaries = compare(network, task, steps, problems, tuning_problems, tuning_task=tuning_task, lr_grid=grid,
+                            measured_baselines=measured)
         table = write_results(summaries, out, name, title, info)
         setting = (f"{problems} problems; baselines' learning rates tuned on {tuning_problems} others over "
-                   f"{len(grid)} rates from {min(grid):.3g} to {max(grid):.3g}")
+                   f"{len(grid)} rates from {min(grid):.3g} to {max(grid):.3g}"
+                   + (f" (the baselines' results are those measured in `{baselines_from}`)" if measured else ""))
         print(f"\n{title} ({setting})")
         print(table)
         index.append(f"### {title}\n\n{setting}.\n\n{table}\n\n![{title}]({name}.png)\n")
@@ -120,6 +131,24 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: d
         f"(minibatch) loss computed at step t; ± is the standard error. Data: {splits}.\n\n{summary}\n\n"
         + "\n".join(index))
     print(f"\nresults written to {out}/")
+
+
+PANEL_SETTINGS = ("task", "steps", "problems", "tuning_problems", "tuning_split", "lr_grid")
+"""What makes two evaluations of a panel comparable: the same problems, the same tuning and grid."""
+
+
+def measured_baselines(path: Path, info: dict[str, Any]) -> list[Summary]:
+    """The baselines' summaries in an earlier evaluation's panel ``path``, checked to have been measured with the
+    panel settings in ``info`` (the same problems, tuning and grid: common random numbers)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--baselines-from: {path} does not exist; evaluate this panel once without "
+                                "--baselines-from (or point at the folder of an evaluation that has it)")
+    earlier = json.loads(path.read_text())
+    differing = {key: (earlier.get(key), info[key]) for key in PANEL_SETTINGS if earlier.get(key) != info[key]}
+    if differing:
+        raise ValueError(f"--baselines-from: {path} was measured with other settings (earlier, now): {differing}; "
+                         "evaluate with the same problems and grid, or without --baselines-from")
+    return [Summary.from_json(result) for result in earlier["results"] if result["name"] != "LSTM"]
 
 
 def summary_row(title: str, summaries: list[Summary]) -> str:
