@@ -135,6 +135,8 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: d
 
 PANEL_SETTINGS = ("task", "steps", "problems", "tuning_problems", "tuning_split", "lr_grid")
 """What makes two evaluations of a panel comparable: the same problems, the same tuning and grid."""
+RECORDED_LATER = {"tuning_split": "test", "lr_grid": LR_GRID}
+"""Panel settings that evaluations began to record later, with the values every evaluation before used."""
 
 
 def measured_baselines(path: Path, info: dict[str, Any]) -> list[Summary]:
@@ -144,7 +146,8 @@ def measured_baselines(path: Path, info: dict[str, Any]) -> list[Summary]:
         raise FileNotFoundError(f"--baselines-from: {path} does not exist; evaluate this panel once without "
                                 "--baselines-from (or point at the folder of an evaluation that has it)")
     earlier = json.loads(path.read_text())
-    differing = {key: (earlier.get(key), info[key]) for key in PANEL_SETTINGS if earlier.get(key) != info[key]}
+    settings = {key: earlier.get(key, RECORDED_LATER.get(key)) for key in PANEL_SETTINGS}
+    differing = {key: (settings[key], info[key]) for key in PANEL_SETTINGS if settings[key] != info[key]}
     if differing:
         raise ValueError(f"--baselines-from: {path} was measured with other settings (earlier, now): {differing}; "
                          "evaluate with the same problems and grid, or without --baselines-from")
