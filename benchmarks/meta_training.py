@@ -39,6 +39,9 @@ class Rule(nn.Module):
     def initial_state(self, n, dtype=torch.float32, device=None):
         return self.network.initial_state(n, dtype, device)
 
+    def initial_moments(self, n, device=None):
+        return self.network.initial_moments(n, device)
+
 
 class StraightforwardLSTM(Rule):
     """The same network, written the obvious way: nn.LSTMCell per layer, state as one stacked tensor."""
@@ -102,14 +105,11 @@ def main() -> None:
     results["learned_optim, 1 optimizee"] = measure(network, 1)
     for k in args.meta_batch:
         results[f"learned_optim, meta-batch of {k}"] = measure(network, k)
-    reference = results["previous engine (autograd LSTM), 1 optimizee"]
     from learned_optim.meta.train import describe_hardware
 
     print(f"{describe_hardware(args.device)}; horizon {args.horizon}, unroll 20")
-    print("| implementation | optimizee-steps / s | s / 100-step episode per optimizee | x previous engine |")
-    print("|---|---|---|---|")
-    for name, rate in results.items():
-        print(f"| {name} | {rate:.1f} | {100 / rate:.2f} | {rate / reference:.2f} |")
+    print_rates(results, "previous engine (autograd LSTM), 1 optimizee", "x previous engine",
+                extra=("s / 100-step episode per optimizee", lambda rate: f"{100 / rate:.2f}"))
 
     k = args.meta_batch[0]
     rollout = lambda rule: rollout_steps_per_second(rule, task, k, args.episodes, args.horizon)  # noqa: E731
@@ -117,12 +117,19 @@ def main() -> None:
     with mock.patch.dict("os.environ", {kernel.ENV_VAR: "0"}):
         rollouts["no-grad step, PyTorch path"] = rollout(network)
     rollouts["no-grad step, fused kernel" if kernel.available() else "no-grad step (no kernel here)"] = rollout(network)
-    before = rollouts["chunked differentiable forward (before)"]
     print(f"\nvalidation rollouts, {k} problems at once, no meta-graph")
-    print("| implementation | optimizee-steps / s | x before |")
-    print("|---|---|---|")
-    for name, rate in rollouts.items():
-        print(f"| {name} | {rate:.1f} | {rate / before:.2f} |")
+    print_rates(rollouts, "chunked differentiable forward (before)", "x before")
+
+
+def print_rates(rates: dict[str, float], reference: str, ratio_header: str, extra=None) -> None:
+    """A markdown table of optimizee-steps per second, each against ``rates[reference]`` (measured in this run);
+    ``extra``: another column, as (header, rate -> cell)."""
+    headers = ["implementation", "optimizee-steps / s", *([extra[0]] if extra else []), ratio_header]
+    print("| " + " | ".join(headers) + " |")
+    print("|---" * len(headers) + "|")
+    for name, rate in rates.items():
+        cells = [name, f"{rate:.1f}", *([extra[1](rate)] if extra else []), f"{rate / rates[reference]:.2f}"]
+        print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,51 @@
+"""Every benchmark script runs end to end on a tiny size (their numbers are for the README, not for tests)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import real_mnist
+
+ROOT = Path(__file__).parents[1]
+SHARED_ART = ROOT.parent / "shared" / "data" / "art"
+BENCHMARKS = {
+    "meta_training.py": ["--episodes", "1", "--horizon", "4", "--meta-batch", "2"],
+    "step_throughput.py": ["--sizes", "2000", "--reps", "1"],
+    "step_contention.py": ["--steps", "2"],
+    "lr_scale.py": ["--problems", "1", "--steps", "3"],
+    "state_dtype.py": ["--problems", "1"],
+    "time_to_adam.py": ["--problems", "1", "--max-steps", "3", "--tasks", "mlp"],
+    "neural_art.py": ["--sizes", "16", "--steps", "1"],
+    "gpu_step.py": ["--sizes", "1e4", "--panel-problems", "1"],
+}
+NEEDS_MNIST = {"meta_training.py", "lr_scale.py", "state_dtype.py", "time_to_adam.py", "gpu_step.py"}
+
+
+def test_every_benchmark_is_listed():
+    assert {path.name for path in (ROOT / "benchmarks").glob("*.py")} == set(BENCHMARKS)
+
+
+@pytest.mark.parametrize("script", sorted(BENCHMARKS))
+def test_benchmark_runs_on_a_tiny_size(script):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if script in NEEDS_MNIST:
+        if real_mnist() is None:
+            pytest.skip("needs MNIST ($LEARNED_OPTIM_MNIST or ../shared/data/mnist)")
+        env["LEARNED_OPTIM_MNIST"] = real_mnist()
+    if script == "neural_art.py":
+        art = os.environ.get("LEARNED_OPTIM_ART") or (str(SHARED_ART) if SHARED_ART.is_dir() else None)
+        if art is None:
+            pytest.skip("needs the art folder ($LEARNED_OPTIM_ART or ../shared/data/art)")
+        env["LEARNED_OPTIM_ART"] = art
+    if script == "gpu_step.py" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    if script != "gpu_step.py":
+        env["LEARNED_OPTIM_TRITON"] = "0"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *BENCHMARKS[script]],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "|" in result.stdout  # its table
