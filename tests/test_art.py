@@ -164,7 +164,7 @@ def test_meta_training_on_art_and_the_neural_art_suite(tmp_path, capsys):
 def test_the_neural_art_suite_is_the_papers_two_conditions(checkpoint):
     with mock.patch("learned_optim.meta.cli.run_suite") as evaluate:
         main(["evaluate", "--checkpoint", str(checkpoint), "--suite", "neural-art"])
-    _, panels, protocol, _, _ = evaluate.call_args.args
+    _, panels, protocol = evaluate.call_args.args[:3]
     assert protocol == DEFAULTS["art"]["evaluation"]
     assert [(spec["style"], spec["size"], steps) for spec, steps, _, _ in panels.values()] == [
         ("starry_night.jpg", 64, 128), ("ihc.png", 128, 128)]

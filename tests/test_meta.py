@@ -256,6 +256,17 @@ def test_evaluate_reuses_an_earlier_evaluations_baselines_and_refuses_other_sett
     assert "evaluate this panel once without --baselines-from" in capsys.readouterr().err
 
 
+def test_evaluate_runs_the_named_panels_of_a_suite_and_refuses_unknown_ones(checkpoint, capsys):
+    with mock.patch("learned_optim.meta.cli.run_suite") as evaluate:
+        main(["evaluate", "--checkpoint", str(checkpoint), "--suite", "generalist", "--panels", "mnist-convnet-100",
+              "mnist-20-relu-100"])
+    assert list(evaluate.call_args.args[1]) == ["mnist-20-relu-100", "mnist-convnet-100"]  # the suite's order
+    for wrong in (["--suite", "generalist", "--panels", "mnist-40-sigmoid-100"], ["--panels", "mnist-convnet-100"]):
+        with pytest.raises(SystemExit):
+            main(["evaluate", "--checkpoint", str(checkpoint), *wrong])
+        assert "--panels" in capsys.readouterr().err
+
+
 def test_neural_art_panels_refuse_baselines_from_an_earlier_evaluation(tmp_path):
     from learned_optim.meta.suites import run_suite, suite_panels
 
@@ -291,7 +302,7 @@ def test_mnist_suite_evaluates_the_papers_five_panels_with_the_mnist_protocol(ch
 
     with mock.patch("learned_optim.meta.cli.run_suite") as evaluate:
         main(["evaluate", "--checkpoint", str(checkpoint), "--suite", "mnist-paper", "--problems", "12"])
-    _, panels, protocol, _, _ = evaluate.call_args.args
+    _, panels, protocol = evaluate.call_args.args[:3]
     assert protocol == {**DEFAULTS["mnist"]["evaluation"], "problems": 12}
     assert {panel.steps for panel in panels.values()} == {100, 200}
     assert all(panel.spec["name"] == "mnist" for panel in panels.values())

@@ -124,6 +124,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                                         ("tuning_problems", args.tuning_problems)) if v is not None})
     if args.suite is not None:
         panels = suite_panels(args.suite, spec)
+        unknown = [name for name in args.panels or [] if name not in panels]
+        if unknown:
+            raise ValueError(f"--panels: {unknown} are not panels of the {args.suite} suite; choose from {list(panels)}")
+        panels = {name: panel for name, panel in panels.items() if not args.panels or name in args.panels}
+    elif args.panels:
+        raise ValueError("--panels picks panels of a suite: give --suite too")
     else:
         panels = single_panel(spec, protocol["steps"])
     print(f"evaluating against SGD, NAG, RMSprop and Adam, each with its learning rate tuned per panel "
@@ -228,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_options(p)
     p.add_argument("--suite", choices=list(SUITES),
                    help="mnist-paper: the paper's five MNIST panels; neural-art: held-out photos with the training "
-                   "style at 64x64 and a new style at 128x128 (the panels' task options override --task's)")
+                   "style at 64x64 and a new style at 128x128; generalist: architectures, activations and horizons "
+                   "beyond one training task (the panels' task options override --task's)")
+    p.add_argument("--panels", nargs="+", metavar="NAME", help="only these panels of the suite (default: all)")
     p.add_argument("--steps", type=int, help="optimizer steps per problem (default: the task's)")
     p.add_argument("--problems", type=int, help="evaluation problems (default: 100 quadratic, 20 mnist)")
     p.add_argument("--tuning-problems", type=int, help="problems for tuning baseline learning rates")
