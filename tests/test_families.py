@@ -1,5 +1,7 @@
 """Task families with a sampled architecture per problem (mnist-mlps, mnist-convnets)."""
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -129,3 +131,20 @@ def test_generalist_suite_runs_held_out_tasks_and_summarises_against_the_best_ba
     readme = (tmp_path / "README.md").read_text()
     assert "| panel | LSTM final | best tuned baseline final | LSTM / best | LSTM ends below its start |" in readme
     assert readme.count(" / 2 |") == 2 and "2 problems; baselines' learning rates tuned on 1 others" in readme
+
+
+@needs_mnist
+def test_a_suite_on_the_validation_split_draws_other_problems_and_is_never_mixed_with_the_test_one(tmp_path):
+    panel = suite_panels("generalist", {**DEFAULTS["mnist"]["task"], "root": real_mnist()})["mnist-20-relu-100"]
+    tiny = {"mnist-20-relu-100": panel._replace(steps=3, protocol={"problems": 2, "tuning_problems": 1,
+                                                                   "lr_grid": [0.1]})}
+    run_suite(random_network(), tiny, {}, tmp_path / "test", "the command")
+    run_suite(random_network(), tiny, {"split": "validation"}, tmp_path / "validation", "the command")
+    test, validation = (json.loads((tmp_path / split / "mnist-20-relu-100.json").read_text())
+                        for split in ("test", "validation"))
+    assert (test["split"], validation["split"], validation["tuning_split"]) == ("test", "validation", "validation")
+    assert test["results"][0]["mean_curve"] != validation["results"][0]["mean_curve"]  # other minibatches
+    readme = (tmp_path / "validation" / "README.md").read_text()
+    assert "MNIST validation images" in readme and "| validation-set loss |" in readme
+    with pytest.raises(ValueError, match="'split': \\('test', 'validation'\\)"):
+        run_suite(random_network(), tiny, {"split": "validation"}, tmp_path / "mixed", "", tmp_path / "test")

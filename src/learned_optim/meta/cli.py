@@ -121,7 +121,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         spec = _task_spec(argparse.Namespace(**{**vars(args), "task": SUITES[args.suite][0]}))
     protocol = dict(DEFAULTS[spec["name"]]["evaluation"])
     protocol.update({k: v for k, v in (("steps", args.steps), ("problems", args.problems),
-                                        ("tuning_problems", args.tuning_problems)) if v is not None})
+                                        ("tuning_problems", args.tuning_problems), ("split", args.split))
+                     if v is not None})
     if args.suite is not None:
         panels = suite_panels(args.suite, spec)
         unknown = [name for name in args.panels or [] if name not in panels]
@@ -237,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "style at 64x64 and a new style at 128x128; generalist: architectures, activations and horizons "
                    "beyond one training task (the panels' task options override --task's)")
     p.add_argument("--panels", nargs="+", metavar="NAME", help="only these panels of the suite (default: all)")
+    p.add_argument("--split", choices=["test", "validation"],
+                   help="the data the problems come from: test (default; for reports) or validation (for choosing "
+                        "between networks without touching the test data)")
     p.add_argument("--steps", type=int, help="optimizer steps per problem (default: the task's)")
     p.add_argument("--problems", type=int, help="evaluation problems (default: 100 quadratic, 20 mnist)")
     p.add_argument("--tuning-problems", type=int, help="problems for tuning baseline learning rates")

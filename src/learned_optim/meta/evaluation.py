@@ -175,12 +175,12 @@ def compare(
     return summaries
 
 
-def format_table(summaries: list[Summary]) -> str:
+def format_table(summaries: list[Summary], heldout_split: str = "test") -> str:
     """A markdown table: loss at steps 20, 40 and the last, mean of the last 10 steps, sum, and
-    the test-set loss (the loss on the task's whole held-out data set, when it has one)."""
+    the held-out loss (on the task's whole ``heldout_split`` data set, when it has one)."""
     keys = [k for k in summaries[0].metrics if k.startswith("loss@")] + ["final", "sum"]
     has_heldout = all("heldout" in s.metrics for s in summaries)
-    header = ["optimizer", "lr (final / sum)", *keys] + (["test-set loss"] if has_heldout else [])
+    header = ["optimizer", "lr (final / sum)", *keys] + ([f"{heldout_split}-set loss"] if has_heldout else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in summaries:
         lrs = " / ".join("–" if lr is None else f"{lr:.3g}" for lr in s.learning_rates.values())
@@ -217,4 +217,4 @@ def write_results(summaries: list[Summary], folder: Path, name: str, title: str,
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.json").write_text(json.dumps({**info, "results": [s.to_json() for s in summaries]}, indent=1))
     plot(summaries, folder / f"{name}.png", title)
-    return format_table(summaries)
+    return format_table(summaries, info.get("split", "test"))

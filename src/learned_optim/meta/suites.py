@@ -83,8 +83,10 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: d
               baselines_from: Path | None = None) -> None:
     """Compare ``network`` with tuned baselines on each panel.
 
-    ``protocol``: ``problems``, ``tuning_problems``, and optionally ``tuning_split`` (the data split the baselines
-    are tuned on; default: the evaluation's) and ``lr_grid`` (default: :data:`LR_GRID`), each overridden by a
+    ``protocol``: ``problems``, ``tuning_problems``, and optionally ``split`` (the data the problems come from:
+    ``"test"``, the default, for a report, ``"validation"`` for choosing between networks), ``tuning_split`` (the
+    data split the baselines are tuned on; default: the evaluation's) and ``lr_grid`` (default: :data:`LR_GRID`),
+    each overridden by a
     panel's own. Writes each panel's JSON and figure (and, for neural art, an image grid), and ``out/README.md``
     with a summary against the best tuned baseline and every table and figure; ``command`` is the command line
     that regenerates them. With ``baselines_from``, an earlier evaluation's folder, the baselines are taken from
@@ -97,12 +99,13 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: d
     for name, (spec, steps, title, overrides) in panels.items():
         panel_protocol = {**protocol, **overrides}
         grid = panel_protocol.get("lr_grid", LR_GRID)
-        task = make_task(spec, "test", heldout_split="test")
+        split = panel_protocol.get("split", "test")
+        task = make_task(spec, split, heldout_split=split)
         tuning_task = make_task(spec, panel_protocol["tuning_split"]) if "tuning_split" in panel_protocol else None
         problems, tuning_problems = panel_protocol["problems"], panel_protocol["tuning_problems"]
-        splits = data_description(spec["name"], task)
-        info = {"task": spec, "steps": steps, "problems": problems, "tuning_problems": tuning_problems,
-                "tuning_split": panel_protocol.get("tuning_split", "test"), "lr_grid": grid, "splits": splits,
+        splits = data_description(spec["name"], task, split)
+        info = {"task": spec, "steps": steps, "problems": problems, "tuning_problems": tuning_problems, "split": split,
+                "tuning_split": panel_protocol.get("tuning_split", split), "lr_grid": grid, "splits": splits,
                 "command": command}
         measured = None
         if baselines_from is not None:
@@ -133,9 +136,9 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: d
     print(f"\nresults written to {out}/")
 
 
-PANEL_SETTINGS = ("task", "steps", "problems", "tuning_problems", "tuning_split", "lr_grid")
+PANEL_SETTINGS = ("task", "steps", "problems", "tuning_problems", "split", "tuning_split", "lr_grid")
 """What makes two evaluations of a panel comparable: the same problems, the same tuning and grid."""
-RECORDED_LATER = {"tuning_split": "test", "lr_grid": LR_GRID}
+RECORDED_LATER = {"split": "test", "tuning_split": "test", "lr_grid": LR_GRID}
 """Panel settings that evaluations began to record later, with the values every evaluation before used."""
 
 
@@ -166,17 +169,20 @@ def summary_row(title: str, summaries: list[Summary]) -> str:
             f"{improved} / {len(lstm.runs)} |")
 
 
-def data_description(family: str, task: Task) -> str:
-    """Where a panel's problems come from, for its report."""
+def data_description(family: str, task: Task, split: str = "test") -> str:
+    """Where a panel's problems come from (``split``), for its report."""
+    unseen = ("which meta-training and validation never see" if split == "test" else
+              "which meta-training never sees (for choosing between networks; reports use the test split)")
     if family.startswith("mnist"):
-        return ("minibatches from the 10,000 MNIST test images, which meta-training and validation never see; "
-                "test-set loss = loss of the final parameters on all 10,000 of them")
+        images = "test images" if split == "test" else "validation images (the last 10,000 training images)"
+        return (f"minibatches from the 10,000 MNIST {images}, {unseen}; {split}-set loss = loss of the final "
+                "parameters on all 10,000 of them")
     if family == "art":
         from .art import SPLITS
 
-        return (f"random crops of the {len(SPLITS['test'])} test photos ({', '.join(SPLITS['test'])}), which "
-                f"meta-training and validation never see; baselines tuned on the {len(SPLITS['validation'])} "
-                f"validation photos; features: {task.features.description}; images start at the content photo")
+        return (f"random crops of the {len(SPLITS[split])} {split} photos ({', '.join(SPLITS[split])}), {unseen}; "
+                f"baselines tuned on the {len(SPLITS['validation'])} validation photos; features: "
+                f"{task.features.description}; images start at the content photo")
     return "synthetic problems drawn from evaluation seeds"
 
 
