@@ -1,6 +1,6 @@
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -246,6 +246,9 @@ def test_evaluate_reuses_an_earlier_evaluations_baselines_and_refuses_other_sett
     first, second = (json.loads((tmp_path / folder / "quadratic.json").read_text()) for folder in ("first", "second"))
     assert second["results"] == first["results"] and second["baselines_from"] == str(tmp_path / "first")
     assert "the baselines' results are those measured in" in (tmp_path / "second" / "README.md").read_text()
+    main([*evaluate, "--out", str(tmp_path / "adam"), "--baselines-from", str(tmp_path / "first"), "--baselines", "Adam"])
+    adam = json.loads((tmp_path / "adam" / "quadratic.json").read_text())["results"]
+    assert adam == [first["results"][0], first["results"][-1]] and adam[-1]["name"] == "Adam"
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main([*evaluate[:-1], "3", "--out", str(tmp_path / "third"), "--baselines-from", str(tmp_path / "first")])
@@ -265,6 +268,19 @@ def test_evaluate_runs_the_named_panels_of_a_suite_and_refuses_unknown_ones(chec
         with pytest.raises(SystemExit):
             main(["evaluate", "--checkpoint", str(checkpoint), *wrong])
         assert "--panels" in capsys.readouterr().err
+
+
+def test_evaluate_without_baselines_runs_the_network_alone(tmp_path, capsys):
+    run = tmp_path / "run"
+    main(["train", str(run), *TINY, "--episodes", "1"])
+    capsys.readouterr()
+    with mock.patch("learned_optim.meta.evaluation.tune", side_effect=AssertionError("a baseline was tuned")):
+        main(["evaluate", "--run", str(run), "--steps", "5", "--problems", "2", "--baselines"])
+    assert capsys.readouterr().out.startswith("evaluating against no baseline (")
+    results = json.loads((run / "evaluation" / "quadratic.json").read_text())["results"]
+    assert [r["name"] for r in results] == ["LSTM"]
+    readme = (run / "evaluation" / "README.md").read_text()
+    assert re.search(r"\| [0-9.e+-]+ ± [0-9.e+a-z-]+ \| – \| – \| [0-2] / 2 \|", readme) and "2 problems; no baseline" in readme
 
 
 def test_neural_art_panels_refuse_baselines_from_an_earlier_evaluation(tmp_path):

@@ -16,7 +16,7 @@ from .. import pretrained
 from ..functional import OUTPUTS
 from ..preprocessing import PREPROCESSINGS
 from .data import DataError
-from .evaluation import LR_GRID
+from .evaluation import BASELINES, LR_GRID
 from .publish import publish
 from .registry import DEFAULTS, TASK_NAMES, make_task
 from .tasks import ACTIVATIONS
@@ -121,8 +121,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         spec = _task_spec(argparse.Namespace(**{**vars(args), "task": SUITES[args.suite][0]}))
     protocol = dict(DEFAULTS[spec["name"]]["evaluation"])
     protocol.update({k: v for k, v in (("steps", args.steps), ("problems", args.problems),
-                                        ("tuning_problems", args.tuning_problems), ("split", args.split))
-                     if v is not None})
+                                        ("tuning_problems", args.tuning_problems), ("split", args.split),
+                                        ("baselines", args.baselines)) if v is not None})
     if args.suite is not None:
         panels = suite_panels(args.suite, spec)
         unknown = [name for name in args.panels or [] if name not in panels]
@@ -133,8 +133,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise ValueError("--panels picks panels of a suite: give --suite too")
     else:
         panels = single_panel(spec, protocol["steps"])
-    print(f"evaluating against SGD, NAG, RMSprop and Adam, each with its learning rate tuned per panel "
-          f"(default grid: {len(protocol.get('lr_grid', LR_GRID))} rates); results in {out}/", flush=True)
+    baselines = protocol.get("baselines", list(BASELINES))
+    named = " and ".join(filter(None, [", ".join(baselines[:-1]), *baselines[-1:]]))
+    print(f"evaluating against {named or 'no baseline'}"
+          + (", each with its learning rate tuned per panel" if baselines else "")
+          + f" (default grid: {len(protocol.get('lr_grid', LR_GRID))} rates); results in {out}/", flush=True)
     run_suite(network, panels, protocol, out, command_line(), args.baselines_from)
 
 
@@ -238,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "style at 64x64 and a new style at 128x128; generalist: architectures, activations and horizons "
                    "beyond one training task (the panels' task options override --task's)")
     p.add_argument("--panels", nargs="+", metavar="NAME", help="only these panels of the suite (default: all)")
+    p.add_argument("--baselines", nargs="*", choices=list(BASELINES), metavar="NAME",
+                   help=f"the tuned baselines, of {', '.join(BASELINES)} (default: all; none: the network alone, "
+                        "to compare networks)")
     p.add_argument("--split", choices=["test", "validation"],
                    help="the data the problems come from: test (default; for reports) or validation (for choosing "
                         "between networks without touching the test data)")

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ..network import CoordinatewiseLSTM
-from .evaluation import EVALUATION_SEED, LR_GRID, METRICS, Summary, compare, write_results
+from .evaluation import BASELINES, EVALUATION_SEED, LR_GRID, METRICS, Summary, compare, write_results
 from .registry import make_task
 from .tasks import Task, seeded
 
@@ -85,7 +85,9 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: d
 
     ``protocol``: ``problems``, ``tuning_problems``, and optionally ``split`` (the data the problems come from:
     ``"test"``, the default, for a report, ``"validation"`` for choosing between networks), ``tuning_split`` (the
-    data split the baselines are tuned on; default: the evaluation's) and ``lr_grid`` (default: :data:`LR_GRID`),
+    data split the baselines are tuned on; default: the evaluation's), ``lr_grid`` (default: :data:`LR_GRID`) and
+    ``baselines`` (names of :data:`~learned_optim.meta.evaluation.BASELINES`; default: all, none to compare
+    networks alone),
     each overridden by a
     panel's own. Writes each panel's JSON and figure (and, for neural art, an image grid), and ``out/README.md``
     with a summary against the best tuned baseline and every table and figure; ``command`` is the command line
@@ -111,17 +113,21 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: d
         if baselines_from is not None:
             measured = measured_baselines(Path(baselines_from) / f"{name}.json", info)
             info["baselines_from"] = str(baselines_from)
-        summaries = compare(network, task, steps, problems, tuning_problems, tuning_task=tuning_task, lr_grid=grid,
-                            measured_baselines=measured)
+        baselines = {key: BASELINES[key] for key in panel_protocol.get("baselines", BASELINES)}
+        if measured is not None:
+            measured = [summary for summary in measured if summary.name in baselines]
+        summaries = compare(network, task, steps, problems, tuning_problems, baselines=baselines,
+                            tuning_task=tuning_task, lr_grid=grid, measured_baselines=measured)
         table = write_results(summaries, out, name, title, info)
         setting = (f"{problems} problems; baselines' learning rates tuned on {tuning_problems} others over "
                    f"{len(grid)} rates from {min(grid):.3g} to {max(grid):.3g}"
-                   + (f" (the baselines' results are those measured in `{baselines_from}`)" if measured else ""))
+                   + (f" (the baselines' results are those measured in `{baselines_from}`)" if measured else "")
+                   if baselines else f"{problems} problems; no baseline")
         print(f"\n{title} ({setting})")
         print(table)
         index.append(f"### {title}\n\n{setting}.\n\n{table}\n\n![{title}]({name}.png)\n")
         summary_rows.append(summary_row(title, summaries))
-        if spec["name"] == "art":
+        if spec["name"] == "art" and len(summaries) > 1:
             write_image_grid(task, summaries, steps, out / f"{name}-images.png", title)
             index.append(f"![{title}: images]({name}-images.png)\n")
     summary = "\n".join(["| panel | LSTM final | best tuned baseline final | LSTM / best | LSTM ends below its start |",
@@ -161,11 +167,12 @@ def summary_row(title: str, summaries: list[Summary]) -> str:
     """A panel's line of the summary: the LSTM's final loss against the best tuned baseline's, and in how many
     problems the LSTM's final loss is below the problem's initial loss (never stuck, never worse)."""
     lstm = next(s for s in summaries if s.name == "LSTM")
-    best = min((s for s in summaries if s.name != "LSTM"), key=lambda s: s.metrics["final"])
+    best = min((s for s in summaries if s.name != "LSTM"), key=lambda s: s.metrics["final"], default=None)
     improved = sum(METRICS["final"](run.losses) < run.losses[0] for run in lstm.runs)
-    return (f"| {title} | {lstm.metrics['final']:.4g} ± {lstm.metrics['final_stderr']:.2g} | "
-            f"{best.metrics['final']:.4g} ± {best.metrics['final_stderr']:.2g} ({best.name}, lr "
-            f"{best.learning_rates['final']:.3g}) | {lstm.metrics['final'] / best.metrics['final']:.2f} | "
+    against = ("– | –" if best is None else
+               f"{best.metrics['final']:.4g} ± {best.metrics['final_stderr']:.2g} ({best.name}, lr "
+               f"{best.learning_rates['final']:.3g}) | {lstm.metrics['final'] / best.metrics['final']:.2f}")
+    return (f"| {title} | {lstm.metrics['final']:.4g} ± {lstm.metrics['final_stderr']:.2g} | {against} | "
             f"{improved} / {len(lstm.runs)} |")
 
 
