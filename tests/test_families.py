@@ -115,7 +115,10 @@ def test_convnet_family_never_draws_the_papers_convnet():
 
 
 @needs_mnist
-def test_generalist_suite_runs_held_out_tasks_and_summarises_against_the_best_baseline(tmp_path, capsys):
+def test_generalist_suite_runs_held_out_tasks_and_summarises_against_the_best_baseline(tmp_path, capsys, monkeypatch):
+    from learned_optim.meta.data import ENV_VAR
+
+    monkeypatch.setenv(ENV_VAR, real_mnist())  # the ConvNet panel is a whole spec: it reads MNIST from the default root
     panels = suite_panels("generalist", {**DEFAULTS["mnist"]["task"], "root": real_mnist()})
     assert panels["mnist-convnet-100"].spec == {"name": "mnist-convnet"}
     assert panels["mnist-20-sigmoid-10000"].steps == 10_000

@@ -246,7 +246,8 @@ def test_evaluate_reuses_an_earlier_evaluations_baselines_and_refuses_other_sett
     first, second = (json.loads((tmp_path / folder / "quadratic.json").read_text()) for folder in ("first", "second"))
     assert second["results"] == first["results"] and second["baselines_from"] == str(tmp_path / "first")
     assert "the baselines' results are those measured in" in (tmp_path / "second" / "README.md").read_text()
-    main([*evaluate, "--out", str(tmp_path / "adam"), "--baselines-from", str(tmp_path / "first"), "--baselines", "Adam"])
+    main([*evaluate, "--out", str(tmp_path / "adam"), "--baselines-from", str(tmp_path / "first"),
+          "--baselines", "Adam"])
     adam = json.loads((tmp_path / "adam" / "quadratic.json").read_text())["results"]
     assert adam == [first["results"][0], first["results"][-1]] and adam[-1]["name"] == "Adam"
     capsys.readouterr()
@@ -280,7 +281,8 @@ def test_evaluate_without_baselines_runs_the_network_alone(tmp_path, capsys):
     results = json.loads((run / "evaluation" / "quadratic.json").read_text())["results"]
     assert [r["name"] for r in results] == ["LSTM"]
     readme = (run / "evaluation" / "README.md").read_text()
-    assert re.search(r"\| [0-9.e+-]+ ± [0-9.e+a-z-]+ \| – \| – \| [0-2] / 2 \|", readme) and "2 problems; no baseline" in readme
+    assert re.search(r"\| [0-9.e+-]+ ± [0-9.e+a-z-]+ \| – \| – \| [0-2] / 2 \|", readme)
+    assert "2 problems; no baseline" in readme
 
 
 def test_neural_art_panels_refuse_baselines_from_an_earlier_evaluation(tmp_path):

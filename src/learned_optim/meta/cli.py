@@ -127,7 +127,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         panels = suite_panels(args.suite, spec)
         unknown = [name for name in args.panels or [] if name not in panels]
         if unknown:
-            raise ValueError(f"--panels: {unknown} are not panels of the {args.suite} suite; choose from {list(panels)}")
+            raise ValueError(f"--panels: {unknown} are not panels of the {args.suite} suite; "
+                             f"choose from {list(panels)}")
         panels = {name: panel for name, panel in panels.items() if not args.panels or name in args.panels}
     elif args.panels:
         raise ValueError("--panels picks panels of a suite: give --suite too")

@@ -57,6 +57,8 @@ numbers) of meta-training runs that differ in the settings shown, this checkpoin
 {table}
 """
 
+VALIDATION_METRIC_DESCRIPTIONS = {"mean": "mean loss over the horizon", "final": "mean loss over the last 10 steps"}
+"""What each validation metric (``RunConfig.validation_metric``) is, as a model card says it."""
 BOOKKEEPING = {"episodes", "validate_every"}
 """Run settings that say how long and how often, not how: left out of an ablation's differences."""
 
@@ -82,7 +84,7 @@ def _meta_training(run: Run) -> str:
     """How ``run`` was meta-trained, as model-card bullets."""
     config, checkpoint, sessions = run.config, run.checkpoint(), run.sessions()
     training_data, validation_data = DATA.get(_data_family(config.task), DATA[None])
-    metric = {"mean": "mean loss over the horizon", "final": "mean loss over the last 10 steps"}[config.validation_metric]
+    metric = VALIDATION_METRIC_DESCRIPTIONS[config.validation_metric]
     lines = [
         f"- Task: `{json.dumps(config.task)}`; data used for meta-training: {training_data}.",
         f"- Recipe (truncated BPTT): `{json.dumps(config.to_json()['recipe'])}`, meta learning rate schedule "
@@ -140,8 +142,7 @@ def ablation(runs: list[Run]) -> str:
         best = min(curve, key=curve.get)
         rows.append(f"| `{run.folder.name}` | " + ", ".join(f"`{k}={setting.get(k)}`" for k in differing)
                     + " | " + " | ".join(f"{curve[e]:.4g}" for e in episodes) + f" | {curve[best]:.4g} ({best}) |")
-    metric = {"mean": "mean loss over the horizon", "final": "mean loss over the last 10 steps"}[
-        configs[0].validation_metric]
+    metric = VALIDATION_METRIC_DESCRIPTIONS[configs[0].validation_metric]
     return _ABLATION.format(metric=metric, num_validation=configs[0].num_validation, task=configs[0].task["name"],
                             horizon=horizons[0], table="\n".join(rows))
 
