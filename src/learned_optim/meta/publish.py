@@ -105,15 +105,12 @@ def _meta_training(run: Run) -> str:
 
 def _settings(run: Run) -> dict[str, object]:
     """The run's settings, flattened (``network.output_scale``, ``recipe.meta_lr``, ...; every network option)."""
-    flat = {}
-    for key, value in run.config.to_json().items():
-        if key == "network":
-            network = CoordinatewiseLSTM(**value)
-            flat.update({f"network.{option}": getattr(network, option) for option in CONFIG_KEYS})
-        elif isinstance(value, dict) and key != "task":
-            flat.update({f"{key}.{inner}": v for inner, v in value.items()})
-        elif key not in BOOKKEEPING:
-            flat[key] = json.dumps(value) if isinstance(value, dict) else value
+    settings = run.config.to_json()
+    network = CoordinatewiseLSTM(**settings.pop("network"))
+    flat = {f"network.{option}": getattr(network, option) for option in CONFIG_KEYS}
+    flat.update({f"recipe.{key}": value for key, value in settings.pop("recipe").items()})
+    flat["task"] = json.dumps(settings.pop("task"))
+    flat.update({key: value for key, value in settings.items() if key not in BOOKKEEPING})
     return flat
 
 

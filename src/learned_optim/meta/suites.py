@@ -87,9 +87,8 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: d
     ``"test"``, the default, for a report, ``"validation"`` for choosing between networks), ``tuning_split`` (the
     data split the baselines are tuned on; default: the evaluation's), ``lr_grid`` (default: :data:`LR_GRID`) and
     ``baselines`` (names of :data:`~learned_optim.meta.evaluation.BASELINES`; default: all, none to compare
-    networks alone),
-    each overridden by a
-    panel's own. Writes each panel's JSON and figure (and, for neural art, an image grid), and ``out/README.md``
+    networks alone), each overridden by a panel's own. Writes each panel's JSON and figure (and, for neural art
+    with a baseline, an image grid), and ``out/README.md``
     with a summary against the best tuned baseline and every table and figure; ``command`` is the command line
     that regenerates them. With ``baselines_from``, an earlier evaluation's folder, the baselines are taken from
     its panels (:func:`measured_baselines`) instead of being tuned and run again.
