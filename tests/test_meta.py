@@ -384,3 +384,6 @@ def test_papers_convnet_is_the_cifar_architecture_and_trains_on_mnist():
     problem = mnist_task(paper_convnet, "test", root=root).sample(seeded(0))
     losses = run_optimizer(problem, lambda params: torch.optim.Adam(params, lr=3e-3), 15).losses
     assert abs(losses[0] - 2.3) < 0.3 and sum(losses[-3:]) / 3 < losses[0] - 0.3
+    # meta-training runs a meta-batch of them together (vmap): batch norm holds no running statistics to update
+    batch = mnist_task(paper_convnet, "test", root=root).sample_many([seeded(1), seeded(2)])
+    assert batch.loss(batch.params, 0).shape == (2,)

@@ -244,8 +244,9 @@ def convnet(channels: int = 16, num_convs: int = 3, kernel_size: int = 5, hidden
 def paper_convnet() -> nn.Module:
     """The paper's CIFAR-10 ConvNet for 28×28 grey images: three 5×5 convolutions of 16 channels, each followed by
     batch norm, ReLU and 2×2 max-pooling, then a fully connected layer of 32 ReLU units and 10 outputs (18,314
-    parameters, PyTorch's default initialisation)."""
-    return convnet()
+    parameters, PyTorch's default initialisation). Batch norm keeps no running statistics (every loss here is
+    computed in training mode, on batch statistics), so meta-training can run several such models under ``vmap``."""
+    return convnet(track_running_stats=False)
 
 
 def mnist_mlp_task(
