@@ -16,6 +16,7 @@ BENCHMARKS = {
     "meta_training.py": ["--episodes", "1", "--horizon", "4", "--meta-batch", "2"],
     "step_throughput.py": ["--sizes", "2000", "--reps", "1"],
     "step_contention.py": ["--steps", "2"],
+    "many_tensors.py": ["--reps", "1"],
     "lr_scale.py": ["--problems", "1", "--steps", "3"],
     "state_dtype.py": ["--problems", "1"],
     "time_to_adam.py": ["--problems", "1", "--max-steps", "3", "--tasks", "mlp"],

@@ -77,6 +77,45 @@ def test_threads_split_the_coordinates_with_identical_results(network):
 
 
 @needs_kernel
+@pytest.mark.parametrize("config", [{}, {"hidden_size": 7, "preprocessing": "adam", "output": "tanh"}])
+def test_many_tensors_in_one_call_equal_one_call_each(config, monkeypatch):
+    """Tensors of 1-100 coordinates (one empty), float32 and bfloat16 states, split over two threads mid-tensor."""
+    network = random_network(**config)
+    weights, sizes = network.fused_weights(), [1, 17, 0, 40, 100, 16]  # 14 tiles: thread 2 starts in tile 1 of 100
+    grads = [torch.randn(n) * 10.0 ** torch.randint(-9, 3, (n,)) for n in sizes]
+    states = [network.initial_state(n, torch.bfloat16 if k % 2 else torch.float32).normal_(0, 0.5)
+              for k, n in enumerate(sizes)]
+    moments = [network.initial_moments(n) for n in sizes]
+    params = [torch.randn(n) for n in sizes]
+    copies = [[None if t is None else t.clone() for t in tensors] for tensors in (states, moments, params)]
+    options = dict(lr=0.7, decay=0.99, maximize=True)
+    for grad, state, moment, param in zip(grads, *copies):
+        kernel.fused_update_(weights, grad, state, param, moments=moment, **options)
+    monkeypatch.setattr(kernel, "MIN_COORDINATES_PER_THREAD", 16)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        kernel.fused_update_many_(weights, grads, states, params, moments, **options)
+    finally:
+        torch.set_num_threads(before)
+    for got, expected in zip(states + params + moments, copies[0] + copies[2] + copies[1]):
+        assert (got is None and expected is None) or torch.equal(got, expected)
+
+
+@needs_kernel
+def test_optimizer_updates_a_groups_parameters_in_one_kernel_call(network):
+    params = [torch.nn.Parameter(torch.randn(n)) for n in (3, 30, 300)]
+    other = torch.nn.Parameter(torch.randn(5))
+    optimizer = LearnedOptimizer([{"params": params}, {"params": [other], "lr": 0.5}], network)
+    for p in params + [other]:
+        p.grad = torch.randn_like(p)
+    with mock.patch.object(kernel, "fused_update_many_", wraps=kernel.fused_update_many_) as spy:
+        optimizer.step()
+    assert [len(call.args[1]) for call in spy.call_args_list] == [3, 1]
+    assert [call.kwargs["lr"] for call in spy.call_args_list] == [1.0, 0.5]
+
+
+@needs_kernel
 def test_optimizer_on_the_kernel_matches_the_pytorch_path(network):
     """Ten steps of LearnedOptimizer, with weight decay, a non-contiguous and a bfloat16 parameter."""
     def run():

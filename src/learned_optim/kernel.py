@@ -92,8 +92,8 @@ def _load() -> Any:
         raise RuntimeError("no C++ compiler found (install g++ or clang++, or set CXX)")
     library = ctypes.CDLL(str(_build(compiler)))
     i64, f32, i32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
-    library.learned_optim_step.argtypes = [i64, i64, i64, i32, f32, f32, f32, ptr, ptr, ptr, f32, f32, i32, ptr, f32,
-                                           ptr, i32, i64, ptr, ptr, i32, f32, f32, i64, i64, ptr]
+    library.learned_optim_step.argtypes = [i64, i64, i64, i32, f32, f32, f32, ptr, ptr, ptr, f32, f32, i32,
+                                           i64, ptr, ptr, ptr, ptr, ptr, ptr, f32, i32, f32, f32, i64, i64, ptr]
     library.learned_optim_step.restype = None
     library.learned_optim_work_size.argtypes = [i64, i64]
     library.learned_optim_work_size.restype = i64
@@ -149,25 +149,43 @@ def fused_update_(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None 
     with ``out`` (flat, float32) ``out <- decay * out + lr * update`` and ``out`` is returned, else the
     update. Call only where :func:`supports` holds.
     """
-    total, hidden = grad.shape[0], state.shape[-1]
     accumulate = out is not None
     if out is None:
-        out = torch.empty(total, dtype=torch.float32)
-    if total == 0:
-        return out
-    grad = grad.to(torch.float32).contiguous()
-    network, _ = _prepared(weights)
-    features = network[2]
-    arguments = (*network, grad.data_ptr(), -1.0 if maximize else 1.0, state.data_ptr(),
-                 int(state.dtype == torch.bfloat16), total, None if moments is None else moments.data_ptr(),
-                 out.data_ptr(), int(accumulate), decay, lr)
-    threads = max(1, min(torch.get_num_threads(), total // MIN_COORDINATES_PER_THREAD))
-    per_thread = TILE * -(-total // (TILE * threads))
-    ranges = [(start, min(start + per_thread, total)) for start in range(0, total, per_thread)]
-    work_size = _library.learned_optim_work_size(hidden, features)
-    work = torch.empty(len(ranges), work_size, dtype=torch.float32)  # 64-byte aligned rows: no failure inside
+        out = torch.empty(grad.shape[0], dtype=torch.float32)
+    _run(weights, [grad], [state], [out], [moments], accumulate, lr, decay, maximize)
+    return out
 
-    def run(index: int) -> None:
+
+@torch.no_grad()
+def fused_update_many_(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Tensor],
+                       moments: list[Tensor | None], lr: float = 1.0, decay: float = 1.0, maximize: bool = False) -> None:
+    """:func:`fused_update_` with an ``out`` for each of several tensors in one call: ``outs[k] <- decay * outs[k]
+    + lr * update_k``. The threads split the tensors' tiles laid end to end, so many small tensors (a model's
+    biases and norms) run like one large one, without a call per tensor. Call only where :func:`supports` holds
+    for every tensor."""
+    _run(weights, grads, states, outs, moments, True, lr, decay, maximize)
+
+
+def _run(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Tensor], moments: list[Tensor | None],
+         accumulate: bool, lr: float, decay: float, maximize: bool) -> None:
+    """One kernel call per thread over the tiles of all the tensors."""
+    totals = [grad.shape[0] for grad in grads]
+    tiles = sum(-(-total // TILE) for total in totals)
+    if tiles == 0:
+        return
+    grads = [grad.to(torch.float32).contiguous() for grad in grads]  # alive until the call returns
+    network, _ = _prepared(weights)
+    count, pointers = len(grads), ctypes.c_void_p * len(grads)
+    arguments = (*network, count, pointers(*[g.data_ptr() for g in grads]), pointers(*[s.data_ptr() for s in states]),
+                 (ctypes.c_int * count)(*[int(s.dtype == torch.bfloat16) for s in states]),
+                 (ctypes.c_int64 * count)(*totals), pointers(*[None if m is None else m.data_ptr() for m in moments]),
+                 pointers(*[o.data_ptr() for o in outs]), -1.0 if maximize else 1.0, int(accumulate), decay, lr)
+    threads = max(1, min(torch.get_num_threads(), sum(totals) // MIN_COORDINATES_PER_THREAD))
+    per_thread = -(-tiles // threads)
+    ranges = [(start, min(start + per_thread, tiles)) for start in range(0, tiles, per_thread)]
+    work = torch.empty(len(ranges), _library.learned_optim_work_size(network[0], network[2]), dtype=torch.float32)
+
+    def run(index: int) -> None:  # 64-byte aligned rows of work: nothing can fail inside
         _library.learned_optim_step(*arguments, *ranges[index], work[index].data_ptr())
 
     workers = [threading.Thread(target=run, args=(index,)) for index in range(1, len(ranges))]
@@ -176,4 +194,3 @@ def fused_update_(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None 
     run(0)
     for worker in workers:
         worker.join()
-    return out

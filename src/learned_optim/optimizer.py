@@ -165,12 +165,13 @@ class LearnedOptimizer(Optimizer):
                     f"LearnedOptimizer does not support sparse gradients ({_describe(self.param_groups[g], g, i, p)}); "
                     "use dense gradients, e.g. nn.Embedding(sparse=False)"
                 )
-        # The inf-norm is a reduction: no N-sized temporary, and nan/inf anywhere makes it non-finite.
-        finite = [torch.linalg.vector_norm(p.grad, float("inf")).isfinite() for _, _, p in located]
-        if finite and not torch.stack(finite).all():
+        # One inf-norm over all gradients (foreach reductions, no N-sized temporary): nan/inf anywhere makes it
+        # non-finite; only then is the culprit looked for.
+        grads = [p.grad for _, _, p in located]
+        if grads and not torch.nn.utils.get_total_norm(grads, float("inf")).isfinite():
             if self.skip_nonfinite:
                 return None
-            g, i, p = located[next(index for index, ok in enumerate(finite) if not ok)]
+            g, i, p = next(entry for entry in located if not entry[2].grad.isfinite().all())
             raise FloatingPointError(
                 f"non-finite gradient for {_describe(self.param_groups[g], g, i, p)}; "
                 "no parameter or optimizer state was changed. Find the source of the nan/inf, clip or scale "
@@ -200,7 +201,10 @@ class LearnedOptimizer(Optimizer):
         return loss
 
     def _update(self, work: list[tuple[int, Tensor, Tensor]]) -> None:
-        """The learned update of every ``(group index, param, grad)``, the state created on first use."""
+        """The learned update of every ``(group index, param, grad)``, the state created on first use. The
+        parameters the fused CPU kernel takes are updated in one kernel call per group."""
+        batches: dict[int, tuple[FusedWeights, list[tuple[Tensor, Tensor, dict]]]] = {}  # g -> (grad, flat p, state)
+        flats = []
         for g, p, grad in work:
             group, network = self.param_groups[g], self.networks[g]
             state = self.state[p]
@@ -210,10 +214,19 @@ class LearnedOptimizer(Optimizer):
                 if moments is not None:
                     state[MOMENTS_KEY] = moments
             # A non-contiguous parameter is updated through one contiguous copy, written back at the end.
-            flat = p.contiguous().view(-1)
-            fast_update_(self._weights(network, p.device), grad.reshape(-1), state[STATE_KEY], self.chunk_size, out=flat,
-                         lr=group["lr"], decay=1 - group["lr"] * group["weight_decay"], maximize=group["maximize"],
-                         moments=state.get(MOMENTS_KEY), precision=self.precision)
+            flat, grad = p.contiguous().view(-1), grad.reshape(-1)
+            flats.append(flat)
+            weights = self._weights(network, p.device)
+            if kernel.supports(weights, grad, state[STATE_KEY], flat, state.get(MOMENTS_KEY)):
+                batches.setdefault(g, (weights, []))[1].append((grad, flat, state))
+            else:
+                fast_update_(weights, grad, state[STATE_KEY], self.chunk_size, out=flat, moments=state.get(MOMENTS_KEY),
+                             precision=self.precision, **_step_options(group))
+        for g, (weights, batch) in batches.items():
+            grads, outs, states = zip(*batch)
+            kernel.fused_update_many_(weights, grads, [state[STATE_KEY] for state in states], outs,
+                                      [state.get(MOMENTS_KEY) for state in states], **_step_options(self.param_groups[g]))
+        for (_, p, _), flat in zip(work, flats):
             if not p.is_contiguous():
                 p.copy_(flat.view(p.shape))
 
@@ -324,6 +337,12 @@ def _frozen_network(pretrained: Any, revision: str | None = None) -> Coordinatew
         raise TypeError(f"pretrained must be a checkpoint name, folder, Hub repo id or CoordinatewiseLSTM, "
                         f"got {type(pretrained).__name__}")
     return network.requires_grad_(False).eval()
+
+
+def _step_options(group: dict[str, Any]) -> dict[str, Any]:
+    """A group's options as the update rule takes them: the update's multiplier, the parameter's (decoupled weight
+    decay) and the gradient's sign."""
+    return dict(lr=group["lr"], decay=1 - group["lr"] * group["weight_decay"], maximize=group["maximize"])
 
 
 def _describe_network(network: CoordinatewiseLSTM) -> dict[str, Any]:

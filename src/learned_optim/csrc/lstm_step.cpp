@@ -169,17 +169,24 @@ extern "C" int64_t learned_optim_work_size(int64_t H, int64_t F) {
     return (TILE * (in_max + 7 * H) + 15) / 16 * 16;
 }
 
-// Rows [begin, end) of the step. work: learned_optim_work_size floats, 32-byte aligned.
-extern "C" void learned_optim_step(
-    int64_t H, int64_t L, int64_t F,
-    int preprocessing, float p, float beta, float eps,         // 0 none, 1 log_sign (p), 2 adam (beta, eps)
-    const float *const *weights, const float *const *biases,  // per layer: [F_l + H, 4H] row-major, [4H]
-    const float *head_weight, float head_bias, float output_scale, int bounded,  // bounded: tanh on the head
-    const float *grad, float grad_sign,                        // grad_sign -1: maximize
-    void *state, int state_bf16, int64_t total,                // [2L, total, H], h_0, c_0, h_1, ...
-    float *moments,                                            // adam: [3, total] (m, v, w), else unused
-    float *out, int accumulate, float decay, float lr,         // out = decay out + lr update, or update
-    int64_t begin, int64_t end, float *work) {
+// Network constants, shared by every tensor of a call.
+struct Network {
+    int64_t H, L, F;
+    int preprocessing;
+    float p, beta, eps;
+    const float *const *weights, *const *biases;
+    const float *head_weight;
+    float head_bias, output_scale;
+    int bounded;
+};
+
+// Rows [begin, end) of one tensor's step. work: learned_optim_work_size floats, 32-byte aligned.
+static void step_rows(const Network &net, const float *grad, float grad_sign, void *state, int state_bf16,
+                      int64_t total, float *moments, float *out, int accumulate, float decay, float lr,
+                      int64_t begin, int64_t end, float *work) {
+    const int64_t H = net.H, L = net.L, F = net.F;
+    const int preprocessing = net.preprocessing;
+    const float p = net.p, beta = net.beta, eps = net.eps;
     const int64_t G = 4 * H, in_max = F > H ? F : H;
     const size_t elem = state_bf16 ? 2 : 4;
     // X: this layer's inputs then h_old; Z: gates; C: cell state; Hn: new h
@@ -215,7 +222,7 @@ extern "C" void learned_optim_step(
             char *c_state = (char *)state + (2 * l + 1) * total * H * elem;
             load_tile(h_state, state_bf16, n0, m, H, X + TILE * inputs);
             load_tile(c_state, state_bf16, n0, m, H, C);
-            gates((const vf *)X, inputs + H, weights[l], biases[l], G, (vf *)Z);
+            gates((const vf *)X, inputs + H, net.weights[l], net.biases[l], G, (vf *)Z);
             const vf *Zv = (const vf *)Z;
             vf *Cv = (vf *)C, *Hv = (vf *)Hn;
             for (int64_t j = 0; j < H; ++j)
@@ -232,13 +239,41 @@ extern "C" void learned_optim_step(
             inputs = H;
         }
         vf u[NV];
-        for (int v = 0; v < NV; ++v) u[v] = splat(head_bias);
+        for (int v = 0; v < NV; ++v) u[v] = splat(net.head_bias);
         for (int64_t j = 0; j < H; ++j)
-            for (int v = 0; v < NV; ++v) u[v] += head_weight[j] * ((const vf *)Hn)[j * NV + v];
+            for (int v = 0; v < NV; ++v) u[v] += net.head_weight[j] * ((const vf *)Hn)[j * NV + v];
         const float *uf = (const float *)u;
         for (int64_t t = 0; t < m; ++t) {
-            float update = (bounded ? tanhf(uf[t]) : uf[t]) * output_scale;
+            float update = (net.bounded ? tanhf(uf[t]) : uf[t]) * net.output_scale;
             out[n0 + t] = accumulate ? out[n0 + t] * decay + lr * update : update;
         }
+    }
+}
+
+// The step of `count` tensors laid end to end, tensor k in ceil(totals[k] / TILE) tiles: this call runs the
+// tiles [first_tile, last_tile) of that sequence, so threads can split many small tensors like one large one.
+// Per tensor k: grads[k] [totals[k]], states[k] [2L, totals[k], H] (bfloat16 where state_bf16[k]), moments[k]
+// (adam: [3, totals[k]] as m, v, w; else unused) and outs[k] (out = decay out + lr update, or the update).
+// work: learned_optim_work_size floats, 32-byte aligned.
+extern "C" void learned_optim_step(
+    int64_t H, int64_t L, int64_t F,
+    int preprocessing, float p, float beta, float eps,         // 0 none, 1 log_sign (p), 2 adam (beta, eps)
+    const float *const *weights, const float *const *biases,  // per layer: [F_l + H, 4H] row-major, [4H]
+    const float *head_weight, float head_bias, float output_scale, int bounded,  // bounded: tanh on the head
+    int64_t count, const float *const *grads, void *const *states, const int *state_bf16, const int64_t *totals,
+    float *const *moments, float *const *outs,
+    float grad_sign, int accumulate, float decay, float lr,    // grad_sign -1: maximize
+    int64_t first_tile, int64_t last_tile, float *work) {
+    const Network net{H, L, F, preprocessing, p, beta, eps, weights, biases, head_weight, head_bias, output_scale,
+                      bounded};
+    int64_t offset = 0;  // tiles of the tensors before k
+    for (int64_t k = 0; k < count && offset < last_tile; ++k) {
+        const int64_t tiles = (totals[k] + TILE - 1) / TILE;
+        const int64_t lo = first_tile > offset ? first_tile - offset : 0;
+        const int64_t hi = last_tile < offset + tiles ? last_tile - offset : tiles;
+        if (lo < hi)
+            step_rows(net, grads[k], grad_sign, states[k], state_bf16[k], totals[k], moments[k], outs[k], accumulate,
+                      decay, lr, lo * TILE, hi * TILE < totals[k] ? hi * TILE : totals[k], work);
+        offset += tiles;
     }
 }
