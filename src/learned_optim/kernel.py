@@ -9,8 +9,9 @@ the CPU, written atomically, so it is built once per machine in about a second. 
 or with ``LEARNED_OPTIM_KERNEL=0``, :func:`available` is False and callers use the PyTorch path
 (one warning says why, when the compiler is missing or fails).
 
-Threads: :func:`fused_update_` splits the coordinates over ``torch.get_num_threads()`` Python
-threads; ctypes releases the GIL for the call, so they run in parallel.
+One call steps any number of tensors (:func:`fused_update_many_`, which ``LearnedOptimizer`` calls once per param
+group): their tiles are laid end to end and split over ``torch.get_num_threads()`` Python threads, at least
+:data:`MIN_COORDINATES_PER_THREAD` coordinates each; ctypes releases the GIL for the call, so they run in parallel.
 """
 
 from __future__ import annotations
