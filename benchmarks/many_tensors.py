@@ -5,9 +5,10 @@
 Real models hold many small tensors (biases, norms, a Transformer's hundreds of matrices). LearnedOptimizer
 updates all the CPU parameters of a param group in one call of the fused kernel, its threads splitting the
 tensors' tiles laid end to end. For each model the table gives the median time of one step with every
-tensor in one group, with one group per tensor (one kernel call each: how every step ran before), with the
-same number of coordinates in one flat tensor (the compute floor), and of ``torch.optim.Adam`` (its default
-and foreach implementations), all measured in the same run on the same gradients.
+tensor in one group (on torch's threads and on one), with one group per tensor (one kernel call each: how
+every step ran before), with the same number of coordinates in one flat tensor (the compute floor), and of
+``torch.optim.Adam`` (its default and foreach implementations), all measured in the same run on the same
+gradients.
 """
 
 from __future__ import annotations
@@ -35,15 +36,33 @@ def models() -> dict[str, nn.Module]:
     }
 
 
-def median_step_seconds(params: list[torch.Tensor], make_optimizer, reps: int) -> float:
-    optimizer = make_optimizer(params)
-    optimizer.step()  # builds the state
-    times = []
-    for _ in range(reps):
-        started = time.perf_counter()
+class OneThread:
+    """An optimizer whose step runs on one torch thread."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+
+    def step(self) -> None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            self.optimizer.step()
+        finally:
+            torch.set_num_threads(threads)
+
+
+def median_step_seconds(optimizers: dict[str, torch.optim.Optimizer], reps: int) -> dict[str, float]:
+    """Median seconds of one step of each optimizer, the optimizers taking turns (so that the machine's drift
+    falls on all of them alike), after a first step that builds the state."""
+    times: dict[str, list[float]] = {name: [] for name in optimizers}
+    for optimizer in optimizers.values():
         optimizer.step()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    for _ in range(reps):
+        for name, optimizer in optimizers.items():
+            started = time.perf_counter()
+            optimizer.step()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
 def main() -> None:
@@ -54,12 +73,14 @@ def main() -> None:
     network = CoordinatewiseLSTM.from_pretrained(folder) if folder.is_dir() else CoordinatewiseLSTM()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fused kernel: "
           f"{'yes' if kernel.available() else 'no (no C++ compiler)'}; network {network.config}")
-    variants = {
-        "LearnedOptimizer, one group": lambda ps: LearnedOptimizer(ps, network),
-        "LearnedOptimizer, a group per tensor": lambda ps: LearnedOptimizer([{"params": [p]} for p in ps], network),
-        "LearnedOptimizer, one flat tensor": None,
-        "Adam": lambda ps: torch.optim.Adam(ps, 1e-3),
-        "Adam (foreach)": lambda ps: torch.optim.Adam(ps, 1e-3, foreach=True),
+    variants = {  # each makes an optimizer of the model's parameters, or of the same coordinates as one tensor
+        "LearnedOptimizer, one group": lambda ps, flat: LearnedOptimizer(ps, network),
+        "LearnedOptimizer, one group, 1 thread": lambda ps, flat: OneThread(LearnedOptimizer(ps, network)),
+        "LearnedOptimizer, a group per tensor": lambda ps, flat: LearnedOptimizer([{"params": [p]} for p in ps],
+                                                                                  network),
+        "LearnedOptimizer, one flat tensor": lambda ps, flat: LearnedOptimizer([flat], network),
+        "Adam": lambda ps, flat: torch.optim.Adam(ps, 1e-3),
+        "Adam (foreach)": lambda ps, flat: torch.optim.Adam(ps, 1e-3, foreach=True),
     }
     print("| model | tensors | coordinates | variant | ms / step | x one group |")
     print("|---|---|---|---|---|---|")
@@ -70,9 +91,7 @@ def main() -> None:
         size = sum(p.numel() for p in params)
         flat = torch.cat([p.detach().reshape(-1) for p in params]).requires_grad_()
         flat.grad = torch.cat([p.grad.reshape(-1) for p in params])
-        seconds = {variant: median_step_seconds([flat] if make is None else params,
-                                                make or (lambda ps: LearnedOptimizer(ps, network)), args.reps)
-                   for variant, make in variants.items()}
+        seconds = median_step_seconds({variant: make(params, flat) for variant, make in variants.items()}, args.reps)
         for variant, s in seconds.items():
             print(f"| {name} | {len(params)} | {size:,} | {variant} | {s * 1e3:.2f} | "
                   f"{s / seconds['LearnedOptimizer, one group']:.2f} |", flush=True)
