@@ -370,6 +370,14 @@ def test_cli_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, capsys, ar
     assert not (tmp_path / "run").exists()
 
 
+def test_models_with_running_statistics_are_refused_with_the_fix():
+    task = ModuleTask(lambda: nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)),
+                      lambda g: (torch.randn(8, 3, generator=g), torch.randint(4, (8,), generator=g)))
+    with pytest.raises(ValueError, match=r"running statistics .*\['1'\].*track_running_stats=False"):
+        task.sample_many([seeded(0), seeded(1)])
+    task.sample(seeded(0))  # one model at a time, no vmap: allowed
+
+
 def test_papers_convnet_is_the_cifar_architecture_and_trains_on_mnist():
     model = paper_convnet()
     convs = [m for m in model if isinstance(m, nn.Conv2d)]

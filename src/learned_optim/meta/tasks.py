@@ -184,6 +184,12 @@ class ModuleTask(Task):
         """``K`` models stacked; one ``vmap``-ed ``functional_call`` evaluates all of them on their own minibatches."""
         models, batch_seeds = zip(*(self._draw(generator) for generator in generators))
         template = models[0]
+        tracking = [name for name, module in template.named_modules() if getattr(module, "track_running_stats", False)]
+        if tracking:
+            raise ValueError(
+                f"this ModuleTask's models run several at once under torch.func.vmap, which cannot update the "
+                f"running statistics of their normalisation layers {tracking}: build those layers with "
+                "track_running_stats=False (training mode normalises with batch statistics either way)")
         params = {name: torch.stack([dict(model.named_parameters())[name].detach() for model in models])
                   for name, _ in template.named_parameters()}
 
