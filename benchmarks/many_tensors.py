@@ -22,17 +22,17 @@ import torch
 from torch import nn
 
 from learned_optim import CoordinatewiseLSTM, LearnedOptimizer, kernel
+from learned_optim.meta.tasks import mlp, paper_convnet
+from learned_optim.optimizer import _threads
 
 
 def models() -> dict[str, nn.Module]:
     torch.manual_seed(0)
     return {
-        "the paper's CIFAR ConvNet (MNIST input)": nn.Sequential(
-            *[layer for c_in in (1, 16, 16) for layer in (nn.Conv2d(c_in, 16, 5, padding=2), nn.BatchNorm2d(16))],
-            nn.Linear(144, 32), nn.Linear(32, 10)),
+        "the paper's CIFAR ConvNet (MNIST input)": paper_convnet(),
         "Transformer encoder, 4 layers of width 64": nn.TransformerEncoder(
             nn.TransformerEncoderLayer(64, 4, 128, batch_first=True), 4, enable_nested_tensor=False),
-        "MLP 784-20-10": nn.Sequential(nn.Linear(784, 20), nn.Linear(20, 10)),
+        "MLP 784-20-10": mlp(784, (20,), 10, "sigmoid", init_std=0.01),
     }
 
 
@@ -43,12 +43,8 @@ class OneThread:
         self.optimizer = optimizer
 
     def step(self) -> None:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with _threads(1):
             self.optimizer.step()
-        finally:
-            torch.set_num_threads(threads)
 
 
 def median_step_seconds(optimizers: dict[str, torch.optim.Optimizer], reps: int) -> dict[str, float]:

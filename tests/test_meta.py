@@ -370,12 +370,16 @@ def test_cli_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, capsys, ar
     assert not (tmp_path / "run").exists()
 
 
-def test_models_with_running_statistics_are_refused_with_the_fix():
-    task = ModuleTask(lambda: nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)),
-                      lambda g: (torch.randn(8, 3, generator=g), torch.randint(4, (8,), generator=g)))
-    with pytest.raises(ValueError, match=r"running statistics .*\['1'\].*track_running_stats=False"):
-        task.sample_many([seeded(0), seeded(1)])
-    task.sample(seeded(0))  # one model at a time, no vmap: allowed
+def test_models_with_running_statistics_run_together_each_with_its_own():
+    """A meta-batch of batch-norm models (vmap, each with its own running statistics) gives each model's loss as
+    alone."""
+    task = ModuleTask(lambda: nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)),
+                      lambda g: (torch.randn(8, 3, generator=g), torch.randint(2, (8,), generator=g)))
+    batch = task.sample_many([seeded(0), seeded(1)])
+    alone = [task.sample(seeded(k)) for k in range(2)]
+    for step in range(3):
+        torch.testing.assert_close(batch.loss(batch.params, step),
+                                   torch.stack([problem.loss(problem.params, step) for problem in alone]))
 
 
 def test_papers_convnet_is_the_cifar_architecture_and_trains_on_mnist():
@@ -392,6 +396,6 @@ def test_papers_convnet_is_the_cifar_architecture_and_trains_on_mnist():
     problem = mnist_task(paper_convnet, "test", root=root).sample(seeded(0))
     losses = run_optimizer(problem, lambda params: torch.optim.Adam(params, lr=3e-3), 15).losses
     assert abs(losses[0] - 2.3) < 0.3 and sum(losses[-3:]) / 3 < losses[0] - 0.3
-    # meta-training runs a meta-batch of them together (vmap): batch norm holds no running statistics to update
+    # meta-training runs a meta-batch of them together (vmap), each with its own batch norm statistics
     batch = mnist_task(paper_convnet, "test", root=root).sample_many([seeded(1), seeded(2)])
     assert batch.loss(batch.params, 0).shape == (2,)

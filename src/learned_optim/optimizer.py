@@ -203,8 +203,8 @@ class LearnedOptimizer(Optimizer):
     def _update(self, work: list[tuple[int, Tensor, Tensor]]) -> None:
         """The learned update of every ``(group index, param, grad)``, the state created on first use. The
         parameters the fused CPU kernel takes are updated in one kernel call per group."""
-        batches: dict[int, tuple[FusedWeights, list[tuple[Tensor, Tensor, dict]]]] = {}  # g -> (grad, flat p, state)
-        flats = []
+        batches: dict[int, tuple[FusedWeights, list[tuple[Tensor, Tensor, dict]]]] = {}  # g: weights, (grad, p, state)
+        flats = []  # each parameter's flat (contiguous) view or copy
         for g, p, grad in work:
             group, network = self.param_groups[g], self.networks[g]
             state = self.state[p]

@@ -157,8 +157,7 @@ class MNISTConvNetFamily(MNISTFamily):
                 return config
 
     def model(self, config: ConvNetConfig) -> nn.Module:
-        return convnet(config.channels, config.num_convs, config.kernel_size, batch_norm=config.batch_norm,
-                       track_running_stats=False)
+        return convnet(config.channels, config.num_convs, config.kernel_size, batch_norm=config.batch_norm)
 
 
 class MixtureTask(SampledArchitectureTask):

@@ -181,26 +181,23 @@ class ModuleTask(Task):
         return Problem(params, loss, heldout_loss if self.heldout is not None else None)
 
     def sample_many(self, generators: list[torch.Generator]) -> ProblemBatch:
-        """``K`` models stacked; one ``vmap``-ed ``functional_call`` evaluates all of them on their own minibatches."""
+        """``K`` models stacked; one ``vmap``-ed ``functional_call`` evaluates all of them on their own minibatches.
+        Buffers are stacked too, so each model keeps its own (batch norm updates its running statistics in place,
+        model by model, as when a model is trained alone)."""
         models, batch_seeds = zip(*(self._draw(generator) for generator in generators))
         template = models[0]
-        tracking = [name for name, module in template.named_modules() if getattr(module, "track_running_stats", False)]
-        if tracking:
-            raise ValueError(
-                f"this ModuleTask's models run several at once under torch.func.vmap, which cannot update the "
-                f"running statistics of their normalisation layers {tracking}: build those layers with "
-                "track_running_stats=False (training mode normalises with batch statistics either way)")
-        params = {name: torch.stack([dict(model.named_parameters())[name].detach() for model in models])
-                  for name, _ in template.named_parameters()}
+        params, buffers = ({name: torch.stack([dict(named(model))[name].detach() for model in models])
+                            for name, _ in named(template)}
+                           for named in (nn.Module.named_parameters, nn.Module.named_buffers))
 
-        def one(params: Params, inputs: Tensor, targets: Tensor) -> Tensor:
-            return self.loss_fn(functional_call(template, params, (inputs,)), targets)
+        def one(params: Params, buffers: dict[str, Tensor], inputs: Tensor, targets: Tensor) -> Tensor:
+            return self.loss_fn(functional_call(template, {**params, **buffers}, (inputs,)), targets)
 
         batched = vmap(one)
 
         def loss(params: Params, step: int) -> Tensor:
             inputs, targets = zip(*(self.sample_batch(seeded(seed + step)) for seed in batch_seeds))
-            return batched(params, torch.stack(inputs), torch.stack(targets))
+            return batched(params, buffers, torch.stack(inputs), torch.stack(targets))
 
         return ProblemBatch(params, loss)
 
@@ -228,19 +225,18 @@ def mlp(in_features: int, hidden_sizes: tuple[int, ...], out_features: int, acti
     return model
 
 
-def convnet(channels: int = 16, num_convs: int = 3, kernel_size: int = 5, hidden: int = 32, batch_norm: bool = True,
-            track_running_stats: bool = True) -> nn.Module:
+def convnet(channels: int = 16, num_convs: int = 3, kernel_size: int = 5, hidden: int = 32,
+            batch_norm: bool = True) -> nn.Module:
     """A ConvNet for flat ``[B, 784]`` MNIST images: ``num_convs`` (1-3) ``kernel_size`` convolutions of ``channels``
     channels, each followed by batch norm (if ``batch_norm``), ReLU and 2×2 max-pooling, then ``hidden`` fully
-    connected ReLU units and 10 outputs; PyTorch's default initialisation. ``track_running_stats=False`` keeps batch
-    norm free of buffers to update, so models can be run under ``vmap`` (training uses batch statistics either way)."""
+    connected ReLU units and 10 outputs; PyTorch's default initialisation."""
     if not 1 <= num_convs <= 3:
         raise ValueError(f"Invalid num_convs: {num_convs}; 28x28 images allow 1 to 3 conv + pool layers")
     layers: list[nn.Module] = [nn.Unflatten(1, (1, 28, 28))]
     for in_channels in [1] + [channels] * (num_convs - 1):
         layers.append(nn.Conv2d(in_channels, channels, kernel_size, padding=kernel_size // 2))
         if batch_norm:
-            layers.append(nn.BatchNorm2d(channels, track_running_stats=track_running_stats))
+            layers.append(nn.BatchNorm2d(channels))
         layers += [nn.ReLU(), nn.MaxPool2d(2)]
     side = 28 // 2**num_convs
     layers += [nn.Flatten(), nn.Linear(channels * side * side, hidden), nn.ReLU(), nn.Linear(hidden, 10)]
@@ -250,9 +246,8 @@ def convnet(channels: int = 16, num_convs: int = 3, kernel_size: int = 5, hidden
 def paper_convnet() -> nn.Module:
     """The paper's CIFAR-10 ConvNet for 28×28 grey images: three 5×5 convolutions of 16 channels, each followed by
     batch norm, ReLU and 2×2 max-pooling, then a fully connected layer of 32 ReLU units and 10 outputs (18,314
-    parameters, PyTorch's default initialisation). Batch norm keeps no running statistics (every loss here is
-    computed in training mode, on batch statistics), so meta-training can run several such models under ``vmap``."""
-    return convnet(track_running_stats=False)
+    parameters, PyTorch's default initialisation)."""
+    return convnet()
 
 
 def mnist_mlp_task(
