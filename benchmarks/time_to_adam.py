@@ -1,12 +1,14 @@
 """Wall-clock to reach tuned Adam's 100-step loss: LearnedOptimizer vs Adam, on the MNIST MLP and on the
 paper's CIFAR ConvNet architecture on MNIST (batch 128), where forward and backward dominate the step.
 
-    python benchmarks/time_to_adam.py [--checkpoint l2l-mnist] [--problems 5] [--tasks mlp convnet]
+    python benchmarks/time_to_adam.py [--checkpoint l2l-mnist ...] [--problems 5] [--repeats 3] [--tasks mlp convnet]
 
 Adam's learning rate is tuned (final loss, log grid) on separate problems; the target is its mean
 loss over steps 91-100 on the benchmark problems. Each optimizer then trains the same problems in an
 ordinary loop and we time (forward, backward, step included) until the mean loss of the last 10
-steps reaches the target. Both are measured in the same run. Needs MNIST (learned_optim.meta.data).
+steps reaches the target. Both are measured in the same run, taking turns on each problem (so a machine
+that speeds up or slows down affects both), and each problem's time is the median of ``--repeats`` runs
+(the steps are the same in every run). Needs MNIST (learned_optim.meta.data).
 """
 
 from __future__ import annotations
@@ -48,28 +50,38 @@ def time_to_target(problem, make_optimizer, target: float, max_steps: int) -> tu
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="l2l-mnist")
+    parser.add_argument("--checkpoint", nargs="+", default=["l2l-mnist"], help="one or more, raced together")
     parser.add_argument("--problems", type=int, default=5)
     parser.add_argument("--max-steps", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     args = parser.parse_args()
-    network = pretrained.load(args.checkpoint)
+    networks = {name: pretrained.load(name) for name in args.checkpoint}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for key in args.tasks:
         description, make = TASKS[key]
-        race(description, make(), network, args)
+        race(description, make(), networks, args)
 
 
-def race(description: str, task, network, args) -> None:
-    """Tune Adam on the task, then time both optimizers to Adam's 100-step loss; print a table."""
+def race(description: str, task, networks: dict, args) -> None:
+    """Tune Adam on the task, then time it and each learned optimizer to Adam's 100-step loss; print a table."""
     adam = BASELINES["Adam"]
     lr = tune(adam, [task.sample(seeded(TUNING_SEED + i)) for i in range(args.problems)], 100)["final"]
     problems = [task.sample(seeded(EVALUATION_SEED + i)) for i in range(args.problems)]
     target = statistics.mean(
         sum(run_optimizer(p, lambda params: adam(params, lr), 100).losses[-10:]) / 10 for p in problems)
     print(f"\n{description}: Adam lr {lr:.3g}; target = Adam's mean loss over steps 91-100 = {target:.4f}")
-    contenders = {"Adam": lambda params: adam(params, lr), args.checkpoint: lambda params: LearnedOptimizer(params, network)}
-    results = {name: [time_to_target(p, make, target, args.max_steps) for p in problems] for name, make in contenders.items()}
+    contenders = {"Adam": lambda params: adam(params, lr)}
+    for name, network in networks.items():
+        contenders[name] = lambda params, network=network: LearnedOptimizer(params, network)
+    results = {name: [] for name in contenders}
+    for problem in problems:
+        runs = {name: [] for name in contenders}
+        for repeat in range(args.repeats):  # the contenders take turns, in alternating order
+            for name in list(contenders)[::1 if repeat % 2 == 0 else -1]:
+                runs[name].append(time_to_target(problem, contenders[name], target, args.max_steps))
+        for name, timed in runs.items():  # (steps, median seconds, loss); steps and loss are the same every run
+            results[name].append((timed[0][0], statistics.median(t for _, t, _ in timed), timed[0][2]))
     print("| optimizer | steps to target (mean) | seconds to target (mean) | reached | loss where it stopped (mean) |")
     print("|---|---|---|---|---|")
     for name, runs in results.items():
@@ -79,11 +91,12 @@ def race(description: str, task, network, args) -> None:
         stopped = statistics.mean(loss for _, _, loss in runs)
         print(f"| {name} | {steps:.0f} | {seconds:.3f} | {len(reached)}/{len(runs)} | {stopped:.4f} |")
     adam_s = statistics.mean(t for _, t, _ in results["Adam"])
-    ours = [t for s, t, _ in results[args.checkpoint] if s is not None]
-    if len(ours) == len(problems):
-        print(f"wall-clock ratio Adam / {args.checkpoint}: {adam_s / statistics.mean(ours):.2f} (> 1: learned is faster)")
-    else:
-        print(f"{args.checkpoint} did not reach the target within {args.max_steps} steps on every problem")
+    for name in networks:
+        ours = [t for s, t, _ in results[name] if s is not None]
+        if len(ours) == len(problems):
+            print(f"wall-clock ratio Adam / {name}: {adam_s / statistics.mean(ours):.2f} (> 1: learned is faster)")
+        else:
+            print(f"{name} did not reach the target within {args.max_steps} steps on every problem")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import subprocess
 import warnings
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -157,7 +158,36 @@ def test_build_is_cached_and_atomic(fresh_kernel):
     built = list(fresh_kernel.iterdir())
     assert len(built) == 1 and built[0].suffix == ".so"  # no partial file left behind
     with mock.patch.object(subprocess, "run", side_effect=AssertionError("compiled twice")):
-        assert kernel._build(kernel._compiler()) == built[0]
+        assert kernel._build(kernel._compiler(), kernel.FLAGS + kernel.OPENMP_FLAGS) == built[0]
+
+
+def test_compiler_without_openmp_builds_a_serial_kernel(fresh_kernel, monkeypatch, tmp_path, network):
+    real = kernel._compiler()
+    if real is None:
+        pytest.skip("no C++ compiler")
+    compiler = tmp_path / "c++-without-openmp"
+    compiler.write_text(f'#!/bin/sh\ncase " $* " in *" -fopenmp "*) echo "no OpenMP" >&2; exit 1;; esac\nexec {real} "$@"\n')
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CXX", str(compiler))
+    monkeypatch.setattr(kernel, "MIN_COORDINATES_PER_THREAD", 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert kernel.available()
+    assert len(list(fresh_kernel.iterdir())) == 1
+    weights, grad, state = network.fused_weights(), torch.randn(100), network.initial_state(100)
+    update = kernel.fused_update_(weights, grad, state.clone())  # two threads asked for, run one after the other
+    torch.testing.assert_close(update, pytorch_path(weights, grad, state.clone()))
+
+
+@needs_kernel
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc/self/maps")
+def test_kernel_runs_in_torchs_openmp_runtime():
+    """One OpenMP runtime in the process: the kernel's threads are torch's, not a second pool competing with it."""
+    lines = Path("/proc/self/maps").read_text().splitlines()
+    runtimes = {line.split()[-1] for line in lines if any(name in line for name in ("libgomp", "libomp", "libiomp"))}
+    if not runtimes:
+        pytest.skip("torch was built without GNU OpenMP here")
+    assert len(runtimes) == 1, runtimes
 
 
 def test_missing_compiler_falls_back_with_one_warning(fresh_kernel, monkeypatch, network):

@@ -10,8 +10,11 @@ or with ``LEARNED_OPTIM_KERNEL=0``, :func:`available` is False and callers use t
 (one warning says why, when the compiler is missing or fails).
 
 One call steps any number of tensors (:func:`fused_update_many_`, which ``LearnedOptimizer`` calls once per param
-group): their tiles are laid end to end and split over ``torch.get_num_threads()`` Python threads, at least
-:data:`MIN_COORDINATES_PER_THREAD` coordinates each; ctypes releases the GIL for the call, so they run in parallel.
+group): their tiles are laid end to end and split over up to ``torch.get_num_threads()`` OpenMP threads, at least
+:data:`MIN_COORDINATES_PER_THREAD` coordinates each. Built with ``-fopenmp``, the library needs ``libgomp.so.1``,
+which is torch's own where torch loaded it (Linux wheels): the step then runs in torch's thread pool, whose workers
+are already awake after backward, instead of starting threads that compete with them. A compiler without OpenMP
+builds a serial kernel (one thread) instead.
 """
 
 from __future__ import annotations
@@ -36,11 +39,12 @@ from .preprocessing import ADAM_EPSILON, MOMENT_DECAY
 
 SOURCE = Path(__file__).with_name("csrc") / "lstm_step.cpp"
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-fno-math-errno", "-shared", "-fPIC")
+OPENMP_FLAGS = ("-fopenmp",)
 ENV_VAR = "LEARNED_OPTIM_KERNEL"
 CACHE_ENV_VAR = "LEARNED_OPTIM_CACHE"
 TILE = 16
 """Coordinates per tile of ``csrc/lstm_step.cpp`` (``LANES * NV``): threads get whole tiles."""
-MIN_COORDINATES_PER_THREAD = 16_384
+MIN_COORDINATES_PER_THREAD = 4_096
 """Below this many coordinates per thread, starting a thread costs more than it saves."""
 
 _lock = threading.Lock()
@@ -65,9 +69,9 @@ def _cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "learned_optim") / "kernels"
 
 
-def _build(compiler: str) -> Path:
+def _build(compiler: str, flags: tuple[str, ...]) -> Path:
     """The compiled library for this source, flags and CPU, compiled into the cache if missing."""
-    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(FLAGS).encode(), compiler.encode(),
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(flags).encode(), compiler.encode(),
                                      _cpu_identity().encode()])).hexdigest()[:16]
     target = _cache_dir() / f"lstm_step-{key}.so"
     if target.exists():
@@ -76,7 +80,7 @@ def _build(compiler: str) -> Path:
     fd, partial = tempfile.mkstemp(prefix=target.name, suffix=".partial", dir=target.parent)
     os.close(fd)
     try:
-        result = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", partial], capture_output=True, text=True,
+        result = subprocess.run([compiler, *flags, str(SOURCE), "-o", partial], capture_output=True, text=True,
                                 timeout=300)
         if result.returncode != 0:
             raise RuntimeError(f"{compiler} failed:\n{result.stderr[-2000:]}")
@@ -91,10 +95,13 @@ def _load() -> Any:
     compiler = _compiler()
     if compiler is None:
         raise RuntimeError("no C++ compiler found (install g++ or clang++, or set CXX)")
-    library = ctypes.CDLL(str(_build(compiler)))
+    try:
+        library = ctypes.CDLL(str(_build(compiler, FLAGS + OPENMP_FLAGS)))
+    except (OSError, RuntimeError):  # no OpenMP with this compiler: one thread
+        library = ctypes.CDLL(str(_build(compiler, FLAGS)))
     i64, f32, i32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
     library.learned_optim_step.argtypes = [i64, i64, i64, i32, f32, f32, f32, ptr, ptr, ptr, f32, f32, i32,
-                                           i64, ptr, ptr, ptr, ptr, ptr, ptr, f32, i32, f32, f32, i64, i64, ptr]
+                                           i64, ptr, ptr, ptr, ptr, ptr, ptr, f32, i32, f32, f32, i32, ptr]
     library.learned_optim_step.restype = None
     library.learned_optim_work_size.argtypes = [i64, i64]
     library.learned_optim_work_size.restype = i64
@@ -169,7 +176,7 @@ def fused_update_many_(weights: Any, grads: list[Tensor], states: list[Tensor], 
 
 def _run(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Tensor], moments: list[Tensor | None],
          accumulate: bool, lr: float, decay: float, maximize: bool) -> None:
-    """One kernel call per thread over the tiles of all the tensors."""
+    """One kernel call over the tiles of all the tensors, split over up to ``torch.get_num_threads()`` threads."""
     totals = [grad.shape[0] for grad in grads]
     tiles = sum(-(-total // TILE) for total in totals)
     if tiles == 0:
@@ -181,17 +188,6 @@ def _run(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Ten
                  (ctypes.c_int * count)(*[int(s.dtype == torch.bfloat16) for s in states]),
                  (ctypes.c_int64 * count)(*totals), pointers(*[None if m is None else m.data_ptr() for m in moments]),
                  pointers(*[o.data_ptr() for o in outs]), -1.0 if maximize else 1.0, int(accumulate), decay, lr)
-    threads = max(1, min(torch.get_num_threads(), sum(totals) // MIN_COORDINATES_PER_THREAD))
-    per_thread = -(-tiles // threads)
-    ranges = [(start, min(start + per_thread, tiles)) for start in range(0, tiles, per_thread)]
-    work = torch.empty(len(ranges), _library.learned_optim_work_size(network[0], network[2]), dtype=torch.float32)
-
-    def run(index: int) -> None:  # 64-byte aligned rows of work: nothing can fail inside
-        _library.learned_optim_step(*arguments, *ranges[index], work[index].data_ptr())
-
-    workers = [threading.Thread(target=run, args=(index,)) for index in range(1, len(ranges))]
-    for worker in workers:
-        worker.start()
-    run(0)
-    for worker in workers:
-        worker.join()
+    threads = max(1, min(torch.get_num_threads(), sum(totals) // MIN_COORDINATES_PER_THREAD, tiles))
+    work = torch.empty(threads, _library.learned_optim_work_size(network[0], network[2]), dtype=torch.float32)
+    _library.learned_optim_step(*arguments, threads, work.data_ptr())  # 64-byte aligned rows: nothing can fail

@@ -250,22 +250,11 @@ static void step_rows(const Network &net, const float *grad, float grad_sign, vo
     }
 }
 
-// The step of `count` tensors laid end to end, tensor k in ceil(totals[k] / TILE) tiles: this call runs the
-// tiles [first_tile, last_tile) of that sequence, so threads can split many small tensors like one large one.
-// Per tensor k: grads[k] [totals[k]], states[k] [2L, totals[k], H] (bfloat16 where state_bf16[k]), moments[k]
-// (adam: [3, totals[k]] as m, v, w; else unused) and outs[k] (out = decay out + lr update, or the update).
-// work: learned_optim_work_size floats, 32-byte aligned.
-extern "C" void learned_optim_step(
-    int64_t H, int64_t L, int64_t F,
-    int preprocessing, float p, float beta, float eps,         // 0 none, 1 log_sign (p), 2 adam (beta, eps)
-    const float *const *weights, const float *const *biases,  // per layer: [F_l + H, 4H] row-major, [4H]
-    const float *head_weight, float head_bias, float output_scale, int bounded,  // bounded: tanh on the head
-    int64_t count, const float *const *grads, void *const *states, const int *state_bf16, const int64_t *totals,
-    float *const *moments, float *const *outs,
-    float grad_sign, int accumulate, float decay, float lr,    // grad_sign -1: maximize
-    int64_t first_tile, int64_t last_tile, float *work) {
-    const Network net{H, L, F, preprocessing, p, beta, eps, weights, biases, head_weight, head_bias, output_scale,
-                      bounded};
+// The tiles [first_tile, last_tile) of `count` tensors laid end to end, tensor k in ceil(totals[k] / TILE) tiles.
+static void step_tiles(const Network &net, int64_t count, const float *const *grads, void *const *states,
+                       const int *state_bf16, const int64_t *totals, float *const *moments, float *const *outs,
+                       float grad_sign, int accumulate, float decay, float lr, int64_t first_tile, int64_t last_tile,
+                       float *work) {
     int64_t offset = 0;  // tiles of the tensors before k
     for (int64_t k = 0; k < count && offset < last_tile; ++k) {
         const int64_t tiles = (totals[k] + TILE - 1) / TILE;
@@ -275,5 +264,33 @@ extern "C" void learned_optim_step(
             step_rows(net, grads[k], grad_sign, states[k], state_bf16[k], totals[k], moments[k], outs[k], accumulate,
                       decay, lr, lo * TILE, hi * TILE < totals[k] ? hi * TILE : totals[k], work);
         offset += tiles;
+    }
+}
+
+// The step of `count` tensors laid end to end, their tiles split evenly over `threads` threads (so many small
+// tensors run like one large one), run by OpenMP: in torch's own thread pool when torch's libgomp is the one
+// loaded, so no threads are started and none compete with torch's idle workers; serially without OpenMP.
+// Per tensor k: grads[k] [totals[k]], states[k] [2L, totals[k], H] (bfloat16 where state_bf16[k]), moments[k]
+// (adam: [3, totals[k]] as m, v, w; else unused) and outs[k] (out = decay out + lr update, or the update).
+// work: threads x learned_optim_work_size floats, 32-byte aligned.
+extern "C" void learned_optim_step(
+    int64_t H, int64_t L, int64_t F,
+    int preprocessing, float p, float beta, float eps,         // 0 none, 1 log_sign (p), 2 adam (beta, eps)
+    const float *const *weights, const float *const *biases,  // per layer: [F_l + H, 4H] row-major, [4H]
+    const float *head_weight, float head_bias, float output_scale, int bounded,  // bounded: tanh on the head
+    int64_t count, const float *const *grads, void *const *states, const int *state_bf16, const int64_t *totals,
+    float *const *moments, float *const *outs,
+    float grad_sign, int accumulate, float decay, float lr,    // grad_sign -1: maximize
+    int threads, float *work) {
+    const Network net{H, L, F, preprocessing, p, beta, eps, weights, biases, head_weight, head_bias, output_scale,
+                      bounded};
+    int64_t tiles = 0;
+    for (int64_t k = 0; k < count; ++k) tiles += (totals[k] + TILE - 1) / TILE;
+    const int64_t per_thread = (tiles + threads - 1) / threads, size = learned_optim_work_size(H, F);
+#pragma omp parallel for num_threads(threads) schedule(static, 1) if (threads > 1)
+    for (int t = 0; t < threads; ++t) {
+        const int64_t first = t * per_thread, last = first + per_thread < tiles ? first + per_thread : tiles;
+        step_tiles(net, count, grads, states, state_bf16, totals, moments, outs, grad_sign, accumulate, decay, lr,
+                   first, last, work + t * size);
     }
 }
