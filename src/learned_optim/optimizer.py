@@ -77,7 +77,7 @@ class LearnedOptimizer(Optimizer):
             a step over fewer CPU coordinates than this runs on one thread (the PyTorch path's many small
             operations stall when other processes busy the cores), a larger one on torch's threads; 0
             always uses torch's threads. The kernel splits the coordinates over torch's threads itself,
-            at least 16,384 per thread (default: 2**20).
+            at least 4,096 per thread (default: 2**20).
 
     Example:
         >>> model = torch.nn.Linear(4, 1)
