@@ -13,8 +13,9 @@ One call steps any number of tensors (:func:`fused_update_many_`, which ``Learne
 group): their tiles are laid end to end and split over up to ``torch.get_num_threads()`` OpenMP threads, at least
 :data:`MIN_COORDINATES_PER_THREAD` coordinates each. Built with ``-fopenmp``, the library needs ``libgomp.so.1``,
 which is torch's own where torch loaded it (Linux wheels): the step then runs in torch's thread pool, whose workers
-are already awake after backward, instead of starting threads that compete with them. A compiler without OpenMP
-builds a serial kernel (one thread) instead.
+are already awake after backward, instead of starting threads that compete with them. Where the compiler has no
+OpenMP, the kernel is built without it and the tiles are split over Python threads instead (ctypes releases the
+GIL for the call, so they run in parallel).
 """
 
 from __future__ import annotations
@@ -101,10 +102,11 @@ def _load() -> Any:
         library = ctypes.CDLL(str(_build(compiler, FLAGS)))
     i64, f32, i32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
     library.learned_optim_step.argtypes = [i64, i64, i64, i32, f32, f32, f32, ptr, ptr, ptr, f32, f32, i32,
-                                           i64, ptr, ptr, ptr, ptr, ptr, ptr, f32, i32, f32, f32, i32, ptr]
+                                           i64, ptr, ptr, ptr, ptr, ptr, ptr, f32, i32, f32, f32, i64, i64, i32, ptr]
     library.learned_optim_step.restype = None
     library.learned_optim_work_size.argtypes = [i64, i64]
     library.learned_optim_work_size.restype = i64
+    library.learned_optim_openmp.restype = i32
     return library
 
 
@@ -190,4 +192,18 @@ def _run(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Ten
                  pointers(*[o.data_ptr() for o in outs]), -1.0 if maximize else 1.0, int(accumulate), decay, lr)
     threads = max(1, min(torch.get_num_threads(), sum(totals) // MIN_COORDINATES_PER_THREAD, tiles))
     work = torch.empty(threads, _library.learned_optim_work_size(network[0], network[2]), dtype=torch.float32)
-    _library.learned_optim_step(*arguments, threads, work.data_ptr())  # 64-byte aligned rows: nothing can fail
+    if _library.learned_optim_openmp():  # one call: OpenMP splits the tiles
+        _library.learned_optim_step(*arguments, 0, tiles, threads, work.data_ptr())
+        return
+    per_thread = -(-tiles // threads)  # else a Python thread per share, each a one-thread call
+    ranges = [(start, min(start + per_thread, tiles)) for start in range(0, tiles, per_thread)]
+
+    def run(index: int) -> None:  # 64-byte aligned rows of work: nothing can fail inside
+        _library.learned_optim_step(*arguments, *ranges[index], 1, work[index].data_ptr())
+
+    workers = [threading.Thread(target=run, args=(index,)) for index in range(1, len(ranges))]
+    for worker in workers:
+        worker.start()
+    run(0)
+    for worker in workers:
+        worker.join()

@@ -267,9 +267,18 @@ static void step_tiles(const Network &net, int64_t count, const float *const *gr
     }
 }
 
-// The step of `count` tensors laid end to end, their tiles split evenly over `threads` threads (so many small
-// tensors run like one large one), run by OpenMP: in torch's own thread pool when torch's libgomp is the one
-// loaded, so no threads are started and none compete with torch's idle workers; serially without OpenMP.
+// Whether this build runs `threads` > 1 in parallel (else its callers start their own threads).
+extern "C" int learned_optim_openmp(void) {
+#if defined(_OPENMP)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+// The step of `count` tensors laid end to end: their tiles [first_tile, last_tile) split evenly over `threads`
+// threads (so many small tensors run like one large one), run by OpenMP: in torch's own thread pool when torch's
+// libgomp is the one loaded, so no threads are started and none compete with torch's idle workers.
 // Per tensor k: grads[k] [totals[k]], states[k] [2L, totals[k], H] (bfloat16 where state_bf16[k]), moments[k]
 // (adam: [3, totals[k]] as m, v, w; else unused) and outs[k] (out = decay out + lr update, or the update).
 // work: threads x learned_optim_work_size floats, 32-byte aligned.
@@ -281,15 +290,14 @@ extern "C" void learned_optim_step(
     int64_t count, const float *const *grads, void *const *states, const int *state_bf16, const int64_t *totals,
     float *const *moments, float *const *outs,
     float grad_sign, int accumulate, float decay, float lr,    // grad_sign -1: maximize
-    int threads, float *work) {
+    int64_t first_tile, int64_t last_tile, int threads, float *work) {
     const Network net{H, L, F, preprocessing, p, beta, eps, weights, biases, head_weight, head_bias, output_scale,
                       bounded};
-    int64_t tiles = 0;
-    for (int64_t k = 0; k < count; ++k) tiles += (totals[k] + TILE - 1) / TILE;
-    const int64_t per_thread = (tiles + threads - 1) / threads, size = learned_optim_work_size(H, F);
+    const int64_t per_thread = (last_tile - first_tile + threads - 1) / threads, size = learned_optim_work_size(H, F);
 #pragma omp parallel for num_threads(threads) schedule(static, 1) if (threads > 1)
     for (int t = 0; t < threads; ++t) {
-        const int64_t first = t * per_thread, last = first + per_thread < tiles ? first + per_thread : tiles;
+        const int64_t first = first_tile + t * per_thread;
+        const int64_t last = first + per_thread < last_tile ? first + per_thread : last_tile;
         step_tiles(net, count, grads, states, state_bf16, totals, moments, outs, grad_sign, accumulate, decay, lr,
                    first, last, work + t * size);
     }
