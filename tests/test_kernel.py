@@ -166,7 +166,8 @@ def test_compiler_without_openmp_builds_a_serial_kernel(fresh_kernel, monkeypatc
     if real is None:
         pytest.skip("no C++ compiler")
     compiler = tmp_path / "c++-without-openmp"
-    compiler.write_text(f'#!/bin/sh\ncase " $* " in *" -fopenmp "*) echo "no OpenMP" >&2; exit 1;; esac\nexec {real} "$@"\n')
+    rejects_openmp = 'case " $* " in *" -fopenmp "*) echo "no OpenMP" >&2; exit 1;; esac'
+    compiler.write_text(f'#!/bin/sh\n{rejects_openmp}\nexec {real} "$@"\n')
     compiler.chmod(0o755)
     monkeypatch.setenv("CXX", str(compiler))
     monkeypatch.setattr(kernel, "MIN_COORDINATES_PER_THREAD", 16)

@@ -46,7 +46,7 @@ CACHE_ENV_VAR = "LEARNED_OPTIM_CACHE"
 TILE = 16
 """Coordinates per tile of ``csrc/lstm_step.cpp`` (``LANES * NV``): threads get whole tiles."""
 MIN_COORDINATES_PER_THREAD = 4_096
-"""Below this many coordinates per thread, starting a thread costs more than it saves."""
+"""Below this many coordinates per thread, handing a thread its share costs more than it saves."""
 
 _lock = threading.Lock()
 _library: Any = None  # the loaded library; False once it is known to be unavailable
@@ -98,7 +98,7 @@ def _load() -> Any:
         raise RuntimeError("no C++ compiler found (install g++ or clang++, or set CXX)")
     try:
         library = ctypes.CDLL(str(_build(compiler, FLAGS + OPENMP_FLAGS)))
-    except (OSError, RuntimeError):  # no OpenMP with this compiler: one thread
+    except (OSError, RuntimeError):  # no OpenMP with this compiler (or no libgomp): Python threads split the work
         library = ctypes.CDLL(str(_build(compiler, FLAGS)))
     i64, f32, i32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
     library.learned_optim_step.argtypes = [i64, i64, i64, i32, f32, f32, f32, ptr, ptr, ptr, f32, f32, i32,
