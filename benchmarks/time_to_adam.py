@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     args = parser.parse_args()
+    for option in ("problems", "max_steps", "repeats"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
     networks = {name: pretrained.load(name) for name in args.checkpoint}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for key in args.tasks:

@@ -175,7 +175,7 @@ def test_compiler_without_openmp_builds_a_serial_kernel(fresh_kernel, monkeypatc
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert kernel.available()
-    assert len(list(fresh_kernel.iterdir())) == 1 and not kernel._library.learned_optim_openmp()
+    assert len(list(fresh_kernel.iterdir())) == 1 and not kernel._library.splits_with_openmp
     weights, grad, state = network.fused_weights(), torch.randn(100), network.initial_state(100)
     update = kernel.fused_update_(weights, grad, state.clone())  # on two Python threads
     torch.testing.assert_close(update, pytorch_path(weights, grad, state.clone()))
@@ -187,7 +187,7 @@ def test_kernel_runs_in_torchs_openmp_runtime():
     """One OpenMP runtime in the process: the kernel's threads are torch's, not a second pool competing with it."""
     lines = Path("/proc/self/maps").read_text().splitlines()
     runtimes = {line.split()[-1] for line in lines if any(name in line for name in ("libgomp", "libomp", "libiomp"))}
-    if not runtimes or not kernel._library.learned_optim_openmp():
+    if not runtimes or not kernel._library.splits_with_openmp:
         pytest.skip("torch was built without OpenMP here, or the compiler has none")
     assert len(runtimes) == 1, runtimes
 

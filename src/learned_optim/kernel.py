@@ -107,6 +107,7 @@ def _load() -> Any:
     library.learned_optim_work_size.argtypes = [i64, i64]
     library.learned_optim_work_size.restype = i64
     library.learned_optim_openmp.restype = i32
+    library.splits_with_openmp = bool(library.learned_optim_openmp())  # asked once, not every step
     return library
 
 
@@ -192,7 +193,7 @@ def _run(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Ten
                  pointers(*[o.data_ptr() for o in outs]), -1.0 if maximize else 1.0, int(accumulate), decay, lr)
     threads = max(1, min(torch.get_num_threads(), sum(totals) // MIN_COORDINATES_PER_THREAD, tiles))
     work = torch.empty(threads, _library.learned_optim_work_size(network[0], network[2]), dtype=torch.float32)
-    if _library.learned_optim_openmp():  # one call: OpenMP splits the tiles
+    if _library.splits_with_openmp:  # one call: OpenMP splits the tiles
         _library.learned_optim_step(*arguments, 0, tiles, threads, work.data_ptr())
         return
     per_thread = -(-tiles // threads)  # else a Python thread per share, each a one-thread call
