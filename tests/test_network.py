@@ -31,9 +31,10 @@ def test_fused_lstm_equals_nn_lstmcell(config):
 
 
 ADAM_TANH = {"preprocessing": "adam", "output": "tanh"}
+TWO_TIMESCALES = {"preprocessing": "adam_two_timescales"}
 
 
-@pytest.mark.parametrize("config", [{}, ADAM_TANH])
+@pytest.mark.parametrize("config", [{}, ADAM_TANH, TWO_TIMESCALES])
 @pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("chunk_size", [1, 7, 16384])
 def test_fast_path_equals_reference_path_in_lockstep(config, state_dtype, chunk_size):
@@ -56,7 +57,7 @@ def test_fast_path_equals_reference_path_in_lockstep(config, state_dtype, chunk_
 
 
 @pytest.mark.parametrize("config", [{}, {"num_layers": 1, "preprocessing": "none"}, {"num_layers": 3, "hidden_size": 7},
-                                    ADAM_TANH])
+                                    ADAM_TANH, TWO_TIMESCALES])
 @pytest.mark.parametrize("chunk_size", [5, 8192])
 def test_chunked_backward_equals_autograd_through_two_steps(config, chunk_size):
     """Values and gradients (weights and initial state) of a two-step unroll, in float64."""
@@ -64,7 +65,7 @@ def test_chunked_backward_equals_autograd_through_two_steps(config, chunk_size):
     grads = [torch.randn(37, dtype=torch.float64) * 1e-2, torch.randn(37, dtype=torch.float64)]
     state = tuple(torch.randn(37, network.hidden_size, dtype=torch.float64).requires_grad_()
                   for _ in range(2 * network.num_layers))
-    moments = () if not network.has_moments else (network.initial_moments(37).double(),)
+    moments = () if not network.num_moments else (network.initial_moments(37).double(),)
     weight = torch.randn(37, dtype=torch.float64)
 
     def unroll(update_fn):

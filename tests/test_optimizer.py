@@ -20,9 +20,10 @@ def grads_for(params, seed):
 
 
 RNNPROP_INPUTS = {"preprocessing": "adam", "output": "tanh"}
+TWO_TIMESCALES = {"preprocessing": "adam_two_timescales"}  # the PyTorch path: no kernel knows it
 
 
-@pytest.mark.parametrize("config", [{}, RNNPROP_INPUTS])
+@pytest.mark.parametrize("config", [{}, RNNPROP_INPUTS, TWO_TIMESCALES])
 def test_step_follows_the_differentiable_reference_rule(config):
     """The optimizer (fast path, per tensor) equals the meta-training rule (reference path, flat)."""
     network = random_network(**config)
@@ -147,7 +148,7 @@ def train_steps(model, optimizer, steps, offset=0):
         optimizer.step()
 
 
-@pytest.mark.parametrize("config", [{}, RNNPROP_INPUTS])
+@pytest.mark.parametrize("config", [{}, RNNPROP_INPUTS, TWO_TIMESCALES])
 @pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
 def test_state_dict_resume_follows_the_uninterrupted_run_bitwise(config, state_dtype):
     network = random_network(**config)
@@ -168,17 +169,18 @@ def test_state_dict_resume_follows_the_uninterrupted_run_bitwise(config, state_d
         assert torch.equal(a, b)
 
 
-def test_moments_are_per_parameter_state_and_checked_on_load():
-    network = random_network(**RNNPROP_INPUTS)
+@pytest.mark.parametrize("config, rows", [(RNNPROP_INPUTS, 3), (TWO_TIMESCALES, 5)])
+def test_moments_are_per_parameter_state_and_checked_on_load(config, rows):
+    network = random_network(**config)
     model, optimizer = make_model_and_optimizer(network)
     train_steps(model, optimizer, 2)
-    assert all(s["moments"].shape == (3, p.numel()) for p, s in optimizer.state.items())
+    assert all(s["moments"].shape == (rows, p.numel()) for p, s in optimizer.state.items())
     for damage in ("drop", "misshape"):
         state_dict = copy.deepcopy(optimizer.state_dict())
         if damage == "drop":
             del state_dict["state"][0]["moments"]
         else:
-            state_dict["state"][0]["moments"] = torch.zeros(3, 2)
+            state_dict["state"][0]["moments"] = torch.zeros(rows, 2)
         _, fresh = make_model_and_optimizer(network)
         with pytest.raises(ValueError, match="moments" if damage == "drop" else "shape"):
             fresh.load_state_dict(state_dict)

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from learned_optim.preprocessing import MOMENT_DECAY, adam_normalised, identity, log_sign
+from learned_optim.preprocessing import (LONG_MOMENT_DECAY, LOG_RMS_RATIO_BOUND, MOMENT_DECAY, adam_normalised,
+                                         adam_two_timescales, identity, log_sign)
 
 
 def piecewise(x: float, p: float) -> tuple[float, float]:
@@ -71,3 +72,34 @@ def test_adam_normalised_is_finite_for_zero_and_extreme_gradients():
     features, moments = adam_normalised(x, torch.zeros(3, 5))
     assert torch.isfinite(features).all() and torch.isfinite(moments[:, [0, 1, 4]]).all()
     assert features[0].abs().sum() == 0
+
+
+def test_adam_two_timescales_adds_the_log_ratio_of_recent_to_long_term_rms():
+    decays, grads = (0.95, 0.999), torch.randn(308, 5, dtype=torch.float64)
+    grads[8:] *= 0.01  # the gradients shrink: the recent RMS falls below the long-term one
+    moments, short = torch.zeros(5, 5, dtype=torch.float64), torch.zeros(3, 5, dtype=torch.float64)
+    for g in grads:
+        features, moments = adam_two_timescales(g, moments, *decays)
+        expected, short = adam_normalised(g, short, decays[0])
+        torch.testing.assert_close(features[:, :2], expected)
+    t = len(grads)
+    v_hat, long_v_hat = [sum((1 - b) * b ** (t - k) * grads[k - 1] ** 2 for k in range(1, t + 1)) / (1 - b**t)
+                         for b in decays]  # Adam's bias-corrected second moments, written out
+    torch.testing.assert_close(features[:, 2], 0.5 * (v_hat / long_v_hat).log())
+    assert features[:, 2].max() < -1 and moments.shape == (5, 5)
+
+
+def test_adam_two_timescales_is_invariant_to_the_gradients_scale_and_finite():
+    grads = torch.randn(30, 100, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    results = []
+    for scale in (1e-3, 1.0, 1e6):
+        moments, outputs = torch.zeros(5, 100, dtype=torch.float64), []
+        for g in grads:
+            features, moments = adam_two_timescales(g * scale, moments)
+            outputs.append(features)
+        results.append(torch.stack(outputs))
+    torch.testing.assert_close(results[0], results[1])
+    torch.testing.assert_close(results[2], results[1])
+    assert results[1][..., 2].max() <= 0.5 * math.log((1 - MOMENT_DECAY) / (1 - LONG_MOMENT_DECAY)) + 1e-9
+    features, moments = adam_two_timescales(torch.tensor([0.0, 3e38, -3e38, 1e-30]), torch.zeros(5, 4))
+    assert torch.isfinite(features).all() and features[0].abs().sum() == 0

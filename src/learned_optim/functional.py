@@ -25,7 +25,7 @@ There is one definition of the step (:func:`_step`) and three ways to run it:
 
 State layout: ``h_0, c_0, h_1, c_1, ...``, each ``[N, hidden_size]``, as a tuple (meta-training) or
 stacked in one ``[2 * num_layers, N, hidden_size]`` tensor (the optimizer's state). The state may be
-stored in a lower precision (bfloat16) than the computation. A stateful encoding's moments ``[3, N]`` follow
+stored in a lower precision (bfloat16) than the computation. A stateful encoding's moments ``[M, N]`` follow
 the LSTM entries in a tuple state and are a separate ``moments`` argument of :func:`fast_update_`.
 """
 
@@ -61,8 +61,13 @@ class FusedWeights(NamedTuple):
 
     @property
     def stateful(self) -> bool:
-        """Whether the encoding keeps per-coordinate moments (``[3, N]``, after the LSTM state)."""
+        """Whether the encoding keeps per-coordinate moments (``[M, N]``, after the LSTM state)."""
         return PREPROCESSINGS[self.preprocessing].stateful
+
+    @property
+    def num_moments(self) -> int:
+        """M, the rows of per-coordinate moments the encoding keeps (0: none)."""
+        return PREPROCESSINGS[self.preprocessing].moments
 
     def preprocess(self, grad: Tensor, moments: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """The gradient encoding, ``[N] -> [N, F]``, and the new moments (None for a stateless encoding)."""
@@ -70,7 +75,7 @@ class FusedWeights(NamedTuple):
         if not encoding.stateful:
             return encoding.function(grad, self.p), None
         if moments is None:
-            raise ValueError(f"the {self.preprocessing!r} encoding needs its moments [3, N] "
+            raise ValueError(f"the {self.preprocessing!r} encoding needs its moments [{encoding.moments}, N] "
                              "(CoordinatewiseLSTM.initial_moments) after the LSTM state")
         return encoding.function(grad, moments.to(grad.dtype))
 
@@ -169,7 +174,7 @@ def fast_update_(
         lr (float, optional): the update's multiplier into ``out`` (default: 1.0).
         decay (float, optional): ``out``'s multiplier, ``1 - lr * weight_decay`` (default: 1.0).
         maximize (bool, optional): feed the network :math:`-\nabla` (default: False).
-        moments (Tensor, optional): a stateful encoding's moments ``[3, N]``; updated in place (default: None).
+        moments (Tensor, optional): a stateful encoding's moments ``[M, N]``; updated in place (default: None).
         precision (str, optional): the GPU kernel's matmuls, ``"tf32x3"`` (float32 accuracy), ``"ieee"``,
             ``"tf32"`` or ``"bf16"`` (:mod:`learned_optim.triton_kernel`); the CPU paths compute in the weights'
             dtype (default: ``"tf32x3"``).
@@ -179,8 +184,9 @@ def fast_update_(
     """
     if precision not in triton_kernel.PRECISIONS:
         raise ValueError(f"Invalid precision: {precision!r}; choose one of {triton_kernel.PRECISIONS}")
-    if weights.stateful and (moments is None or moments.shape != (3, grad.shape[0])):
-        raise ValueError(f"the {weights.preprocessing!r} encoding needs moments of shape (3, {grad.shape[0]}), got "
+    if weights.stateful and (moments is None or moments.shape != (weights.num_moments, grad.shape[0])):
+        raise ValueError(f"the {weights.preprocessing!r} encoding needs moments of shape "
+                         f"({weights.num_moments}, {grad.shape[0]}), got "
                          f"{None if moments is None else tuple(moments.shape)}: pass CoordinatewiseLSTM.initial_moments()")
     if kernel.supports(weights, grad, state, out, moments):
         return kernel.fused_update_(weights, grad, state, out, lr, decay, maximize, moments)

@@ -50,7 +50,9 @@ class CoordinatewiseLSTM(
         num_layers (int, optional): stacked LSTM layers (default: 2).
         preprocessing (str, optional): gradient encoding, ``"log_sign"`` (the paper's), ``"none"`` or
             ``"adam"`` (RNNprop's Adam-normalised gradient and momentum, with per-coordinate moments kept
-            after the LSTM state; :func:`~learned_optim.preprocessing.adam_normalised`) (default: ``"log_sign"``).
+            after the LSTM state; :func:`~learned_optim.preprocessing.adam_normalised`) or
+            ``"adam_two_timescales"`` (those and the log ratio of the gradient's recent to long-term RMS;
+            :func:`~learned_optim.preprocessing.adam_two_timescales`) (default: ``"log_sign"``).
         p (float, optional): the ``log_sign`` constant (default: 10.0).
         output_scale (float, optional): fixed factor on the network's output (default: 0.1).
         output (str, optional): the head's nonlinearity, ``"linear"`` (the paper's) or ``"tanh"`` (each step
@@ -115,16 +117,16 @@ class CoordinatewiseLSTM(
         return torch.zeros(2 * self.num_layers, num_coordinates, self.hidden_size, dtype=dtype, device=device)
 
     @property
-    def has_moments(self) -> bool:
-        """Whether the encoding keeps per-coordinate moments (``"adam"``; :meth:`initial_moments`)."""
-        return PREPROCESSINGS[self.preprocessing].stateful
+    def num_moments(self) -> int:
+        """Rows of per-coordinate moments the encoding keeps (:meth:`initial_moments`; 0 for a stateless one)."""
+        return PREPROCESSINGS[self.preprocessing].moments
 
     def initial_moments(self, num_coordinates: int, device: torch.device | str | None = None) -> Tensor | None:
-        """Zero moments ``[3, num_coordinates]`` (float32) of a stateful encoding, else None.
+        """Zero moments ``[num_moments, num_coordinates]`` (float32) of a stateful encoding, else None.
         They follow the LSTM entries in the state :meth:`forward` takes."""
-        if not self.has_moments:
+        if not self.num_moments:
             return None
-        return torch.zeros(3, num_coordinates, device=device)
+        return torch.zeros(self.num_moments, num_coordinates, device=device)
 
     def fused_weights(self) -> FusedWeights:
         """The weights as :class:`FusedWeights`: one ``[in + H, 4H]`` matrix per layer (differentiable)."""

@@ -18,7 +18,7 @@ from .network import CoordinatewiseLSTM
 
 STATE_KEY = "lstm_state"
 MOMENTS_KEY = "moments"
-"""Per-parameter state: the LSTM state ``[2L, N, H]`` and, for a network with a stateful encoding, its moments ``[3, N]``."""
+"""Per-parameter state: the LSTM state ``[2L, N, H]`` and, for a network with a stateful encoding, its moments ``[M, N]``."""
 PARALLEL_THRESHOLD = 2**20
 """Steps over fewer CPU coordinates run on one thread (see ``benchmarks/step_contention.py``)."""
 
@@ -285,7 +285,7 @@ class LearnedOptimizer(Optimizer):
             if p is None:
                 raise ValueError(f"loaded state has an entry for parameter id {key}, which no param group holds")
             network = network_of[id(p)]
-            keys = {STATE_KEY, MOMENTS_KEY} if network.has_moments else {STATE_KEY}
+            keys = {STATE_KEY, MOMENTS_KEY} if network.num_moments else {STATE_KEY}
             if set(entry) != keys:
                 raise ValueError(
                     f"loaded state for parameter {key} has keys {sorted(entry)}, expected {sorted(keys)}: "
@@ -297,9 +297,10 @@ class LearnedOptimizer(Optimizer):
                     f"loaded LSTM state for parameter {key} has shape {tuple(entry[STATE_KEY].shape)}, expected "
                     f"{expected}: it was saved for another parameter or another network"
                 )
-            if MOMENTS_KEY in entry and tuple(entry[MOMENTS_KEY].shape) != (3, p.numel()):
+            if MOMENTS_KEY in entry and tuple(entry[MOMENTS_KEY].shape) != (network.num_moments, p.numel()):
                 raise ValueError(f"loaded moments for parameter {key} have shape {tuple(entry[MOMENTS_KEY].shape)}, "
-                                 f"expected {(3, p.numel())}: they were saved for another parameter")
+                                 f"expected {(network.num_moments, p.numel())}: they were saved for another parameter "
+                                 "or another network")
             hidden[p] = entry
         super().load_state_dict({"state": {}, "param_groups": saved_groups})
         for p, entry in hidden.items():

@@ -97,18 +97,67 @@ def adam_normalised(
     return torch.stack((x * inverse_rms, m / w * inverse_rms), dim=-1), torch.stack((m, v, w))
 
 
+LONG_MOMENT_DECAY = 0.999
+r"""The long time scale of :func:`adam_two_timescales`: Adam's :math:`\beta_2`."""
+LOG_RMS_RATIO_BOUND = 5.0
+"""Where :func:`adam_two_timescales`'s third feature is clamped: a recent RMS e⁵ ≈ 150× below the long-term one
+(above, it cannot exceed ½ log((1 − β) / (1 − β_ℓ)) ≈ 1.96 unless g² overflows)."""
+
+
+def adam_two_timescales(x: Tensor, moments: Tensor, beta: float = MOMENT_DECAY, long_beta: float = LONG_MOMENT_DECAY,
+                        eps: float = ADAM_EPSILON) -> tuple[Tensor, Tensor]:
+    r""":func:`adam_normalised`'s two features and how the gradient's recent RMS compares with its long-term one.
+
+    With ``moments = (m, v, w, V, W)``, the first three as :func:`adam_normalised`'s and :math:`V`, :math:`W` the
+    averages of :math:`g^2` and 1 with the long decay :math:`\beta_\ell` (Adam's :math:`\beta_2`),
+
+    .. math::
+        x \mapsto \left(\frac{g}{\sqrt{\hat v + \epsilon^2}},\ \frac{\hat m}{\sqrt{\hat v + \epsilon^2}},\
+        \operatorname{clamp}\left(\tfrac12 \log\frac{\hat v + \epsilon^2}{\hat V + \epsilon^2},\ -5,\ 5\right)\right),
+        \quad \hat V = V / W.
+
+    The third feature is still invariant to the gradient's scale, but says how far the gradients have shrunk:
+    Adam's step :math:`\hat m / \sqrt{\hat V}` is the second feature times its exponential, which anneals
+    Adam's steps as the loss falls and which the two scale-free features alone cannot express.
+
+    Args:
+        x (Tensor): flat gradient, shape ``[N]``.
+        moments (Tensor): ``[5, N]``, zeros before the first step (:meth:`CoordinatewiseLSTM.initial_moments`).
+        beta, long_beta (float, optional): the two decays (default: 0.95 and 0.999).
+        eps (float, optional): :math:`\epsilon` (default: 1e-12).
+
+    Returns:
+        ``(features [N, 3], new moments [5, N])``; ``moments`` is not modified.
+    """
+    features, short = adam_normalised(x, moments[:3], beta, eps)
+    v_long, w_long = moments[3:].unbind(0)
+    v_long = long_beta * v_long + (1 - long_beta) * x * x
+    w_long = long_beta * w_long + (1 - long_beta)
+    v_hat = short[1] / short[2]
+    ratio = 0.5 * ((v_hat + eps * eps) / (v_long / w_long + eps * eps)).log()
+    ratio = ratio.nan_to_num(0.0).clamp(-LOG_RMS_RATIO_BOUND, LOG_RMS_RATIO_BOUND)  # 0 where both g² overflowed
+    features = torch.cat((features, ratio.unsqueeze(-1)), dim=-1)
+    return features, torch.cat((short, torch.stack((v_long, w_long))))
+
+
 class Encoding(NamedTuple):
-    """A gradient encoding: ``function(x, p) -> features`` or, if ``stateful``,
+    """A gradient encoding: ``function(x, p) -> features`` or, if it keeps ``moments`` (rows per coordinate),
     ``function(x, moments) -> (features, moments)``; ``features`` is F."""
 
     function: Callable
     features: int
-    stateful: bool = False
+    moments: int = 0
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the encoding keeps per-coordinate moments."""
+        return self.moments > 0
 
 
 PREPROCESSINGS: dict[str, Encoding] = {
     "log_sign": Encoding(log_sign, 2),
     "none": Encoding(identity, 1),
-    "adam": Encoding(adam_normalised, 2, stateful=True),
+    "adam": Encoding(adam_normalised, 2, moments=3),
+    "adam_two_timescales": Encoding(adam_two_timescales, 3, moments=5),
 }
 """Encoding name -> :class:`Encoding`."""

@@ -156,7 +156,7 @@ def model_card(run: Run, name: str, description: str, results: str, source: str 
         description=description,
         network=json.dumps(network.config),
         num_params=sum(p.numel() for p in network.parameters()),
-        state_floats=2 * network.num_layers * network.hidden_size + 3 * network.has_moments,
+        state_floats=2 * network.num_layers * network.hidden_size + network.num_moments,
         meta_training=_meta_training(run),
         results=results or "Not evaluated yet: run `python -m learned_optim.meta evaluate`.",
         ablation=ablation([run, *compared]) if compared else "",
