@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from learned_optim import CheckpointError, CoordinatewiseLSTM
+from learned_optim import CheckpointError, CoordinatewiseLSTM, LearnedOptimizer
 from learned_optim.functional import chunked_update, fast_update_, reference_update
 from learned_optim.preprocessing import log_sign
 
@@ -32,9 +32,10 @@ def test_fused_lstm_equals_nn_lstmcell(config):
 
 ADAM_TANH = {"preprocessing": "adam", "output": "tanh"}
 TWO_TIMESCALES = {"preprocessing": "adam_two_timescales"}
+NOMINAL = {**ADAM_TANH, "nominal": 0.05}
 
 
-@pytest.mark.parametrize("config", [{}, ADAM_TANH, TWO_TIMESCALES])
+@pytest.mark.parametrize("config", [{}, ADAM_TANH, TWO_TIMESCALES, NOMINAL])
 @pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("chunk_size", [1, 7, 16384])
 def test_fast_path_equals_reference_path_in_lockstep(config, state_dtype, chunk_size):
@@ -57,7 +58,7 @@ def test_fast_path_equals_reference_path_in_lockstep(config, state_dtype, chunk_
 
 
 @pytest.mark.parametrize("config", [{}, {"num_layers": 1, "preprocessing": "none"}, {"num_layers": 3, "hidden_size": 7},
-                                    ADAM_TANH, TWO_TIMESCALES])
+                                    ADAM_TANH, TWO_TIMESCALES, NOMINAL])
 @pytest.mark.parametrize("chunk_size", [5, 8192])
 def test_chunked_backward_equals_autograd_through_two_steps(config, chunk_size):
     """Values and gradients (weights and initial state) of a two-step unroll, in float64."""
@@ -123,6 +124,9 @@ def test_loading_rejects_bad_configs(checkpoint):
         CoordinatewiseLSTM.from_pretrained(checkpoint)
     (checkpoint / "config.json").write_text(json.dumps({**config, "preprocessing": "fancy"}))
     with pytest.raises(CheckpointError, match="invalid config"):
+        CoordinatewiseLSTM.from_pretrained(checkpoint)
+    (checkpoint / "config.json").write_text(json.dumps({**config, "preprocessing": "log_sign", "nominal": 0.1}))
+    with pytest.raises(CheckpointError, match="a nominal term needs"):
         CoordinatewiseLSTM.from_pretrained(checkpoint)
 
 
@@ -195,6 +199,25 @@ def test_a_stateful_encoding_without_its_moments_is_a_clear_error():
         fast_update_(network.fused_weights(), torch.randn(4), network.initial_state(4))
     with pytest.raises(ValueError, match="p"):
         CoordinatewiseLSTM(p=-1.0)
+    with pytest.raises(ValueError, match="nominal term .* needs an encoding"):
+        CoordinatewiseLSTM(nominal=0.1)
+
+
+def test_a_nominal_term_round_trips_and_with_a_silent_head_is_adam():
+    """With the head's output zeroed, a network with a nominal term steps as Adam with beta1 = beta2 = 0.95."""
+    network = random_network(**NOMINAL)
+    assert "nominal" not in CoordinatewiseLSTM(**ADAM_TANH).config  # older checkpoints keep their config
+    with torch.no_grad():
+        network.head.weight.zero_(), network.head.bias.zero_()
+    param = torch.randn(30, requires_grad=True)
+    reference = param.detach().clone().requires_grad_()
+    ours = LearnedOptimizer([param], network)
+    adam = torch.optim.Adam([reference], lr=0.05, betas=(0.95, 0.95), eps=0.0)
+    for step in range(5):
+        grad = torch.randn(30) * 10.0 ** -step
+        param.grad, reference.grad = grad.clone(), grad.clone()
+        ours.step(), adam.step()
+        torch.testing.assert_close(param, reference)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])

@@ -21,9 +21,10 @@ def grads_for(params, seed):
 
 RNNPROP_INPUTS = {"preprocessing": "adam", "output": "tanh"}
 TWO_TIMESCALES = {"preprocessing": "adam_two_timescales"}  # the PyTorch path: no kernel knows it
+NOMINAL = {**RNNPROP_INPUTS, "nominal": 0.05}  # the PyTorch path too
 
 
-@pytest.mark.parametrize("config", [{}, RNNPROP_INPUTS, TWO_TIMESCALES])
+@pytest.mark.parametrize("config", [{}, RNNPROP_INPUTS, TWO_TIMESCALES, NOMINAL])
 def test_step_follows_the_differentiable_reference_rule(config):
     """The optimizer (fast path, per tensor) equals the meta-training rule (reference path, flat)."""
     network = random_network(**config)
@@ -148,7 +149,7 @@ def train_steps(model, optimizer, steps, offset=0):
         optimizer.step()
 
 
-@pytest.mark.parametrize("config", [{}, RNNPROP_INPUTS, TWO_TIMESCALES])
+@pytest.mark.parametrize("config", [{}, RNNPROP_INPUTS, TWO_TIMESCALES, NOMINAL])
 @pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
 def test_state_dict_resume_follows_the_uninterrupted_run_bitwise(config, state_dtype):
     network = random_network(**config)

@@ -58,6 +58,7 @@ class FusedWeights(NamedTuple):
     preprocessing: str  # a key of PREPROCESSINGS
     p: float
     output: str = "linear"  # a key of OUTPUTS
+    nominal: float = 0.0  # the nominal term's rate (0: none)
 
     @property
     def stateful(self) -> bool:
@@ -83,6 +84,11 @@ class FusedWeights(NamedTuple):
         r"""The update from the last layer's output: :math:`s \cdot o(w^\top h + b)`, ``[N, H] -> [N]``."""
         raw = torch.addmm(self.head_bias, h, self.head_weight).squeeze(1)
         return OUTPUTS[self.output](raw) * self.output_scale
+
+    def nominal_step(self, features: Tensor) -> Tensor:
+        r"""The nominal term :math:`-\nu\, \hat m / \sqrt{\hat v}` (the second feature of the Adam encodings), a
+        descent step that the head's output is added to (Harrison et al., 2022), ``[N, F] -> [N]``."""
+        return features[:, 1] * -self.nominal
 
 
 OUTPUTS = {"linear": lambda raw: raw, "tanh": torch.tanh_}
@@ -110,7 +116,8 @@ def _lstm_layer(x: Tensor, h: Tensor, c: Tensor, weight: Tensor, bias: Tensor) -
 def _step(weights: FusedWeights, grad: Tensor, state: Sequence[Tensor]) -> tuple[Tensor, tuple[Tensor, ...]]:
     """The update rule on ``grad [N]`` with ``state = (h_0, c_0, h_1, c_1, ..., [moments])``, each ``[N, H]``."""
     state, moments = _split_state(weights, state)
-    x, moments = weights.preprocess(grad, moments)
+    features, moments = weights.preprocess(grad, moments)
+    x = features
     new_state: list[Tensor] = []
     for layer, (weight, bias) in enumerate(weights.layers):
         h, c = _lstm_layer(x, state[2 * layer], state[2 * layer + 1], weight, bias)
@@ -118,7 +125,8 @@ def _step(weights: FusedWeights, grad: Tensor, state: Sequence[Tensor]) -> tuple
         x = h
     if moments is not None:
         new_state.append(moments)
-    return weights.head(x), tuple(new_state)
+    update = weights.head(x)
+    return (update + weights.nominal_step(features) if weights.nominal else update), tuple(new_state)
 
 
 def reference_update(
@@ -207,6 +215,7 @@ def fast_update_(
                                             None if moments is None else moments[:, rows])
         if new_moments is not None:
             moments[:, rows] = new_moments
+        features = x
         gates, tanh_c = gates_buffer[:n], tanh_buffer[:n]
         for layer, (weight, bias) in enumerate(weights.layers):
             stored_h, stored_c = state[2 * layer, rows], state[2 * layer + 1, rows]
@@ -228,6 +237,8 @@ def fast_update_(
         chunk_update = update[rows] if out is None else update[:n]
         torch.addmm(weights.head_bias, x, weights.head_weight, out=chunk_update.unsqueeze(1))
         OUTPUTS[weights.output](chunk_update).mul_(weights.output_scale)
+        if weights.nominal:
+            chunk_update.add_(weights.nominal_step(features))
         if out is not None:
             if decay != 1:
                 out[rows].mul_(decay)
@@ -362,4 +373,5 @@ def chunked_update(
     outputs = _ChunkedStep.apply(max(1, chunk_size), weights.output_scale, weights.output == "tanh", len(weights.layers),
                                  features, *tensors, *(s.to(compute_dtype) for s in lstm_state))
     new_state = tuple(new.to(old.dtype) for new, old in zip(outputs[1:], lstm_state))
-    return outputs[0], new_state + (() if new_moments is None else (new_moments.to(moments.dtype),))
+    update = outputs[0] + weights.nominal_step(features) if weights.nominal else outputs[0]
+    return update, new_state + (() if new_moments is None else (new_moments.to(moments.dtype),))

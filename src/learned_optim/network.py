@@ -18,11 +18,11 @@ from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
 from .functional import OUTPUTS, FusedWeights, chunked_update, fast_update_, reference_update
-from .preprocessing import PREPROCESSINGS
+from .preprocessing import NOMINAL_ENCODINGS, PREPROCESSINGS
 
-CONFIG_KEYS = ("hidden_size", "num_layers", "preprocessing", "p", "output_scale", "output")
+CONFIG_KEYS = ("hidden_size", "num_layers", "preprocessing", "p", "output_scale", "output", "nominal")
 """The options of :class:`CoordinatewiseLSTM` that define a network, as ``config.json`` holds them."""
-_LATER_KEYS = {"output": "linear"}
+_LATER_KEYS = {"output": "linear", "nominal": 0.0}
 """Options added after the first checkpoints: written to ``config.json`` only when not at their default, so older
 checkpoints keep their config and fingerprint."""
 
@@ -57,6 +57,10 @@ class CoordinatewiseLSTM(
         output_scale (float, optional): fixed factor on the network's output (default: 0.1).
         output (str, optional): the head's nonlinearity, ``"linear"`` (the paper's) or ``"tanh"`` (each step
             bounded by ``output_scale``, as in RNNprop) (default: ``"linear"``).
+        nominal (float, optional): the rate :math:`\nu` of a nominal term added to the head's output,
+            :math:`-\nu\, \hat m / \sqrt{\hat v}` (an Adam step with :math:`\beta_1 = \beta_2 = 0.95`, Harrison et al.,
+            2022), so that the network learns a correction to a sound default; needs an Adam encoding
+            (default: 0, none).
 
     Example:
         >>> net = CoordinatewiseLSTM()
@@ -77,6 +81,7 @@ class CoordinatewiseLSTM(
         p: float = 10.0,
         output_scale: float = 0.1,
         output: str = "linear",
+        nominal: float = 0.0,
     ) -> None:
         super().__init__()
         if preprocessing not in PREPROCESSINGS:
@@ -87,12 +92,16 @@ class CoordinatewiseLSTM(
             raise ValueError(f"Invalid network size: hidden_size={hidden_size}, num_layers={num_layers}")
         if p <= 0:
             raise ValueError(f"Invalid log_sign constant p: {p}; it must be positive")
+        if nominal and preprocessing not in NOMINAL_ENCODINGS:
+            raise ValueError(f"a nominal term (nominal={nominal}) needs an encoding whose second feature is Adam's "
+                             f"m/sqrt(v), one of {list(NOMINAL_ENCODINGS)}; got preprocessing={preprocessing!r}")
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.preprocessing = preprocessing
         self.p = float(p)
         self.output_scale = float(output_scale)
         self.output = output
+        self.nominal = float(nominal)
         num_features = PREPROCESSINGS[preprocessing].features
         self.cells = nn.ModuleList(
             nn.LSTMCell(num_features if layer == 0 else hidden_size, hidden_size) for layer in range(num_layers)
@@ -138,7 +147,7 @@ class CoordinatewiseLSTM(
             for cell in self.cells
         ]
         return FusedWeights(layers, self.head.weight.t(), self.head.bias, self.output_scale, self.preprocessing, self.p,
-                            self.output)
+                            self.output, self.nominal)
 
     def forward(self, grad: Tensor, state: Sequence[Tensor]) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Update for the flat gradient ``grad [N]``; returns ``(update [N], new_state)``, differentiable.
@@ -264,12 +273,16 @@ def _checked_config(config: dict, path: Path) -> dict[str, Any]:
         "p": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
         "output_scale": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
         "output": lambda v: isinstance(v, str) and v in OUTPUTS,
+        "nominal": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
     }
     invalid = {key: config[key] for key, ok in checks.items() if key in config and not ok(config[key])}
+    if config.get("nominal") and config.get("preprocessing") not in NOMINAL_ENCODINGS:
+        invalid["nominal"] = config["nominal"]
     if invalid:
         raise CheckpointError(f"{path} has an invalid config: {invalid} (hidden_size 1..{MAX_HIDDEN_SIZE}, "
                               f"num_layers 1..{MAX_LAYERS}, preprocessing one of {sorted(PREPROCESSINGS)}, "
-                              f"finite p > 0 and output_scale, output one of {sorted(OUTPUTS)})")
+                              f"finite p > 0, output_scale and nominal, output one of {sorted(OUTPUTS)}; "
+                              f"a nominal term needs preprocessing one of {list(NOMINAL_ENCODINGS)})")
     return config
 
 

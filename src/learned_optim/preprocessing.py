@@ -161,3 +161,5 @@ PREPROCESSINGS: dict[str, Encoding] = {
     "adam_two_timescales": Encoding(adam_two_timescales, 3, moments=5),
 }
 """Encoding name -> :class:`Encoding`."""
+NOMINAL_ENCODINGS = ("adam", "adam_two_timescales")
+r"""The encodings whose second feature is Adam's :math:`\hat m / \sqrt{\hat v}`, which a nominal term can step along."""

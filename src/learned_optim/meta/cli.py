@@ -86,7 +86,7 @@ def _default(key: str) -> str:
     return f"(default: {'; '.join([str(base), *families])})"
 
 
-NETWORK_OPTIONS = ("hidden_size", "num_layers", "preprocessing", "p", "output_scale", "output")
+NETWORK_OPTIONS = ("hidden_size", "num_layers", "preprocessing", "p", "output_scale", "output", "nominal")
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:
@@ -223,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"meta learning rate schedule {_default('meta_lr_schedule')}")
     p.add_argument("--init", metavar="CHECKPOINT",
                    help="fine-tune: start from this checkpoint (bundled name, folder or Hub repo id)")
-    for key, kind in (("hidden_size", int), ("num_layers", int), ("p", float), ("output_scale", float)):
+    for key, kind in (("hidden_size", int), ("num_layers", int), ("p", float), ("output_scale", float),
+                      ("nominal", float)):
         p.add_argument(f"--{key.replace('_', '-')}", type=kind, help="network config (default: the task's)")
     p.add_argument("--preprocessing", choices=sorted(PREPROCESSINGS), help="gradient encoding (default: the task's)")
     p.add_argument("--output", choices=sorted(OUTPUTS), help="the head's nonlinearity (default: linear)")
