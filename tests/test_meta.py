@@ -306,6 +306,20 @@ def test_published_card_compares_the_ablation_runs_at_their_common_validations(t
     assert f"| {a_losses[4]:.4g} |" in first
 
 
+def test_published_card_of_a_fine_tune_names_every_stage_and_their_total_time(tmp_path):
+    first, second, third = (tmp_path / name for name in ("first", "second", "third"))
+    main(["train", str(first), *TINY, "--episodes", "2"])
+    main(["train", str(second), *TINY, "--episodes", "2", "--init", str(first / "best")])
+    main(["train", str(third), *TINY, "--episodes", "2", "--init", str(second / "best"), "--meta-lr", "0.001"])
+    card = (publish(third, tmp_path / "ckpt") / "README.md").read_text()
+    stages = card[card.index("- Earlier stages"):].splitlines()[0]
+    assert stages.index(f"`{first}` (2 episodes,") < stages.index(f"`{second}` (2 episodes,")
+    assert f"`{third}`" not in stages and stages.count(" episodes, ") == 2
+    total = sum(Run(run).checkpoint()["elapsed_s"] for run in (first, second, third))
+    assert f"Wall-clock of all stages: {total:.0f} s" in stages
+    assert "Earlier stages" not in (publish(first, tmp_path / "first-ckpt") / "README.md").read_text()
+
+
 def test_ablation_refuses_runs_validated_differently(tmp_path, capsys):
     main(["train", str(tmp_path / "a"), *TINY, "--episodes", "1"])
     main(["train", str(tmp_path / "b"), *TINY, "--episodes", "1", "--num-validation", "3"])

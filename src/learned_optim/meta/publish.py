@@ -80,9 +80,30 @@ def _data_family(task: dict) -> str | None:
     return families.pop() if len(families) == 1 else None
 
 
+def lineage(run: Run) -> list[Run]:
+    """The runs ``run`` was initialised from (``--init <run>/best``), earliest first, as far as their folders are
+    found: a fine-tune's card names every stage that made its network."""
+    stages, seen, init = [], {run.folder.resolve()}, run.config.init
+    while init and (Path(init).parent / "run.json").is_file() and Path(init).parent.resolve() not in seen:
+        earlier = Run(Path(init).parent)
+        stages.insert(0, earlier)
+        seen.add(earlier.folder.resolve())
+        init = earlier.config.init
+    return stages
+
+
+def _command(run: Run) -> str:
+    sessions = run.sessions()
+    return sessions[0]["command"] if sessions else "unknown"
+
+
+def _hardware(run: Run) -> str:
+    return "; ".join(sorted({session["hardware"] for session in run.sessions()})) or "unknown hardware"
+
+
 def _meta_training(run: Run) -> str:
     """How ``run`` was meta-trained, as model-card bullets."""
-    config, checkpoint, sessions = run.config, run.checkpoint(), run.sessions()
+    config, checkpoint, stages = run.config, run.checkpoint(), lineage(run)
     training_data, validation_data = DATA.get(_data_family(config.task), DATA[None])
     metric = VALIDATION_METRIC_DESCRIPTIONS[config.validation_metric]
     lines = [
@@ -97,9 +118,17 @@ def _meta_training(run: Run) -> str:
         + f", every {config.validate_every} episodes) was found at episode {checkpoint['best']['episode']} "
         f"(validation loss {checkpoint['best']['validation_loss']:.4g}).",
         f"- Meta-training wall-clock: {checkpoint['elapsed_s']:.0f} s ({checkpoint['elapsed_s'] / 3600:.2f} h) on "
-        + ("; ".join(sorted({s["hardware"] for s in sessions})) or "unknown hardware") + ".",
-        f"- Command: `{sessions[0]['command'] if sessions else 'unknown'}`",
+        f"{_hardware(run)}.",
+        f"- Command: `{_command(run)}`",
     ]
+    if stages:
+        checkpoints = [stage.checkpoint() for stage in stages]
+        total = checkpoint["elapsed_s"] + sum(c["elapsed_s"] for c in checkpoints)
+        lines.append("- Earlier stages, each next stage starting from the best network of the one before (earliest "
+                     "first): " + "; ".join(f"`{stage.folder}` ({c['episode']} episodes, {c['elapsed_s']:.0f} s on "
+                                            f"{_hardware(stage)}): `{_command(stage)}`"
+                                            for stage, c in zip(stages, checkpoints))
+                     + f". Wall-clock of all stages: {total:.0f} s ({total / 3600:.2f} h).")
     return "\n".join(lines)
 
 
