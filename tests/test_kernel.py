@@ -32,7 +32,8 @@ def fresh_kernel(tmp_path, monkeypatch):
 
 @needs_kernel
 @pytest.mark.parametrize("config", [{}, {"num_layers": 1, "preprocessing": "none"}, {"num_layers": 3, "hidden_size": 7},
-                                    {"hidden_size": 7, "preprocessing": "adam", "output": "tanh"}])
+                                    {"hidden_size": 7, "preprocessing": "adam", "output": "tanh"},
+                                    {"hidden_size": 7, "preprocessing": "adam", "output": "tanh", "nominal": 0.05}])
 @pytest.mark.parametrize("size", [1, 15, 16, 17, 100])
 @pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
 def test_kernel_equals_pytorch_path_in_lockstep(config, size, state_dtype):
@@ -78,7 +79,8 @@ def test_threads_split_the_coordinates_with_identical_results(network):
 
 
 @needs_kernel
-@pytest.mark.parametrize("config", [{}, {"hidden_size": 7, "preprocessing": "adam", "output": "tanh"}])
+@pytest.mark.parametrize("config", [{}, {"hidden_size": 7, "preprocessing": "adam", "output": "tanh"},
+                                    {"hidden_size": 7, "preprocessing": "adam", "output": "tanh", "nominal": 0.05}])
 def test_many_tensors_in_one_call_equal_one_call_each(config, monkeypatch):
     """Tensors of 1-100 coordinates (one empty), float32 and bfloat16 states, split over two threads mid-tensor."""
     network = random_network(**config)

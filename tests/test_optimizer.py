@@ -21,7 +21,7 @@ def grads_for(params, seed):
 
 RNNPROP_INPUTS = {"preprocessing": "adam", "output": "tanh"}
 TWO_TIMESCALES = {"preprocessing": "adam_two_timescales"}  # the PyTorch path: no kernel knows it
-NOMINAL = {**RNNPROP_INPUTS, "nominal": 0.05}  # the PyTorch path too
+NOMINAL = {**RNNPROP_INPUTS, "nominal": 0.05}
 
 
 @pytest.mark.parametrize("config", [{}, RNNPROP_INPUTS, TWO_TIMESCALES, NOMINAL])

@@ -16,7 +16,8 @@ from learned_optim.pretrained import DEFAULT_CHECKPOINT, load  # noqa: E402
 from conftest import random_network  # noqa: E402
 
 CONFIGS = [{}, {"num_layers": 1, "preprocessing": "none"}, {"num_layers": 3, "hidden_size": 7},
-           {"hidden_size": 7, "preprocessing": "adam", "output": "tanh"}]
+           {"hidden_size": 7, "preprocessing": "adam", "output": "tanh"},
+           {"hidden_size": 7, "preprocessing": "adam", "output": "tanh", "nominal": 0.05}]
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # numpy's sigmoid
 
 

@@ -19,10 +19,10 @@ PREPARED_CACHE_SIZE = 16
 def fusable(weights: Any, device: str, grad: Tensor, state: Tensor, out: Tensor | None,
             moments: Tensor | None) -> bool:
     """Whether a kernel for ``device`` (``"cpu"`` or ``"cuda"``) takes these arguments: there, float32 weights,
-    output and moments, a contiguous float32 or bfloat16 state, an encoding and an output it knows, no nominal term."""
+    output and moments, a contiguous float32 or bfloat16 state, an encoding and an output it knows."""
     return (weights.head_weight.device.type == device and grad.device.type == device
             and weights.head_weight.dtype == torch.float32
-            and weights.preprocessing in PREPROCESSING_CODES and weights.output in OUTPUT_CODES and not weights.nominal
+            and weights.preprocessing in PREPROCESSING_CODES and weights.output in OUTPUT_CODES
             and state.device.type == device and state.dtype in (torch.float32, torch.bfloat16)
             and state.is_contiguous()
             and all(t is None or (t.device.type == device and t.dtype == torch.float32 and t.is_contiguous())

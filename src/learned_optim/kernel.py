@@ -101,7 +101,7 @@ def _load() -> Any:
     except (OSError, RuntimeError):  # no OpenMP with this compiler (or no libgomp): Python threads split the work
         library = ctypes.CDLL(str(_build(compiler, FLAGS)))
     i64, f32, i32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
-    library.learned_optim_step.argtypes = [i64, i64, i64, i32, f32, f32, f32, ptr, ptr, ptr, f32, f32, i32,
+    library.learned_optim_step.argtypes = [i64, i64, i64, i32, f32, f32, f32, ptr, ptr, ptr, f32, f32, i32, f32,
                                            i64, ptr, ptr, ptr, ptr, ptr, ptr, f32, i32, f32, f32, i64, i64, i32, ptr]
     library.learned_optim_step.restype = None
     library.learned_optim_work_size.argtypes = [i64, i64]
@@ -136,7 +136,7 @@ def supports(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None, mome
 
 def _network_arguments(weights: Any) -> tuple:
     """The kernel's network arguments for ``weights``: ``(H, L, F, encoding, p, beta, eps, weight pointers,
-    bias pointers, head pointer, head bias, output scale, bounded)``, and the tensors they point into."""
+    bias pointers, head pointer, head bias, output scale, bounded, nominal)``, and the tensors they point into."""
     hidden = weights.head_weight.shape[0]
     layers = [(w.detach().contiguous(), b.detach().contiguous()) for w, b in weights.layers]
     head_weight = weights.head_weight.detach().contiguous()
@@ -144,7 +144,7 @@ def _network_arguments(weights: Any) -> tuple:
                  weights.p, MOMENT_DECAY, ADAM_EPSILON,
                  (ctypes.c_void_p * len(layers))(*[w.data_ptr() for w, _ in layers]),
                  (ctypes.c_void_p * len(layers))(*[b.data_ptr() for _, b in layers]), head_weight.data_ptr(),
-                 float(weights.head_bias), weights.output_scale, OUTPUT_CODES[weights.output])
+                 float(weights.head_bias), weights.output_scale, OUTPUT_CODES[weights.output], weights.nominal)
     return arguments, (layers, head_weight)  # the tensors stay alive with their pointers
 
 

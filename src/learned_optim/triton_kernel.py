@@ -61,7 +61,7 @@ def supports(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None, mome
 
 
 def _lstm_step(grad_ptr, grad_sign, state_ptr, moments_ptr, out_ptr, weight_ptr, bias_ptr, head_ptr, head_bias,
-               output_scale, p, beta, eps, lr, decay, total,
+               output_scale, nominal, p, beta, eps, lr, decay, total,
                H: tl.constexpr, HP: tl.constexpr, L: tl.constexpr, PREPROCESSING: tl.constexpr,
                OUTPUT: tl.constexpr, ACCUMULATE: tl.constexpr, PRECISION: tl.constexpr,
                BLOCK_N: tl.constexpr):
@@ -136,6 +136,9 @@ def _lstm_step(grad_ptr, grad_sign, state_ptr, moments_ptr, out_ptr, weight_ptr,
     if OUTPUT == 1:  # tanh
         u = 2.0 * tl.sigmoid(2.0 * u) - 1.0
     u = u * output_scale
+    if PREPROCESSING == 2:
+        if nominal != 0.0:  # the nominal term -nominal m/sqrt(v)
+            u = u + x1 * -nominal
     if ACCUMULATE:
         u = decay * tl.load(out_ptr + rows, mask=row_ok, other=0.0) + lr * u
     tl.store(out_ptr + rows, u, mask=row_ok)
@@ -193,7 +196,7 @@ def fused_update_(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None 
     grad = grad.to(torch.float32).contiguous()
     _compiled(_interpreting())[(triton.cdiv(total, BLOCK),)](
         grad, -1.0 if maximize else 1.0, state, grad if moments is None else moments, out, packed, biases, head,
-        head_bias, weights.output_scale, weights.p, MOMENT_DECAY, ADAM_EPSILON, lr, decay, total,
+        head_bias, weights.output_scale, weights.nominal, weights.p, MOMENT_DECAY, ADAM_EPSILON, lr, decay, total,
         H=hidden, HP=_padded_size(hidden), L=len(weights.layers), PREPROCESSING=PREPROCESSING_CODES[weights.preprocessing],
         OUTPUT=OUTPUT_CODES[weights.output], ACCUMULATE=accumulate, PRECISION=precision,
         BLOCK_N=BLOCK)

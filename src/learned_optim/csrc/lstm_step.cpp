@@ -178,6 +178,7 @@ struct Network {
     const float *head_weight;
     float head_bias, output_scale;
     int bounded;
+    float nominal;  // adam only: the rate of the nominal term -nominal m/sqrt(v) added to the update
 };
 
 // Rows [begin, end) of one tensor's step. work: learned_optim_work_size floats, 32-byte aligned.
@@ -192,6 +193,7 @@ static void step_rows(const Network &net, const float *grad, float grad_sign, vo
     // X: this layer's inputs then h_old; Z: gates; C: cell state; Hn: new h
     float *X = work, *Z = X + TILE * (in_max + H), *C = Z + TILE * G, *Hn = C + TILE * H;
     const float small = expf(-p), large = expf(p);
+    float nominal_step[TILE];  // the nominal term of each row of the tile (adam), kept past the layers
     for (int64_t n0 = begin; n0 < end; n0 += TILE) {
         const int64_t m = end - n0 < TILE ? end - n0 : TILE;
         for (int64_t t = 0; t < TILE; ++t) {  // the gradient encoding (appendix A of the paper)
@@ -212,6 +214,7 @@ static void step_rows(const Network &net, const float *grad, float grad_sign, vo
                 const float inverse_rms = 1.0f / sqrtf(vt / wt + eps * eps);
                 X[t] = g * inverse_rms;
                 X[TILE + t] = mt / wt * inverse_rms;
+                nominal_step[t] = X[TILE + t] * -net.nominal;
             } else {
                 X[t] = g;
             }
@@ -245,6 +248,7 @@ static void step_rows(const Network &net, const float *grad, float grad_sign, vo
         const float *uf = (const float *)u;
         for (int64_t t = 0; t < m; ++t) {
             float update = (net.bounded ? tanhf(uf[t]) : uf[t]) * net.output_scale;
+            if (net.nominal != 0.0f) update += nominal_step[t];
             out[n0 + t] = accumulate ? out[n0 + t] * decay + lr * update : update;
         }
     }
@@ -287,12 +291,13 @@ extern "C" void learned_optim_step(
     int preprocessing, float p, float beta, float eps,         // 0 none, 1 log_sign (p), 2 adam (beta, eps)
     const float *const *weights, const float *const *biases,  // per layer: [F_l + H, 4H] row-major, [4H]
     const float *head_weight, float head_bias, float output_scale, int bounded,  // bounded: tanh on the head
+    float nominal,                                             // adam: the nominal term's rate (0: none)
     int64_t count, const float *const *grads, void *const *states, const int *state_bf16, const int64_t *totals,
     float *const *moments, float *const *outs,
     float grad_sign, int accumulate, float decay, float lr,    // grad_sign -1: maximize
     int64_t first_tile, int64_t last_tile, int threads, float *work) {
     const Network net{H, L, F, preprocessing, p, beta, eps, weights, biases, head_weight, head_bias, output_scale,
-                      bounded};
+                      bounded, nominal};
     const int64_t per_thread = (last_tile - first_tile + threads - 1) / threads, size = learned_optim_work_size(H, F);
 #pragma omp parallel for num_threads(threads) schedule(static, 1) if (threads > 1)
     for (int t = 0; t < threads; ++t) {
