@@ -206,13 +206,14 @@ def test_missing_compiler_falls_back_with_one_warning(fresh_kernel, monkeypatch,
 
 
 def test_failing_compiler_falls_back_with_its_message_and_leaves_no_file(fresh_kernel, monkeypatch, tmp_path):
-    compiler = tmp_path / "broken-c++"
-    compiler.write_text("#!/bin/sh\necho 'broken toolchain' >&2\nexit 1\n")
+    compiler, calls = tmp_path / "broken-c++", tmp_path / "calls"
+    compiler.write_text(f"#!/bin/sh\necho called >> {calls}\necho 'broken toolchain' >&2\nexit 1\n")
     compiler.chmod(0o755)
     monkeypatch.setenv("CXX", str(compiler))
     with pytest.warns(RuntimeWarning, match="broken toolchain"):
         assert not kernel.available()
     assert list(fresh_kernel.iterdir()) == []
+    assert calls.read_text().count("called") == 1  # not tried again without OpenMP: the failure is not about it
 
 
 @needs_kernel

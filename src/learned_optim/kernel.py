@@ -24,6 +24,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -47,6 +48,17 @@ TILE = 16
 """Coordinates per tile of ``csrc/lstm_step.cpp`` (``LANES * NV``): threads get whole tiles."""
 MIN_COORDINATES_PER_THREAD = 4_096
 """Below this many coordinates per thread, handing a thread its share costs more than it saves."""
+NO_OPENMP = re.compile(r"openmp|gomp|libomp|-lomp|omp\.h", re.IGNORECASE)
+"""What compilers say when they have no OpenMP (gcc: ``cannot find -lgomp``; clang: ``unsupported option
+'-fopenmp'``, ``library not found for -lomp``): only then is a build without it worth a second try."""
+
+
+class CompilerError(RuntimeError):
+    """The compiler failed; ``stderr`` is what it said."""
+
+    def __init__(self, compiler: str, stderr: str) -> None:
+        super().__init__(f"{compiler} failed:\n{stderr[-2000:]}")
+        self.stderr = stderr
 
 _lock = threading.Lock()
 _library: Any = None  # the loaded library; False once it is known to be unavailable
@@ -84,7 +96,7 @@ def _build(compiler: str, flags: tuple[str, ...]) -> Path:
         result = subprocess.run([compiler, *flags, str(SOURCE), "-o", partial], capture_output=True, text=True,
                                 timeout=300)
         if result.returncode != 0:
-            raise RuntimeError(f"{compiler} failed:\n{result.stderr[-2000:]}")
+            raise CompilerError(compiler, result.stderr)
         os.replace(partial, target)  # atomic: other processes see no library or the whole one
     finally:
         if os.path.exists(partial):
@@ -98,7 +110,9 @@ def _load() -> Any:
         raise RuntimeError("no C++ compiler found (install g++ or clang++, or set CXX)")
     try:
         library = ctypes.CDLL(str(_build(compiler, FLAGS + OPENMP_FLAGS)))
-    except (OSError, RuntimeError):  # no OpenMP with this compiler (or no libgomp): Python threads split the work
+    except (OSError, CompilerError) as error:  # no OpenMP here (or no libgomp): Python threads split the work
+        if isinstance(error, CompilerError) and not NO_OPENMP.search(error.stderr):
+            raise  # the compiler fails whatever the flags: not worth a second build
         library = ctypes.CDLL(str(_build(compiler, FLAGS)))
     i64, f32, i32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
     library.learned_optim_step.argtypes = [i64, i64, i64, i32, f32, f32, f32, ptr, ptr, ptr, f32, f32, i32, f32,
