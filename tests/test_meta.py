@@ -313,7 +313,7 @@ def test_published_card_of_a_fine_tune_names_every_stage_and_their_total_time(tm
     main(["train", str(third), *TINY, "--episodes", "2", "--init", str(second / "best"), "--meta-lr", "0.001"])
     card = (publish(third, tmp_path / "ckpt") / "README.md").read_text()
     stages = card[card.index("- Earlier stages"):].splitlines()[0]
-    assert stages.index(f"`{first}` (2 episodes,") < stages.index(f"`{second}` (2 episodes,")
+    assert stages.index(f"`{first}` (2 episodes, best at ") < stages.index(f"`{second}` (2 episodes, best at ")
     assert f"`{third}`" not in stages and stages.count(" episodes, ") == 2
     total = sum(Run(run).checkpoint()["elapsed_s"] for run in (first, second, third))
     assert f"Wall-clock of all stages: {total:.0f} s" in stages

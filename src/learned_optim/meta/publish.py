@@ -84,7 +84,8 @@ def lineage(run: Run) -> list[Run]:
     """The runs ``run`` was initialised from (``--init <run>/best``), earliest first, as far as their folders are
     found: a fine-tune's card names every stage that made its network."""
     stages, seen, init = [], {run.folder.resolve()}, run.config.init
-    while init and (Path(init).parent / "run.json").is_file() and Path(init).parent.resolve() not in seen:
+    while init and Path(init).name == "best" and (Path(init).parent / "run.json").is_file() \
+            and Path(init).parent.resolve() not in seen:
         earlier = Run(Path(init).parent)
         stages.insert(0, earlier)
         seen.add(earlier.folder.resolve())
@@ -123,12 +124,12 @@ def _meta_training(run: Run) -> str:
     ]
     if stages:
         checkpoints = [stage.checkpoint() for stage in stages]
+        described = [f"`{stage.folder}` ({c['episode']} episodes, best at {c['best']['episode']}, "
+                     f"{c['elapsed_s']:.0f} s on {_hardware(stage)}): `{_command(stage)}`"
+                     for stage, c in zip(stages, checkpoints)]
         total = checkpoint["elapsed_s"] + sum(c["elapsed_s"] for c in checkpoints)
         lines.append("- Earlier stages, each next stage starting from the best network of the one before (earliest "
-                     "first): " + "; ".join(f"`{stage.folder}` ({c['episode']} episodes, {c['elapsed_s']:.0f} s on "
-                                            f"{_hardware(stage)}): `{_command(stage)}`"
-                                            for stage, c in zip(stages, checkpoints))
-                     + f". Wall-clock of all stages: {total:.0f} s ({total / 3600:.2f} h).")
+                     f"first): {'; '.join(described)}. Wall-clock of all stages: {total:.0f} s ({total / 3600:.2f} h).")
     return "\n".join(lines)
 
 
