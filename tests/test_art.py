@@ -189,13 +189,23 @@ def _tiny_checkpoint(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_l2l_art_stylises_a_held_out_photo():
-    """The model card's claim, on one test problem: l2l-art takes the loss from the content photo's to below 2% of
-    it in its 128-step horizon (tuned Adam does better still: see the card)."""
+def test_l2l_art_is_level_with_tuned_adam_and_improves_on_its_nominal_step():
+    """The model card's claims, on one test problem at 64x64: l2l-art's final loss (mean of the last 10 steps) is
+    within 10% of Adam's at the suite's tuned rate (0.1) and below its nominal step's alone (the head zeroed, so
+    the LSTM adds nothing), having taken the loss from the content photo's to below 0.2% of it."""
     from learned_optim import LearnedOptimizer, pretrained
     from learned_optim.meta.evaluation import EVALUATION_SEED, run_optimizer
 
     task = style_transfer_task(size=64, split="test", root=ART)
-    losses = run_optimizer(task.sample(seeded(EVALUATION_SEED)),
-                           lambda params: LearnedOptimizer(params, pretrained.load("l2l-art")), 128).losses
-    assert losses[-1] < 0.02 * losses[0]
+    nominal = pretrained.load("l2l-art")
+    with torch.no_grad():
+        nominal.head.weight.zero_()
+        nominal.head.bias.zero_()
+    optimizers = {"l2l-art": lambda params: LearnedOptimizer(params, pretrained.load("l2l-art")),
+                  "nominal": lambda params: LearnedOptimizer(params, nominal),
+                  "adam": lambda params: torch.optim.Adam(params, lr=0.1)}
+    losses = {name: run_optimizer(task.sample(seeded(EVALUATION_SEED)), make, 128).losses
+              for name, make in optimizers.items()}
+    final = {name: sum(curve[-10:]) / 10 for name, curve in losses.items()}
+    assert final["l2l-art"] < 1.1 * final["adam"] and final["l2l-art"] < final["nominal"]
+    assert losses["l2l-art"][-1] < 0.002 * losses["l2l-art"][0]
