@@ -90,6 +90,10 @@ class FusedWeights(NamedTuple):
         descent step that the head's output is added to (Harrison et al., 2022), ``[N, F] -> [N]``."""
         return features[:, 1] * -self.nominal
 
+    def plus_nominal(self, update: Tensor, features: Tensor) -> Tensor:
+        """``update`` plus the nominal term, or ``update`` itself where the network has none."""
+        return update + self.nominal_step(features) if self.nominal else update
+
 
 OUTPUTS = {"linear": lambda raw: raw, "tanh": torch.tanh_}
 r"""The output nonlinearity :math:`o` of the head, applied in place: none (the paper) or ``tanh``, bounding each
@@ -125,8 +129,7 @@ def _step(weights: FusedWeights, grad: Tensor, state: Sequence[Tensor]) -> tuple
         x = h
     if moments is not None:
         new_state.append(moments)
-    update = weights.head(x)
-    return (update + weights.nominal_step(features) if weights.nominal else update), tuple(new_state)
+    return weights.plus_nominal(weights.head(x), features), tuple(new_state)
 
 
 def reference_update(
@@ -373,5 +376,4 @@ def chunked_update(
     outputs = _ChunkedStep.apply(max(1, chunk_size), weights.output_scale, weights.output == "tanh", len(weights.layers),
                                  features, *tensors, *(s.to(compute_dtype) for s in lstm_state))
     new_state = tuple(new.to(old.dtype) for new, old in zip(outputs[1:], lstm_state))
-    update = outputs[0] + weights.nominal_step(features) if weights.nominal else outputs[0]
-    return update, new_state + (() if new_moments is None else (new_moments.to(moments.dtype),))
+    return weights.plus_nominal(outputs[0], features), new_state + (() if new_moments is None else (new_moments.to(moments.dtype),))
