@@ -1,4 +1,5 @@
 import json
+import math
 from unittest import mock
 
 import pytest
@@ -128,6 +129,9 @@ def test_loading_rejects_bad_configs(checkpoint):
     (checkpoint / "config.json").write_text(json.dumps({**config, "preprocessing": "log_sign", "nominal": 0.1}))
     with pytest.raises(CheckpointError, match="a nominal term needs"):
         CoordinatewiseLSTM.from_pretrained(checkpoint)
+    (checkpoint / "config.json").write_text(json.dumps({**config, "preprocessing": "adam", "nominal": -0.05}))
+    with pytest.raises(CheckpointError, match="invalid config.*finite nominal >= 0"):
+        CoordinatewiseLSTM.from_pretrained(checkpoint)
 
 
 @pytest.mark.parametrize("damage", ["empty", "truncated", "random"])
@@ -201,6 +205,9 @@ def test_a_stateful_encoding_without_its_moments_is_a_clear_error():
         CoordinatewiseLSTM(p=-1.0)
     with pytest.raises(ValueError, match="nominal term .* needs an encoding"):
         CoordinatewiseLSTM(nominal=0.1)
+    for rate in (-0.05, math.nan):
+        with pytest.raises(ValueError, match="Invalid nominal rate.*>= 0"):
+            CoordinatewiseLSTM(preprocessing="adam", nominal=rate)
 
 
 def test_a_nominal_term_round_trips_and_with_a_silent_head_is_adam():

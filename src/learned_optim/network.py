@@ -92,6 +92,9 @@ class CoordinatewiseLSTM(
             raise ValueError(f"Invalid network size: hidden_size={hidden_size}, num_layers={num_layers}")
         if p <= 0:
             raise ValueError(f"Invalid log_sign constant p: {p}; it must be positive")
+        if not (math.isfinite(nominal) and nominal >= 0):
+            raise ValueError(f"Invalid nominal rate: {nominal}; it must be finite and >= 0 (0: no nominal term; a "
+                             "negative rate would step uphill)")
         if nominal and preprocessing not in NOMINAL_ENCODINGS:
             raise ValueError(f"a nominal term (nominal={nominal}) needs an encoding whose second feature is Adam's "
                              f"m/sqrt(v), one of {list(NOMINAL_ENCODINGS)}; got preprocessing={preprocessing!r}")
@@ -273,7 +276,7 @@ def _checked_config(config: dict, path: Path) -> dict[str, Any]:
         "p": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
         "output_scale": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
         "output": lambda v: isinstance(v, str) and v in OUTPUTS,
-        "nominal": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+        "nominal": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0,
     }
     invalid = {key: config[key] for key, ok in checks.items() if key in config and not ok(config[key])}
     if config.get("nominal") and config.get("preprocessing") not in NOMINAL_ENCODINGS:
@@ -281,7 +284,7 @@ def _checked_config(config: dict, path: Path) -> dict[str, Any]:
     if invalid:
         raise CheckpointError(f"{path} has an invalid config: {invalid} (hidden_size 1..{MAX_HIDDEN_SIZE}, "
                               f"num_layers 1..{MAX_LAYERS}, preprocessing one of {sorted(PREPROCESSINGS)}, "
-                              f"finite p > 0, output_scale and nominal, output one of {sorted(OUTPUTS)}; "
+                              f"finite p > 0 and output_scale, finite nominal >= 0, output one of {sorted(OUTPUTS)}; "
                               f"a nominal term needs preprocessing one of {list(NOMINAL_ENCODINGS)})")
     return config
 
