@@ -31,7 +31,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "training": {"horizon": 128, "unroll": 32, "objective": "log", "meta_lr": 1e-3, "meta_lr_warmup": 10,
                      "meta_lr_schedule": "cosine", "network_init": "sonnet", "validation_metric": "final",
                      "num_validation": 8, "validate_every": 20, "episodes": 120},
-        "evaluation": {"steps": 128, "problems": 6, "tuning_problems": 1, "tuning_split": "validation",
+        "evaluation": {"steps": 128, "problems": 24, "tuning_problems": 2, "tuning_split": "validation",
                        "lr_grid": [10 ** (k / 2) for k in range(-6, 2)]},
     },
     "simple": {

@@ -118,7 +118,8 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: d
         summaries = compare(network, task, steps, problems, tuning_problems, baselines=baselines,
                             tuning_task=tuning_task, lr_grid=grid, measured_baselines=measured)
         table = write_results(summaries, out, name, title, info)
-        setting = (f"{problems} problems; baselines' learning rates tuned on {tuning_problems} others over "
+        setting = (f"{problems} problems; baselines' learning rates tuned on {tuning_problems} other"
+                   f"{'s' * (tuning_problems > 1)} over "
                    f"{len(grid)} rates from {min(grid):.3g} to {max(grid):.3g}"
                    + (f" (the baselines' results are those measured in `{baselines_from}`)" if measured else "")
                    if baselines else f"{problems} problems; no baseline")
@@ -129,8 +130,8 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: d
         if spec["name"] == "art" and len(summaries) > 1:
             write_image_grid(task, summaries, steps, out / f"{name}-images.png", title)
             index.append(f"![{title}: images]({name}-images.png)\n")
-    summary = "\n".join(["| panel | LSTM final | best tuned baseline final | LSTM / best | LSTM ends below its start |",
-                         "|---|---|---|---|---|", *summary_rows])
+    summary = "\n".join(["| panel | LSTM final | best tuned baseline final | LSTM / best | LSTM below best on | "
+                          "LSTM ends below its start |", "|---|---|---|---|---|---|", *summary_rows])
     print(f"\n{summary}")
     (out / "README.md").write_text(
         f"# Evaluation: {len(panels)} panel{'s' * (len(panels) > 1)}\n\nRegenerate with `{command}`.\n\n"
@@ -163,14 +164,21 @@ def measured_baselines(path: Path, info: dict[str, Any]) -> list[Summary]:
 
 
 def summary_row(title: str, summaries: list[Summary]) -> str:
-    """A panel's line of the summary: the LSTM's final loss against the best tuned baseline's, and in how many
-    problems the LSTM's final loss is below the problem's initial loss (never stuck, never worse)."""
+    """A panel's line of the summary: the LSTM's final loss against the best tuned baseline's, on how many
+    problems it is below that baseline's on the same problem (common random numbers; "–" for baselines read
+    from an earlier evaluation, which keeps no per-problem runs), and on how many it is below the problem's
+    initial loss (never stuck, never worse)."""
     lstm = next(s for s in summaries if s.name == "LSTM")
     best = min((s for s in summaries if s.name != "LSTM"), key=lambda s: s.metrics["final"], default=None)
-    improved = sum(METRICS["final"](run.losses) < run.losses[0] for run in lstm.runs)
-    against = ("– | –" if best is None else
-               f"{best.metrics['final']:.4g} ± {best.metrics['final_stderr']:.2g} ({best.name}, lr "
-               f"{best.learning_rates['final']:.3g}) | {lstm.metrics['final'] / best.metrics['final']:.2f}")
+    final = METRICS["final"]
+    improved = sum(final(run.losses) < run.losses[0] for run in lstm.runs)
+    if best is None:
+        against = "– | – | –"
+    else:
+        wins = (f"{sum(final(ours.losses) < final(theirs.losses) for ours, theirs in zip(lstm.runs, best.runs))} / "
+                f"{len(best.runs)}" if best.runs else "–")
+        against = (f"{best.metrics['final']:.4g} ± {best.metrics['final_stderr']:.2g} ({best.name}, lr "
+                   f"{best.learning_rates['final']:.3g}) | {lstm.metrics['final'] / best.metrics['final']:.2f} | {wins}")
     return (f"| {title} | {lstm.metrics['final']:.4g} ± {lstm.metrics['final_stderr']:.2g} | {against} | "
             f"{improved} / {len(lstm.runs)} |")
 
