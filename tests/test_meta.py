@@ -297,7 +297,7 @@ def test_evaluate_without_baselines_runs_the_network_alone(tmp_path, capsys):
     results = json.loads((run / "evaluation" / "quadratic.json").read_text())["results"]
     assert [r["name"] for r in results] == ["LSTM"]
     readme = (run / "evaluation" / "README.md").read_text()
-    assert re.search(r"\| [0-9.e+-]+ ± [0-9.e+a-z-]+ \| – \| – \| [0-2] / 2 \|", readme)
+    assert re.search(r"\| [0-9.e+-]+ ± [0-9.e+a-z-]+ \| – \| – \| – \| [0-2] / 2 \|", readme)
     assert "2 problems; no baseline" in readme
 
 

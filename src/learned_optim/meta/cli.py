@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the data the problems come from: test (default; for reports) or validation (for choosing "
                         "between networks without touching the test data)")
     p.add_argument("--steps", type=int, help="optimizer steps per problem (default: the task's)")
-    p.add_argument("--problems", type=int, help="evaluation problems (default: 100 quadratic, 20 mnist)")
+    p.add_argument("--problems", type=int, help="evaluation problems (default: 100 quadratic, 20 mnist, 24 art)")
     p.add_argument("--tuning-problems", type=int, help="problems for tuning baseline learning rates")
     p.add_argument("--out", help="output folder (default: RUN/evaluation or evaluation-NAME)")
     p.add_argument("--baselines-from", type=Path, metavar="FOLDER",
