@@ -376,4 +376,6 @@ def chunked_update(
     outputs = _ChunkedStep.apply(max(1, chunk_size), weights.output_scale, weights.output == "tanh", len(weights.layers),
                                  features, *tensors, *(s.to(compute_dtype) for s in lstm_state))
     new_state = tuple(new.to(old.dtype) for new, old in zip(outputs[1:], lstm_state))
-    return weights.plus_nominal(outputs[0], features), new_state + (() if new_moments is None else (new_moments.to(moments.dtype),))
+    if new_moments is not None:
+        new_state += (new_moments.to(moments.dtype),)
+    return weights.plus_nominal(outputs[0], features), new_state
