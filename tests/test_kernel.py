@@ -34,7 +34,7 @@ def fresh_kernel(tmp_path, monkeypatch):
 @pytest.mark.parametrize("config", [{}, {"num_layers": 1, "preprocessing": "none"}, {"num_layers": 3, "hidden_size": 7},
                                     {"hidden_size": 7, "preprocessing": "adam", "output": "tanh"},
                                     {"hidden_size": 7, "preprocessing": "adam", "output": "tanh", "nominal": 0.05}])
-@pytest.mark.parametrize("size", [1, 15, 16, 17, 100])
+@pytest.mark.parametrize("size", [1, 15, 16, 17, 31, 32, 33, 100])  # around tiles of 16 (AVX2) and 32
 @pytest.mark.parametrize("state_dtype", [torch.float32, torch.bfloat16])
 def test_kernel_equals_pytorch_path_in_lockstep(config, size, state_dtype):
     """Five steps of both paths on gradients over 11 decades, with an output, weight decay and maximize."""
@@ -84,7 +84,7 @@ def test_threads_split_the_coordinates_with_identical_results(network):
 def test_many_tensors_in_one_call_equal_one_call_each(config, monkeypatch):
     """Tensors of 1-100 coordinates (one empty), float32 and bfloat16 states, split over two threads mid-tensor."""
     network = random_network(**config)
-    weights, sizes = network.fused_weights(), [1, 17, 0, 40, 100, 16]  # 14 tiles: thread 2 starts in tile 1 of 100
+    weights, sizes = network.fused_weights(), [1, 17, 0, 40, 100, 16]  # 14 tiles of 16 or 9 of 32: thread 2 starts in tile 1 of 100
     grads = [torch.randn(n) * 10.0 ** torch.randint(-9, 3, (n,)) for n in sizes]
     states = [network.initial_state(n, torch.bfloat16 if k % 2 else torch.float32).normal_(0, 0.5)
               for k, n in enumerate(sizes)]
@@ -161,6 +161,38 @@ def test_build_is_cached_and_atomic(fresh_kernel):
     assert len(built) == 1 and built[0].suffix == ".so"  # no partial file left behind
     with mock.patch.object(subprocess, "run", side_effect=AssertionError("compiled twice")):
         assert kernel._build(kernel._compiler(), kernel.FLAGS + kernel.OPENMP_FLAGS) == built[0]
+
+
+@pytest.mark.parametrize("lanes", [8, 16])
+def test_every_vector_width_equals_the_pytorch_path(fresh_kernel, monkeypatch, lanes):
+    """The build for AVX2 (8 floats a vector, tiles of 16) and for AVX-512 (16, tiles of 32), whichever this CPU
+    picks by default; tensors of 1-100 coordinates over two threads, float32 and bfloat16 states."""
+    if kernel._compiler() is None:
+        pytest.skip("no C++ compiler")
+    monkeypatch.setattr(kernel, "FLAGS", kernel.FLAGS + (f"-DLANES={lanes}",))
+    monkeypatch.setattr(kernel, "MIN_COORDINATES_PER_THREAD", 16)
+    assert kernel.available() and kernel._library.tile == 2 * lanes
+    network = random_network(hidden_size=7, preprocessing="adam", output="tanh", nominal=0.05)
+    weights, sizes = network.fused_weights(), [1, 2 * lanes - 1, 2 * lanes + 1, 100]
+    grads = [torch.randn(n) * 10.0 ** torch.randint(-9, 3, (n,)) for n in sizes]
+    states = [network.initial_state(n).normal_(0, 0.5) for n in sizes]
+    moments, params = [network.initial_moments(n) for n in sizes], [torch.randn(n) for n in sizes]
+    expected = [(s.clone(), p.clone()) for s, p in zip(states, params)]
+    for g, (s, p), m in zip(grads, expected, moments):
+        pytorch_path(weights, g, s, out=p, moments=m.clone(), lr=0.7)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        kernel.fused_update_many_(weights, grads, states, params, moments, lr=0.7)
+    finally:
+        torch.set_num_threads(before)
+    for state, param, (expected_state, expected_param) in zip(states, params, expected):
+        torch.testing.assert_close(state, expected_state)
+        torch.testing.assert_close(param, expected_param)
+    bf16_state = network.initial_state(100, torch.bfloat16).normal_(0, 0.5)
+    update = kernel.fused_update_(weights, grads[-1], bf16_state.clone(), moments=network.initial_moments(100))
+    reference = pytorch_path(weights, grads[-1], bf16_state.clone(), moments=network.initial_moments(100))
+    torch.testing.assert_close(update, reference, atol=1e-2, rtol=1e-2)
 
 
 def test_compiler_without_openmp_builds_a_serial_kernel(fresh_kernel, monkeypatch, tmp_path, network):

@@ -1,6 +1,6 @@
 """The fused CPU step: ``csrc/lstm_step.cpp``, compiled on first use, cached, called through ctypes.
 
-Per tile of 16 coordinates the kernel runs the gradient encoding, every LSTM layer, the head and the
+Per tile of coordinates (16 with AVX2, 32 with AVX-512) the kernel runs the gradient encoding, every LSTM layer, the head and the
 parameter update in one pass, reading and writing each coordinate's state once (the chunked PyTorch
 path makes ~10 passes over each chunk); see the source for how. It is compiled with the system's C++
 compiler (``$CXX``, else ``c++``, ``g++`` or ``clang++``) for this CPU (``-march=native``) into
@@ -44,8 +44,6 @@ FLAGS = ("-O3", "-march=native", "-std=c++17", "-fno-math-errno", "-shared", "-f
 OPENMP_FLAGS = ("-fopenmp",)
 ENV_VAR = "LEARNED_OPTIM_KERNEL"
 CACHE_ENV_VAR = "LEARNED_OPTIM_CACHE"
-TILE = 16
-"""Coordinates per tile of ``csrc/lstm_step.cpp`` (``LANES * NV``): threads get whole tiles."""
 MIN_COORDINATES_PER_THREAD = 4_096
 """Below this many coordinates per thread, handing a thread its share costs more than it saves."""
 NO_OPENMP = re.compile(r"openmp|gomp|libomp|-lomp|omp\.h", re.IGNORECASE)
@@ -121,6 +119,8 @@ def _load() -> Any:
     library.learned_optim_work_size.argtypes = [i64, i64]
     library.learned_optim_work_size.restype = i64
     library.learned_optim_openmp.restype = i32
+    library.learned_optim_tile.restype = i64
+    library.tile = library.learned_optim_tile()  # coordinates per tile: threads get whole tiles
     library.splits_with_openmp = bool(library.learned_optim_openmp())  # asked once, not every step
     return library
 
@@ -195,7 +195,7 @@ def _run(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Ten
          accumulate: bool, lr: float, decay: float, maximize: bool) -> None:
     """One kernel call over the tiles of all the tensors, split over up to ``torch.get_num_threads()`` threads."""
     totals = [grad.shape[0] for grad in grads]
-    tiles = sum(-(-total // TILE) for total in totals)
+    tiles = sum(-(-total // _library.tile) for total in totals)
     if tiles == 0:
         return
     grads = [grad.to(torch.float32).contiguous() for grad in grads]  # alive until the call returns

@@ -14,7 +14,11 @@
 #endif
 
 #ifndef LANES
+#if defined(__AVX512F__)
+#define LANES 16  // floats per vector: one AVX-512 register
+#else
 #define LANES 8  // floats per vector: one AVX2 register
+#endif
 #endif
 #ifndef NV
 #define NV 2  // vectors per tile: 8 accumulators of 4 columns, with 2 inputs and 4 weights, fit 16 registers
@@ -31,7 +35,14 @@ static inline vf splat(float x) { return vf{} + x; }
 
 // max(x, lo), min(x, hi) (NaN stays NaN) and 1 / d, with x86 instructions where the vector is an AVX
 // register (rcpps + one Newton step: 2 ulp, against ~13 cycles for a division), plain C++ elsewhere.
-#if defined(__AVX__) && LANES == 8
+#if defined(__AVX512F__) && LANES == 16
+static inline vf clamp_below(vf x, float lo) { return (vf)_mm512_max_ps(_mm512_set1_ps(lo), (__m512)x); }
+static inline vf clamp_above(vf x, float hi) { return (vf)_mm512_min_ps(_mm512_set1_ps(hi), (__m512)x); }
+static inline vf reciprocal(vf d) {  // rcp14ps + one Newton step
+    vf r = (vf)_mm512_rcp14_ps((__m512)d);
+    return r * (2.0f - d * r);
+}
+#elif defined(__AVX__) && LANES == 8
 static inline vf clamp_below(vf x, float lo) { return (vf)_mm256_max_ps(_mm256_set1_ps(lo), (__m256)x); }
 static inline vf clamp_above(vf x, float hi) { return (vf)_mm256_min_ps(_mm256_set1_ps(hi), (__m256)x); }
 static inline vf reciprocal(vf d) {
@@ -46,7 +57,9 @@ static inline vf reciprocal(vf d) { return 1.0f / d; }
 
 // Keeps a loaded vector in a register: compilers otherwise fold the load into every multiply-add that
 // uses it, and the matmul becomes bound by loads (two per cycle) instead of multiply-adds.
-#if defined(__GNUC__) && defined(__AVX__) && LANES == 8
+#if defined(__GNUC__) && defined(__AVX512F__) && LANES == 16
+#define in_register(v) __asm__("" : "+v"(v))
+#elif defined(__GNUC__) && defined(__AVX__) && LANES == 8
 #define in_register(v) __asm__("" : "+x"(v))
 #else
 #define in_register(v) ((void)0)
@@ -163,6 +176,9 @@ static void gates(const vf *X, int64_t rows, const float *W, const float *b, int
     }
 }
 
+// Coordinates per tile: the callers split the work in whole tiles.
+extern "C" int64_t learned_optim_tile(void) { return TILE; }
+
 // Floats of work space one call needs (a multiple of 16, so consecutive work spaces stay aligned).
 extern "C" int64_t learned_optim_work_size(int64_t H, int64_t F) {
     const int64_t in_max = F > H ? F : H;
@@ -181,7 +197,7 @@ struct Network {
     float nominal;  // adam only: the rate of the nominal term -nominal m/sqrt(v) added to the update
 };
 
-// Rows [begin, end) of one tensor's step. work: learned_optim_work_size floats, 32-byte aligned.
+// Rows [begin, end) of one tensor's step. work: learned_optim_work_size floats, 64-byte aligned.
 static void step_rows(const Network &net, const float *grad, float grad_sign, void *state, int state_bf16,
                       int64_t total, float *moments, float *out, int accumulate, float decay, float lr,
                       int64_t begin, int64_t end, float *work) {
@@ -285,7 +301,7 @@ extern "C" int learned_optim_openmp(void) {
 // libgomp is the one loaded, so no threads are started and none compete with torch's idle workers.
 // Per tensor k: grads[k] [totals[k]], states[k] [2L, totals[k], H] (bfloat16 where state_bf16[k]), moments[k]
 // (adam: [3, totals[k]] as m, v, w; else unused) and outs[k] (out = decay out + lr update, or the update).
-// work: threads x learned_optim_work_size floats, 32-byte aligned.
+// work: threads x learned_optim_work_size floats, 64-byte aligned.
 extern "C" void learned_optim_step(
     int64_t H, int64_t L, int64_t F,
     int preprocessing, float p, float beta, float eps,         // 0 none, 1 log_sign (p), 2 adam (beta, eps)
