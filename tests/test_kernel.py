@@ -11,6 +11,7 @@ import torch
 from learned_optim import LearnedOptimizer, kernel
 from learned_optim.functional import fast_update_
 from learned_optim.fusion import PreparedWeights
+from learned_optim.pretrained import DEFAULT_CHECKPOINT, load
 
 from conftest import random_network
 
@@ -172,6 +173,7 @@ def test_every_vector_width_equals_the_pytorch_path(fresh_kernel, monkeypatch, l
     monkeypatch.setattr(kernel, "FLAGS", kernel.FLAGS + (f"-DLANES={lanes}",))
     monkeypatch.setattr(kernel, "MIN_COORDINATES_PER_THREAD", 16)
     assert kernel.available() and kernel._library.tile == 2 * lanes
+    assert lanes == 16 or not kernel.bf16_dot()  # bfloat16 dot products come with AVX-512 only
     network = random_network(hidden_size=7, preprocessing="adam", output="tanh", nominal=0.05)
     weights, sizes = network.fused_weights(), [1, 2 * lanes - 1, 2 * lanes + 1, 100]
     grads = [torch.randn(n) * 10.0 ** torch.randint(-9, 3, (n,)) for n in sizes]
@@ -193,6 +195,65 @@ def test_every_vector_width_equals_the_pytorch_path(fresh_kernel, monkeypatch, l
     update = kernel.fused_update_(weights, grads[-1], bf16_state.clone(), moments=network.initial_moments(100))
     reference = pytorch_path(weights, grads[-1], bf16_state.clone(), moments=network.initial_moments(100))
     torch.testing.assert_close(update, reference, atol=1e-2, rtol=1e-2)
+
+
+def test_bfloat16_pairs_put_even_rows_in_the_low_half_and_pad_an_odd_row_count():
+    weight = torch.tensor([[1.0, 2.0], [3.0, 4.0], [1 + 2**-10, 5.0]])  # 1 + 2**-10 rounds to 1 in bfloat16
+    pairs = kernel.bfloat16_pairs(weight)
+    assert pairs.shape == (2, 2) and pairs.dtype == torch.int32
+    halves = pairs.view(torch.bfloat16).view(2, 2, 2).float()  # little-endian: the low half first
+    assert halves.tolist() == [[[1.0, 3.0], [2.0, 4.0]], [[1.0, 0.0], [5.0, 0.0]]]
+
+
+needs_bf16_dot = pytest.mark.skipif(not kernel.bf16_dot(), reason="bfloat16 matmuls need a CPU with AVX-512-BF16")
+
+
+@needs_bf16_dot
+@pytest.mark.parametrize("hidden_size", [6, 7])  # 7 and 8 rows of weights: with and without the padding row
+def test_bf16_matmuls_are_exact_where_their_operands_are_bfloat16(hidden_size):
+    """One layer reading the raw gradient: with weights, gradient and hidden state already bfloat16, rounding changes
+    nothing, so the bfloat16 kernel equals the float32 PyTorch path up to the order of the float32 sums (a wrong
+    pairing of rows and weights would not)."""
+    network = random_network(num_layers=1, hidden_size=hidden_size, preprocessing="none")
+    with torch.no_grad():
+        for p in network.parameters():
+            p.copy_(p.bfloat16().float())
+    weights = network.fused_weights()
+    grad = torch.randn(100).bfloat16().float()
+    state = network.initial_state(100).normal_(0, 0.5)
+    state[0] = state[0].bfloat16().float()  # h; c is not a matmul operand
+    expected_state = state.clone()
+    expected = pytorch_path(weights, grad, expected_state)
+    update = fast_update_(weights, grad, state, precision="bf16")
+    torch.testing.assert_close(update, expected)
+    torch.testing.assert_close(state, expected_state)
+
+
+@needs_bf16_dot
+def test_bf16_matmuls_stay_close_to_float32_over_steps():
+    """The published default in lockstep with the float32 PyTorch path for 5 steps: close, and not equal (so the
+    bfloat16 matmuls did run)."""
+    network = load(DEFAULT_CHECKPOINT)
+    weights, size = network.fused_weights(), 1000
+    state = network.initial_state(size)
+    reference_state, param = state.clone(), torch.randn(size)
+    reference_param = param.clone()
+    for _ in range(5):
+        grad = torch.randn(size) * 10.0 ** torch.randint(-6, 0, (size,))
+        fast_update_(weights, grad, state, out=param, precision="bf16")
+        pytorch_path(weights, grad, reference_state, out=reference_param)
+    torch.testing.assert_close(param, reference_param, atol=1e-3, rtol=0)
+    torch.testing.assert_close(state, reference_state, atol=3e-2, rtol=3e-2)
+    assert not torch.equal(state, reference_state)
+
+
+@needs_kernel
+def test_optimizer_passes_its_precision_to_the_kernel(network):
+    param = torch.nn.Parameter(torch.randn(10))
+    param.grad = torch.randn(10)
+    with mock.patch.object(kernel, "fused_update_many_", wraps=kernel.fused_update_many_) as spy:
+        LearnedOptimizer([param], network, precision="bf16").step()
+    assert spy.call_args.kwargs["precision"] == "bf16"
 
 
 def test_compiler_without_openmp_builds_a_serial_kernel(fresh_kernel, monkeypatch, tmp_path, network):

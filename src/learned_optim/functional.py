@@ -186,9 +186,9 @@ def fast_update_(
         decay (float, optional): ``out``'s multiplier, ``1 - lr * weight_decay`` (default: 1.0).
         maximize (bool, optional): feed the network :math:`-\nabla` (default: False).
         moments (Tensor, optional): a stateful encoding's moments ``[M, N]``; updated in place (default: None).
-        precision (str, optional): the GPU kernel's matmuls, ``"tf32x3"`` (float32 accuracy), ``"ieee"``,
-            ``"tf32"`` or ``"bf16"`` (:mod:`learned_optim.triton_kernel`); the CPU paths compute in the weights'
-            dtype (default: ``"tf32x3"``).
+        precision (str, optional): the fused kernels' matmuls: on GPUs ``"tf32x3"`` (float32 accuracy), ``"ieee"``,
+            ``"tf32"`` or ``"bf16"`` (:mod:`learned_optim.triton_kernel`); on CPUs ``"bf16"`` where the CPU has
+            AVX-512-BF16 (:func:`learned_optim.kernel.bf16_dot`), otherwise the weights' dtype (default: ``"tf32x3"``).
 
     Returns:
         ``out``, or the update ``[N]`` in the weights' dtype.
@@ -200,7 +200,7 @@ def fast_update_(
                          f"({weights.num_moments}, {grad.shape[0]}), got "
                          f"{None if moments is None else tuple(moments.shape)}: pass CoordinatewiseLSTM.initial_moments()")
     if kernel.supports(weights, grad, state, out, moments):
-        return kernel.fused_update_(weights, grad, state, out, lr, decay, maximize, moments)
+        return kernel.fused_update_(weights, grad, state, out, lr, decay, maximize, moments, precision)
     if triton_kernel.supports(weights, grad, state, out, moments):
         return triton_kernel.fused_update_(weights, grad, state, out, lr, decay, maximize, moments, precision)
     dtype, device = weights.head_weight.dtype, grad.device

@@ -1,13 +1,14 @@
 """The fused CPU step: ``csrc/lstm_step.cpp``, compiled on first use, cached, called through ctypes.
 
-Per tile of coordinates (16 with AVX2, 32 with AVX-512) the kernel runs the gradient encoding, every LSTM layer, the head and the
-parameter update in one pass, reading and writing each coordinate's state once (the chunked PyTorch
-path makes ~10 passes over each chunk); see the source for how. It is compiled with the system's C++
+Per tile of coordinates (16 with AVX2, 32 with AVX-512) the kernel runs the gradient encoding, every LSTM layer,
+the head and the parameter update in one pass, reading and writing each coordinate's state once (the chunked
+PyTorch path makes ~10 passes over each chunk); see the source for how. It is compiled with the system's C++
 compiler (``$CXX``, else ``c++``, ``g++`` or ``clang++``) for this CPU (``-march=native``) into
 ``$LEARNED_OPTIM_CACHE`` (default ``~/.cache/learned_optim``), keyed by the source, the flags and
 the CPU, written atomically, so it is built once per machine in about a second. Without a compiler,
 or with ``LEARNED_OPTIM_KERNEL=0``, :func:`available` is False and callers use the PyTorch path
-(one warning says why, when the compiler is missing or fails).
+(one warning says why, when the compiler is missing or fails). The gate matmuls multiply in float32, or, with
+``precision="bf16"`` on a CPU with AVX-512-BF16 (:func:`bf16_dot`), in bfloat16 pairs with float32 sums.
 
 One call steps any number of tensors (:func:`fused_update_many_`, which ``LearnedOptimizer`` calls once per param
 group): their tiles are laid end to end and split over up to ``torch.get_num_threads()`` OpenMP threads, at least
@@ -114,13 +115,16 @@ def _load() -> Any:
         library = ctypes.CDLL(str(_build(compiler, FLAGS)))
     i64, f32, i32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
     library.learned_optim_step.argtypes = [i64, i64, i64, i32, f32, f32, f32, ptr, ptr, ptr, f32, f32, i32, f32,
-                                           i64, ptr, ptr, ptr, ptr, ptr, ptr, f32, i32, f32, f32, i64, i64, i32, ptr]
+                                           ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, f32, i32, f32, f32, i64, i64, i32,
+                                           ptr]
     library.learned_optim_step.restype = None
     library.learned_optim_work_size.argtypes = [i64, i64]
     library.learned_optim_work_size.restype = i64
     library.learned_optim_openmp.restype = i32
     library.learned_optim_tile.restype = i64
+    library.learned_optim_bf16_dot.restype = i32
     library.tile = library.learned_optim_tile()  # coordinates per tile: threads get whole tiles
+    library.bf16_dot = bool(library.learned_optim_bf16_dot())
     library.splits_with_openmp = bool(library.learned_optim_openmp())  # asked once, not every step
     return library
 
@@ -148,60 +152,82 @@ def supports(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None, mome
     return fusable(weights, "cpu", grad, state, out, moments) and available()
 
 
+def bfloat16_pairs(weight: Tensor) -> Tensor:
+    """``[rows, G]`` float32 weights as the kernel's bfloat16 dot products read them: ``[ceil(rows / 2), G]`` int32,
+    each the pair of rows ``2r`` (low half) and ``2r + 1`` (high half, zero past the last row), rounded to nearest
+    even."""
+    rows, columns = weight.shape
+    padded = torch.cat([weight, weight.new_zeros(rows % 2, columns)]).to(torch.bfloat16)
+    return torch.stack([padded[0::2], padded[1::2]], dim=-1).contiguous().view(torch.int32).squeeze(-1)
+
+
 def _network_arguments(weights: Any) -> tuple:
     """The kernel's network arguments for ``weights``: ``(H, L, F, encoding, p, beta, eps, weight pointers,
-    bias pointers, head pointer, head bias, output scale, bounded, nominal)``, and the tensors they point into."""
+    bias pointers, head pointer, head bias, output scale, bounded, nominal)``, the pointers to each layer's weights as
+    :func:`bfloat16_pairs`, and the tensors they point into."""
     hidden = weights.head_weight.shape[0]
     layers = [(w.detach().contiguous(), b.detach().contiguous()) for w, b in weights.layers]
+    pairs = [bfloat16_pairs(w) for w, _ in layers]
     head_weight = weights.head_weight.detach().contiguous()
     arguments = (hidden, len(layers), layers[0][0].shape[0] - hidden, PREPROCESSING_CODES[weights.preprocessing],
                  weights.p, MOMENT_DECAY, ADAM_EPSILON,
                  (ctypes.c_void_p * len(layers))(*[w.data_ptr() for w, _ in layers]),
                  (ctypes.c_void_p * len(layers))(*[b.data_ptr() for _, b in layers]), head_weight.data_ptr(),
                  float(weights.head_bias), weights.output_scale, OUTPUT_CODES[weights.output], weights.nominal)
-    return arguments, (layers, head_weight)  # the tensors stay alive with their pointers
+    bf16_pointers = (ctypes.c_void_p * len(layers))(*[w.data_ptr() for w in pairs])
+    return arguments, bf16_pointers, (layers, pairs, head_weight)  # the tensors stay alive with their pointers
 
 
 _prepared = PreparedWeights(_network_arguments)
 
 
 @torch.no_grad()
+def bf16_dot() -> bool:
+    """Whether the kernel runs here with bfloat16 gate matmuls for ``precision="bf16"``: CPUs with AVX-512-BF16
+    (elsewhere it computes in float32 whatever the precision)."""
+    return available() and _library.bf16_dot
+
+
+@torch.no_grad()
 def fused_update_(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None = None, lr: float = 1.0,
-                  decay: float = 1.0, maximize: bool = False, moments: Tensor | None = None) -> Tensor:
+                  decay: float = 1.0, maximize: bool = False, moments: Tensor | None = None,
+                  precision: str = "tf32x3") -> Tensor:
     """The no-grad step of :func:`~learned_optim.functional.fast_update_` in one pass per tile.
 
     ``state [2L, N, H]`` (and, for the ``"adam"`` encoding, ``moments [3, N]``, float32) is updated in place;
     with ``out`` (flat, float32) ``out <- decay * out + lr * update`` and ``out`` is returned, else the
-    update. Call only where :func:`supports` holds.
+    update. ``precision="bf16"`` rounds the gate matmuls' operands to bfloat16 (float32 sums) where
+    :func:`bf16_dot` holds; every other precision computes in float32. Call only where :func:`supports` holds.
     """
     accumulate = out is not None
     if out is None:
         out = torch.empty(grad.shape[0], dtype=torch.float32)
-    _run(weights, [grad], [state], [out], [moments], accumulate, lr, decay, maximize)
+    _run(weights, [grad], [state], [out], [moments], accumulate, lr, decay, maximize, precision)
     return out
 
 
 @torch.no_grad()
 def fused_update_many_(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Tensor],
-                       moments: list[Tensor | None], lr: float = 1.0, decay: float = 1.0, maximize: bool = False) -> None:
+                       moments: list[Tensor | None], lr: float = 1.0, decay: float = 1.0, maximize: bool = False,
+                       precision: str = "tf32x3") -> None:
     """:func:`fused_update_` with an ``out`` for each of several tensors in one call: ``outs[k] <- decay * outs[k]
     + lr * update_k``. The threads split the tensors' tiles laid end to end, so many small tensors (a model's
     biases and norms) run like one large one, without a call per tensor. Call only where :func:`supports` holds
     for every tensor."""
-    _run(weights, grads, states, outs, moments, True, lr, decay, maximize)
+    _run(weights, grads, states, outs, moments, True, lr, decay, maximize, precision)
 
 
 def _run(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Tensor], moments: list[Tensor | None],
-         accumulate: bool, lr: float, decay: float, maximize: bool) -> None:
+         accumulate: bool, lr: float, decay: float, maximize: bool, precision: str) -> None:
     """One kernel call over the tiles of all the tensors, split over up to ``torch.get_num_threads()`` threads."""
     totals = [grad.shape[0] for grad in grads]
     tiles = sum(-(-total // _library.tile) for total in totals)
     if tiles == 0:
         return
     grads = [grad.to(torch.float32).contiguous() for grad in grads]  # alive until the call returns
-    network, _ = _prepared(weights)
+    network, bf16_weights, _ = _prepared(weights)
     count, pointers = len(grads), ctypes.c_void_p * len(grads)
-    arguments = (*network, count, pointers(*[g.data_ptr() for g in grads]), pointers(*[s.data_ptr() for s in states]),
+    arguments = (*network, bf16_weights if precision == "bf16" and _library.bf16_dot else None, count, pointers(*[g.data_ptr() for g in grads]), pointers(*[s.data_ptr() for s in states]),
                  (ctypes.c_int * count)(*[int(s.dtype == torch.bfloat16) for s in states]),
                  (ctypes.c_int64 * count)(*totals), pointers(*[None if m is None else m.data_ptr() for m in moments]),
                  pointers(*[o.data_ptr() for o in outs]), -1.0 if maximize else 1.0, int(accumulate), decay, lr)

@@ -69,10 +69,11 @@ class LearnedOptimizer(Optimizer):
             (counted in ``skipped_steps``) instead of raising (default: False).
         chunk_size (int, optional): coordinates processed at once; bounds transient memory
             (default: 8192).
-        precision (str, optional): matmul operands of the fused GPU kernel (:mod:`learned_optim.triton_kernel`)
-            for CUDA parameters: ``"tf32x3"`` (float32 accuracy from three TensorFloat-32 products), ``"ieee"``
-            (float32 on the CUDA cores, slower), ``"tf32"`` or ``"bf16"``, with float32 accumulation and state; CPU
-            steps compute in float32 whatever this says (default: ``"tf32x3"``).
+        precision (str, optional): matmul operands of the fused kernels, with float32 accumulation and state. CUDA
+            parameters (:mod:`learned_optim.triton_kernel`): ``"tf32x3"`` (float32 accuracy from three
+            TensorFloat-32 products), ``"ieee"`` (float32 on the CUDA cores, slower), ``"tf32"`` or ``"bf16"``. CPU
+            parameters (:mod:`learned_optim.kernel`): ``"bf16"`` uses AVX-512-BF16 dot products where the CPU has
+            them, and every other case computes in float32 (default: ``"tf32x3"``).
         parallel_threshold (int, optional): without the fused CPU kernel (:mod:`learned_optim.kernel`),
             a step over fewer CPU coordinates than this runs on one thread (the PyTorch path's many small
             operations stall when other processes busy the cores), a larger one on torch's threads; 0
@@ -225,7 +226,8 @@ class LearnedOptimizer(Optimizer):
         for g, (weights, batch) in batches.items():
             grads, outs, states = zip(*batch)
             kernel.fused_update_many_(weights, grads, [state[STATE_KEY] for state in states], outs,
-                                      [state.get(MOMENTS_KEY) for state in states], **_step_options(self.param_groups[g]))
+                                      [state.get(MOMENTS_KEY) for state in states], precision=self.precision,
+                                      **_step_options(self.param_groups[g]))
         for (_, p, _), flat in zip(work, flats):
             if not p.is_contiguous():
                 p.copy_(flat.view(p.shape))

@@ -179,10 +179,54 @@ static void gates(const vf *X, int64_t rows, const float *W, const float *b, int
 // Coordinates per tile: the callers split the work in whole tiles.
 extern "C" int64_t learned_optim_tile(void) { return TILE; }
 
+#if defined(__AVX512BF16__) && defined(__AVX512BW__) && LANES == 16
+#define BF16_DOT 1
+// Z[k] = sigmoid(b[k] + sum_j X[j] W[j, k]) with bfloat16 operands and float32 sums: AVX-512-BF16's dot product
+// multiplies a pair of inputs (rows 2r and 2r + 1) of 16 coordinates by a pair of weights and adds both products
+// in one instruction, twice the multiply-adds of a float32 FMA. Wp: [(rows + 1) / 2][G] bfloat16 pairs (row 2r
+// in the low half); P: work space for the tile's inputs rounded (to nearest even) and paired the same way.
+static void gates_bf16(const vf *X, int64_t rows, const uint32_t *Wp, const float *b, int64_t G, vf *Z, __m512i *P) {
+    static const uint16_t interleave[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                            8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    const __m512i order = _mm512_loadu_si512(interleave);
+    const int64_t pairs = (rows + 1) / 2;
+    for (int64_t r = 0; r < pairs; ++r)
+        for (int v = 0; v < NV; ++v) {
+            const __m512 even = (__m512)X[2 * r * NV + v];
+            const __m512 odd = 2 * r + 1 < rows ? (__m512)X[(2 * r + 1) * NV + v] : _mm512_setzero_ps();
+            P[r * NV + v] = _mm512_permutexvar_epi16(order, (__m512i)_mm512_cvtne2ps_pbh(odd, even));
+        }
+    for (int64_t k = 0; k < G; k += COLUMNS) {
+        __m512 acc[COLUMNS][NV];
+        for (int q = 0; q < COLUMNS; ++q)
+            for (int v = 0; v < NV; ++v) acc[q][v] = _mm512_set1_ps(b[k + q]);
+        for (int64_t r = 0; r < pairs; ++r) {
+            const uint32_t *w = Wp + r * G + k;
+            __m512i x[NV];
+            for (int v = 0; v < NV; ++v) {
+                x[v] = P[r * NV + v];
+                in_register(x[v]);
+            }
+            for (int q = 0; q < COLUMNS; ++q) {
+                const __m512bh pair = (__m512bh)_mm512_set1_epi32((int)w[q]);
+                for (int v = 0; v < NV; ++v) acc[q][v] = _mm512_dpbf16_ps(acc[q][v], (__m512bh)x[v], pair);
+            }
+        }
+        for (int q = 0; q < COLUMNS; ++q)
+            for (int v = 0; v < NV; ++v) Z[(k + q) * NV + v] = vsigmoid((vf)acc[q][v]);
+    }
+}
+#else
+#define BF16_DOT 0
+#endif
+
+// Whether this build has bfloat16 gate matmuls (AVX-512-BF16): only then does it read bfloat16 weights.
+extern "C" int learned_optim_bf16_dot(void) { return BF16_DOT; }
+
 // Floats of work space one call needs (a multiple of 16, so consecutive work spaces stay aligned).
 extern "C" int64_t learned_optim_work_size(int64_t H, int64_t F) {
     const int64_t in_max = F > H ? F : H;
-    return (TILE * (in_max + 7 * H) + 15) / 16 * 16;
+    return (TILE * (in_max + 7 * H + (in_max + H + 1) / 2) + 15) / 16 * 16;
 }
 
 // Network constants, shared by every tensor of a call.
@@ -195,6 +239,7 @@ struct Network {
     float head_bias, output_scale;
     int bounded;
     float nominal;  // adam only: the rate of the nominal term -nominal m/sqrt(v) added to the update
+    const uint32_t *const *bf16_weights;  // per layer: the weights as bfloat16 pairs for gates_bf16, or null
 };
 
 // Rows [begin, end) of one tensor's step. work: learned_optim_work_size floats, 64-byte aligned.
@@ -206,7 +251,7 @@ static void step_rows(const Network &net, const float *grad, float grad_sign, vo
     const float p = net.p, beta = net.beta, eps = net.eps;
     const int64_t G = 4 * H, in_max = F > H ? F : H;
     const size_t elem = state_bf16 ? 2 : 4;
-    // X: this layer's inputs then h_old; Z: gates; C: cell state; Hn: new h
+    // X: this layer's inputs then h_old; Z: gates; C: cell state; Hn: new h; then X paired in bfloat16 (gates_bf16)
     float *X = work, *Z = X + TILE * (in_max + H), *C = Z + TILE * G, *Hn = C + TILE * H;
     const float small = expf(-p), large = expf(p);
     float nominal_step[TILE];  // the nominal term of each row of the tile (adam), kept past the layers
@@ -241,7 +286,13 @@ static void step_rows(const Network &net, const float *grad, float grad_sign, vo
             char *c_state = (char *)state + (2 * l + 1) * total * H * elem;
             load_tile(h_state, state_bf16, n0, m, H, X + TILE * inputs);
             load_tile(c_state, state_bf16, n0, m, H, C);
-            gates((const vf *)X, inputs + H, net.weights[l], net.biases[l], G, (vf *)Z);
+#if BF16_DOT
+            if (net.bf16_weights)
+                gates_bf16((const vf *)X, inputs + H, net.bf16_weights[l], net.biases[l], G, (vf *)Z,
+                           (__m512i *)(Hn + TILE * H));
+            else
+#endif
+                gates((const vf *)X, inputs + H, net.weights[l], net.biases[l], G, (vf *)Z);
             const vf *Zv = (const vf *)Z;
             vf *Cv = (vf *)C, *Hv = (vf *)Hn;
             for (int64_t j = 0; j < H; ++j)
@@ -308,12 +359,13 @@ extern "C" void learned_optim_step(
     const float *const *weights, const float *const *biases,  // per layer: [F_l + H, 4H] row-major, [4H]
     const float *head_weight, float head_bias, float output_scale, int bounded,  // bounded: tanh on the head
     float nominal,                                             // adam: the nominal term's rate (0: none)
+    const uint32_t *const *bf16_weights,                       // per layer: bfloat16 pairs, or null (float32)
     int64_t count, const float *const *grads, void *const *states, const int *state_bf16, const int64_t *totals,
     float *const *moments, float *const *outs,
     float grad_sign, int accumulate, float decay, float lr,    // grad_sign -1: maximize
     int64_t first_tile, int64_t last_tile, int threads, float *work) {
     const Network net{H, L, F, preprocessing, p, beta, eps, weights, biases, head_weight, head_bias, output_scale,
-                      bounded, nominal};
+                      bounded, nominal, bf16_weights};
     const int64_t per_thread = (last_tile - first_tile + threads - 1) / threads, size = learned_optim_work_size(H, F);
 #pragma omp parallel for num_threads(threads) schedule(static, 1) if (threads > 1)
     for (int t = 0; t < threads; ++t) {
