@@ -87,21 +87,24 @@ def throughput_table(network, sizes: list[int]) -> None:
                   f"{bytes_per * size / seconds / 1e9:.0f} |")
 
 
-def precision_table(network, checkpoint: str, problems: int) -> None:
+def precision_table(network, checkpoint: str, problems: int, device: str = "cuda",
+                    precisions: tuple[str, ...] = triton_kernel.PRECISIONS, reference: str = "ieee") -> None:
+    """Mean final loss on each mnist-paper panel with each matmul precision (the same problems for every one) and
+    the largest relative change against the float32 ``reference``."""
     print(f"\n{checkpoint} on the mnist-paper panels with each matmul precision ({problems} test problems each, "
-          "the same for every precision; final = mean loss over the last 10 steps)")
-    print("| panel | " + " | ".join(f"{p} final" for p in triton_kernel.PRECISIONS) + " | worst change vs ieee |")
-    print("|---|" + "---|" * (len(triton_kernel.PRECISIONS) + 1))
+          f"the same for every precision; final = mean loss over the last 10 steps; {device})")
+    print("| panel | " + " | ".join(f"{p} final" for p in precisions) + f" | worst change vs {reference} |")
+    print("|---|" + "---|" * (len(precisions) + 1))
     for name, (spec, steps, _, _) in suite_panels("mnist-paper", DEFAULTS["mnist"]["task"]).items():
-        task = make_task(spec, "test", device="cuda")
+        task = make_task(spec, "test", device=device)
         sampled = [task.sample(seeded(EVALUATION_SEED + i)) for i in range(problems)]
         finals = {}
-        for precision in triton_kernel.PRECISIONS:
+        for precision in precisions:
             runs = [run_optimizer(problem, lambda params: LearnedOptimizer(params, network, precision=precision),
                                   steps) for problem in sampled]
             finals[precision] = statistics.mean(METRICS["final"](run.losses) for run in runs)
-        worst = max(abs(finals[p] - finals["ieee"]) / finals["ieee"] for p in triton_kernel.PRECISIONS)
-        print(f"| {name} | " + " | ".join(f"{finals[p]:.4f}" for p in triton_kernel.PRECISIONS) + f" | {worst:.2%} |")
+        worst = max(abs(finals[p] - finals[reference]) / finals[reference] for p in precisions)
+        print(f"| {name} | " + " | ".join(f"{finals[p]:.4f}" for p in precisions) + f" | {worst:.2%} |")
 
 
 def main() -> None:

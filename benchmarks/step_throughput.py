@@ -1,6 +1,6 @@
 """Optimizer step throughput and peak extra memory: LearnedOptimizer vs a naive LSTM step vs Adam.
 
-    python benchmarks/step_throughput.py [--sizes 10000 100000 1000000 10000000]
+    python benchmarks/step_throughput.py [--sizes 10000 100000 1000000 10000000] [--panel-problems 20]
 
 For each parameter size, every variant steps the same parameter with the same gradient; the table
 gives coordinates per second, the speed-up over the naive reference (one ``nn.LSTMCell`` pass per
@@ -11,6 +11,9 @@ the parameters and optimizer state (Linux: peak resident set size, reset before 
 
 First it prints the ceiling this CPU puts on any implementation: the LSTM's multiply-adds per
 coordinate at the float32 matmul rate of a large ``torch.mm`` (MKL/oneDNN) measured in the same run.
+Where the CPU has AVX-512-BF16, the kernel also runs with bfloat16 gate matmuls (``precision="bf16"``), and a
+last table gives their effect on the paper's MNIST panels against float32 ("ieee") (``--panel-problems``
+problems each; 0 skips it; needs MNIST).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from unittest import mock
 
 import torch
 
+from gpu_step import precision_table
 from learned_optim import CoordinatewiseLSTM, LearnedOptimizer, kernel
 from learned_optim.preprocessing import PREPROCESSINGS
 
@@ -103,11 +107,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000, 10_000_000])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--naive-max", type=int, default=10_000_000, help="skip the naive step above this size")
+    parser.add_argument("--panel-problems", type=int, default=20, help="per mnist-paper panel, for bf16's effect")
     args = parser.parse_args()
-    network = CoordinatewiseLSTM.from_pretrained(Path(__file__).parents[1] / "pretrained" / "l2l-mnist") \
-        if (Path(__file__).parents[1] / "pretrained" / "l2l-mnist").is_dir() else CoordinatewiseLSTM()
+    checkpoint = Path(__file__).parents[1] / "pretrained" / "l2l-mnist"
+    network = CoordinatewiseLSTM.from_pretrained(checkpoint) if checkpoint.is_dir() else CoordinatewiseLSTM()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fused kernel: "
-          f"{'yes' if kernel.available() else 'no (no C++ compiler)'}")
+          f"{'yes' if kernel.available() else 'no (no C++ compiler)'}, "
+          f"bfloat16 matmuls: {'yes' if kernel.bf16_dot() else 'no (needs AVX-512-BF16)'}")
     flops, rate = flops_per_coordinate(network), matmul_flops_per_second()
     print(f"ceiling: {flops:,} flops per coordinate at torch.mm's {rate / 1e9:.0f} GFLOP/s = "
           f"{rate / flops / 1e6:.1f}M coordinates/s for the matmuls alone")
@@ -122,6 +128,9 @@ def main() -> None:
             "LearnedOptimizer, PyTorch path": lambda p: PyTorchPath(LearnedOptimizer([p], network)),
             "LearnedOptimizer, fused kernel": lambda p: LearnedOptimizer([p], network).step,
         }
+        if kernel.bf16_dot():
+            variants["LearnedOptimizer, fused kernel, bf16 matmuls"] = \
+                lambda p: LearnedOptimizer([p], network, precision="bf16").step
         for name, make in variants.items():
             if name == "naive LSTM" and size > args.naive_max:
                 continue
@@ -134,6 +143,8 @@ def main() -> None:
             over_pytorch = results["LearnedOptimizer, PyTorch path"][0] / seconds
             print(f"| {size:,} | {name} | {size / seconds / 1e6:.2f}M | {speedup:.1f} | {over_pytorch:.2f} | "
                   f"{seconds / results['Adam'][0]:.0f} | {peak:.0f} |", flush=True)
+    if kernel.bf16_dot() and args.panel_problems:
+        precision_table(network, "l2l-mnist", args.panel_problems, "cpu", ("ieee", "bf16"))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ ROOT = Path(__file__).parents[1]
 SHARED_ART = ROOT.parent / "shared" / "data" / "art"
 BENCHMARKS = {
     "meta_training.py": ["--episodes", "1", "--horizon", "4", "--meta-batch", "2"],
-    "step_throughput.py": ["--sizes", "2000", "--reps", "1"],
+    "step_throughput.py": ["--sizes", "2000", "--reps", "1", "--panel-problems", "1"],
     "step_contention.py": ["--steps", "2"],
     "many_tensors.py": ["--reps", "1"],
     "lr_scale.py": ["--problems", "1", "--steps", "3"],
@@ -23,7 +23,8 @@ BENCHMARKS = {
     "neural_art.py": ["--sizes", "16", "--steps", "1"],
     "gpu_step.py": ["--sizes", "1e4", "--panel-problems", "1"],
 }
-NEEDS_MNIST = {"meta_training.py", "lr_scale.py", "state_dtype.py", "time_to_adam.py", "gpu_step.py"}
+NEEDS_MNIST = {"meta_training.py", "lr_scale.py", "state_dtype.py", "time_to_adam.py", "gpu_step.py",
+               "step_throughput.py"}
 
 
 def test_every_benchmark_is_listed():
