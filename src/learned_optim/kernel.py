@@ -227,7 +227,9 @@ def _run(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Ten
     grads = [grad.to(torch.float32).contiguous() for grad in grads]  # alive until the call returns
     network, bf16_weights, _ = _prepared(weights)
     count, pointers = len(grads), ctypes.c_void_p * len(grads)
-    arguments = (*network, bf16_weights if precision == "bf16" and _library.bf16_dot else None, count, pointers(*[g.data_ptr() for g in grads]), pointers(*[s.data_ptr() for s in states]),
+    matmul_weights = bf16_weights if precision == "bf16" and _library.bf16_dot else None  # None: float32
+    arguments = (*network, matmul_weights, count, pointers(*[g.data_ptr() for g in grads]),
+                 pointers(*[s.data_ptr() for s in states]),
                  (ctypes.c_int * count)(*[int(s.dtype == torch.bfloat16) for s in states]),
                  (ctypes.c_int64 * count)(*totals), pointers(*[None if m is None else m.data_ptr() for m in moments]),
                  pointers(*[o.data_ptr() for o in outs]), -1.0 if maximize else 1.0, int(accumulate), decay, lr)

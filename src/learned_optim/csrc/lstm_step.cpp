@@ -242,6 +242,16 @@ struct Network {
     const uint32_t *const *bf16_weights;  // per layer: the weights as bfloat16 pairs for gates_bf16, or null
 };
 
+// Asks the caches for rows [n0, n0 + m) of every [total, H] state slice, the next tile's, to be written:
+// a tile computes long enough for them to arrive, instead of its transposes waiting for memory.
+static inline void prefetch_tile(const void *state, size_t elem, int64_t total, int64_t slices, int64_t H, int64_t n0,
+                                 int64_t m) {
+    for (int64_t k = 0; k < slices; ++k) {
+        const char *first = (const char *)state + ((k * total + n0) * H) * elem;
+        for (int64_t offset = 0; offset < m * H * (int64_t)elem; offset += 64) __builtin_prefetch(first + offset, 1, 3);
+    }
+}
+
 // Rows [begin, end) of one tensor's step. work: learned_optim_work_size floats, 64-byte aligned.
 static void step_rows(const Network &net, const float *grad, float grad_sign, void *state, int state_bf16,
                       int64_t total, float *moments, float *out, int accumulate, float decay, float lr,
@@ -257,6 +267,8 @@ static void step_rows(const Network &net, const float *grad, float grad_sign, vo
     float nominal_step[TILE];  // the nominal term of each row of the tile (adam), kept past the layers
     for (int64_t n0 = begin; n0 < end; n0 += TILE) {
         const int64_t m = end - n0 < TILE ? end - n0 : TILE;
+        const int64_t next = end - n0 - TILE < TILE ? end - n0 - TILE : TILE;  // rows in the next tile
+        if (next > 0) prefetch_tile(state, elem, total, 2 * L, H, n0 + TILE, next);
         for (int64_t t = 0; t < TILE; ++t) {  // the gradient encoding (appendix A of the paper)
             float g = t < m ? grad_sign * grad[n0 + t] : 0.0f;
             if (preprocessing == 1) {
