@@ -1,14 +1,16 @@
 """Wall-clock to reach tuned Adam's 100-step loss: LearnedOptimizer vs Adam, on the MNIST MLP and on the
 paper's CIFAR ConvNet architecture on MNIST (batch 128), where forward and backward dominate the step.
 
-    python benchmarks/time_to_adam.py [--checkpoint l2l-mnist ...] [--problems 5] [--repeats 3] [--tasks mlp convnet]
+    python benchmarks/time_to_adam.py [--checkpoint l2l-mnist ...] [--precision tf32x3 ...] [--problems 5]
+        [--repeats 3] [--tasks mlp convnet]
 
 Adam's learning rate is tuned (final loss, log grid) on separate problems; the target is its mean
 loss over steps 91-100 on the benchmark problems. Each optimizer then trains the same problems in an
 ordinary loop and we time (forward, backward, step included) until the mean loss of the last 10
 steps reaches the target. Both are measured in the same run, taking turns on each problem (so a machine
 that speeds up or slows down affects both), and each problem's time is the median of ``--repeats`` runs
-(the steps are the same in every run). Needs MNIST (learned_optim.meta.data).
+(the steps are the same in every run). Every checkpoint runs with every ``--precision`` of ``LearnedOptimizer``
+(on CPU, ``bf16`` differs from float32 where the CPU has AVX-512-BF16). Needs MNIST (learned_optim.meta.data).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 
 import torch
 
-from learned_optim import LearnedOptimizer, pretrained
+from learned_optim import LearnedOptimizer, pretrained, triton_kernel
 from learned_optim.meta.evaluation import BASELINES, EVALUATION_SEED, TUNING_SEED, run_optimizer, tune
 from learned_optim.meta.registry import DEFAULTS, make_task
 from learned_optim.meta.tasks import mnist_task, paper_convnet, seeded
@@ -55,28 +57,33 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    parser.add_argument("--precision", nargs="+", choices=triton_kernel.PRECISIONS,
+                        default=[triton_kernel.DEFAULT_PRECISION], help="one or more, each raced")
     args = parser.parse_args()
     for option in ("problems", "max_steps", "repeats"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
     networks = {name: pretrained.load(name) for name in args.checkpoint}
+    contenders = {name if precision == triton_kernel.DEFAULT_PRECISION else f"{name} ({precision})":
+                  (lambda params, network=networks[name], precision=precision:
+                   LearnedOptimizer(params, network, precision=precision))
+                  for name in args.checkpoint for precision in args.precision}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for key in args.tasks:
         description, make = TASKS[key]
-        race(description, make(), networks, args)
+        race(description, make(), contenders, args)
 
 
-def race(description: str, task, networks: dict, args) -> None:
-    """Tune Adam on the task, then time it and each learned optimizer to Adam's 100-step loss; print a table."""
+def race(description: str, task, learned: dict, args) -> None:
+    """Tune Adam on the task, then time it and each learned optimizer (name: its factory) to Adam's 100-step loss;
+    print a table."""
     adam = BASELINES["Adam"]
     lr = tune(adam, [task.sample(seeded(TUNING_SEED + i)) for i in range(args.problems)], 100)["final"]
     problems = [task.sample(seeded(EVALUATION_SEED + i)) for i in range(args.problems)]
     target = statistics.mean(
         sum(run_optimizer(p, lambda params: adam(params, lr), 100).losses[-10:]) / 10 for p in problems)
     print(f"\n{description}: Adam lr {lr:.3g}; target = Adam's mean loss over steps 91-100 = {target:.4f}")
-    contenders = {"Adam": lambda params: adam(params, lr)}
-    for name, network in networks.items():
-        contenders[name] = lambda params, network=network: LearnedOptimizer(params, network)
+    contenders = {"Adam": lambda params: adam(params, lr), **learned}
     results = {name: [] for name in contenders}
     for problem in problems:
         runs = {name: [] for name in contenders}
@@ -94,7 +101,7 @@ def race(description: str, task, networks: dict, args) -> None:
         stopped = statistics.mean(loss for _, _, loss in runs)
         print(f"| {name} | {steps:.0f} | {seconds:.3f} | {len(reached)}/{len(runs)} | {stopped:.4f} |")
     adam_s = statistics.mean(t for _, t, _ in results["Adam"])
-    for name in networks:
+    for name in learned:
         ours = [t for s, t, _ in results[name] if s is not None]
         if len(ours) == len(problems):
             print(f"wall-clock ratio Adam / {name}: {adam_s / statistics.mean(ours):.2f} (> 1: learned is faster)")

@@ -19,7 +19,8 @@ BENCHMARKS = {
     "many_tensors.py": ["--reps", "1"],
     "lr_scale.py": ["--problems", "1", "--steps", "3"],
     "state_dtype.py": ["--problems", "1"],
-    "time_to_adam.py": ["--problems", "1", "--max-steps", "3", "--repeats", "2", "--tasks", "mlp"],
+    "time_to_adam.py": ["--problems", "1", "--max-steps", "3", "--repeats", "2", "--tasks", "mlp",
+                        "--precision", "tf32x3", "bf16"],
     "neural_art.py": ["--sizes", "16", "--steps", "1"],
     "gpu_step.py": ["--sizes", "1e4", "--panel-problems", "1"],
 }
