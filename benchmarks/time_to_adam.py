@@ -100,11 +100,13 @@ def race(description: str, task, learned: dict, args) -> None:
         seconds = statistics.mean(t for _, t in reached) if reached else float("nan")
         stopped = statistics.mean(loss for _, _, loss in runs)
         print(f"| {name} | {steps:.0f} | {seconds:.3f} | {len(reached)}/{len(runs)} | {stopped:.4f} |")
-    adam_s = statistics.mean(t for _, t, _ in results["Adam"])
+    adam_times = [t for _, t, _ in results["Adam"]]
     for name in learned:
         ours = [t for s, t, _ in results[name] if s is not None]
         if len(ours) == len(problems):
-            print(f"wall-clock ratio Adam / {name}: {adam_s / statistics.mean(ours):.2f} (> 1: learned is faster)")
+            first = sum(t < adam for t, adam in zip(ours, adam_times))
+            print(f"wall-clock ratio Adam / {name}: {statistics.mean(adam_times) / statistics.mean(ours):.2f} "
+                  f"(> 1: learned is faster); first on {first} of {len(problems)} problems")
         else:
             print(f"{name} did not reach the target within {args.max_steps} steps on every problem")
 
