@@ -256,6 +256,16 @@ def test_non_finite_gradient_raises_naming_the_parameter_and_changes_nothing(net
     assert_unchanged(optimizer, params, before)
 
 
+def test_finite_gradients_whose_sum_overflows_are_stepped(network):
+    model = nn.Linear(3, 2)
+    optimizer = LearnedOptimizer(model.parameters(), network)
+    model.weight.grad = torch.full((2, 3), 3e38)  # finite, but their float32 sum is inf
+    model.bias.grad = torch.zeros(2)
+    before = model.weight.detach().clone()
+    optimizer.step()
+    assert not torch.equal(model.weight, before) and model.weight.isfinite().all()
+
+
 def test_skip_nonfinite_skips_the_whole_step(network):
     model = nn.Linear(3, 2)
     params = list(model.parameters())

@@ -141,7 +141,7 @@ def available() -> bool:
             except (OSError, RuntimeError, subprocess.SubprocessError) as error:
                 _library = False
                 warnings.warn(f"learned_optim: the fused CPU kernel is unavailable, so LearnedOptimizer uses the "
-                              f"PyTorch path (2-3x slower on CPU): {error}. Set {ENV_VAR}=0 to silence this.",
+                              f"PyTorch path (2-5x slower on CPU): {error}. Set {ENV_VAR}=0 to silence this.",
                               RuntimeWarning, stacklevel=3)
     return _library is not False
 
