@@ -11,9 +11,9 @@ the parameters and optimizer state (Linux: peak resident set size, reset before 
 
 First it prints the ceiling this CPU puts on any implementation: the LSTM's multiply-adds per
 coordinate at the float32 matmul rate of a large ``torch.mm`` (MKL/oneDNN) measured in the same run.
-Where the CPU has AVX-512-BF16, the kernel also runs with bfloat16 gate matmuls (``precision="bf16"``), and a
-last table gives their effect on the paper's MNIST panels against float32 ("ieee") (``--panel-problems``
-problems each; 0 skips it; needs MNIST).
+The kernel also runs with the LSTM state stored in bfloat16 (half the bytes to read and write), and, where the
+CPU has AVX-512-BF16, with bfloat16 gate matmuls (``precision="bf16"``), whose effect on the paper's MNIST panels
+against float32 ("ieee") a last table gives (``--panel-problems`` problems each; 0 skips it; needs MNIST).
 """
 
 from __future__ import annotations
@@ -127,6 +127,8 @@ def main() -> None:
             "naive LSTM": lambda p: NaiveLSTMStep(p, network).step,
             "LearnedOptimizer, PyTorch path": lambda p: PyTorchPath(LearnedOptimizer([p], network)),
             "LearnedOptimizer, fused kernel": lambda p: LearnedOptimizer([p], network).step,
+            "LearnedOptimizer, fused kernel, bf16 state":
+                lambda p: LearnedOptimizer([p], network, state_dtype=torch.bfloat16).step,
         }
         if kernel.bf16_dot():
             variants["LearnedOptimizer, fused kernel, bf16 matmuls"] = \

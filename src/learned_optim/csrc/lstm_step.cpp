@@ -86,18 +86,22 @@ static inline vf vexp(vf x) {
 
 static inline vf vsigmoid(vf z) { return reciprocal(1.0f + vexp(-z)); }
 
-static inline float bf16_to_float(uint16_t b) {
-    uint32_t u = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
+// bfloat16 <-> float32 over a contiguous block, in loops the compiler vectorises: widening is exact (the 16 bits
+// on top of a zero tail); narrowing rounds to nearest even and makes every NaN 0x7FC0, as torch does.
+static void widen(const uint16_t *src, int64_t count, float *dst) {
+    for (int64_t i = 0; i < count; ++i) {
+        const uint32_t u = (uint32_t)src[i] << 16;
+        memcpy(dst + i, &u, sizeof u);
+    }
 }
 
-static inline uint16_t float_to_bf16(float f) {  // round to nearest even, as torch does
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if (f != f) return 0x7FC0;
-    return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+static void narrow(const float *src, int64_t count, uint16_t *dst) {
+    for (int64_t i = 0; i < count; ++i) {
+        uint32_t u;
+        memcpy(&u, src + i, sizeof u);
+        const uint16_t rounded = (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+        dst[i] = (u & 0x7FFFFFFF) > 0x7F800000 ? 0x7FC0 : rounded;
+    }
 }
 
 #if defined(__AVX__)
@@ -137,22 +141,19 @@ static void transpose(const float *src, int64_t ss, float *dst, int64_t ds, int6
         for (int64_t j = 0; j < cols; ++j) dst[j * ds + t] = src[t * ss + j];
 }
 
-// rows [n0, n0 + m) of one [total, H] state slice -> tile [H][TILE] (zero-padded past m)
-static void load_tile(const void *state, int bf16, int64_t n0, int64_t m, int64_t H, float *tile) {
+// rows [n0, n0 + m) of one [total, H] state slice -> tile [H][TILE] (zero-padded past m); a bfloat16 slice is
+// widened into rows: [TILE][H] floats of work space first (the rows are one contiguous block)
+static void load_tile(const void *state, int bf16, int64_t n0, int64_t m, int64_t H, float *tile, float *rows) {
     if (m < TILE) memset(tile, 0, sizeof(float) * H * TILE);
     if (!bf16) return transpose((const float *)state + n0 * H, H, tile, TILE, m, H);
-    for (int64_t t = 0; t < m; ++t) {
-        const uint16_t *row = (const uint16_t *)state + (n0 + t) * H;
-        for (int64_t j = 0; j < H; ++j) tile[j * TILE + t] = bf16_to_float(row[j]);
-    }
+    widen((const uint16_t *)state + n0 * H, m * H, rows);
+    transpose(rows, H, tile, TILE, m, H);
 }
 
-static void store_tile(void *state, int bf16, int64_t n0, int64_t m, int64_t H, const float *tile) {
+static void store_tile(void *state, int bf16, int64_t n0, int64_t m, int64_t H, const float *tile, float *rows) {
     if (!bf16) return transpose(tile, TILE, (float *)state + n0 * H, H, H, m);
-    for (int64_t t = 0; t < m; ++t) {
-        uint16_t *row = (uint16_t *)state + (n0 + t) * H;
-        for (int64_t j = 0; j < H; ++j) row[j] = float_to_bf16(tile[j * TILE + t]);
-    }
+    transpose(tile, TILE, rows, H, H, m);
+    narrow(rows, m * H, (uint16_t *)state + n0 * H);
 }
 
 // Z[k] = sigmoid(b[k] + sum_j X[j] W[j, k]) for the 4H gate columns; X: [rows][NV] vectors.
@@ -226,7 +227,7 @@ extern "C" int learned_optim_bf16_dot(void) { return BF16_DOT; }
 // Floats of work space one call needs (a multiple of 16, so consecutive work spaces stay aligned).
 extern "C" int64_t learned_optim_work_size(int64_t H, int64_t F) {
     const int64_t in_max = F > H ? F : H;
-    return (TILE * (in_max + 7 * H + (in_max + H + 1) / 2) + 15) / 16 * 16;
+    return (TILE * (in_max + 8 * H + (in_max + H + 1) / 2) + 15) / 16 * 16;
 }
 
 // Network constants, shared by every tensor of a call.
@@ -261,8 +262,9 @@ static void step_rows(const Network &net, const float *grad, float grad_sign, vo
     const float p = net.p, beta = net.beta, eps = net.eps;
     const int64_t G = 4 * H, in_max = F > H ? F : H;
     const size_t elem = state_bf16 ? 2 : 4;
-    // X: this layer's inputs then h_old; Z: gates; C: cell state; Hn: new h; then X paired in bfloat16 (gates_bf16)
-    float *X = work, *Z = X + TILE * (in_max + H), *C = Z + TILE * G, *Hn = C + TILE * H;
+    // X: this layer's inputs then h_old; Z: gates; C: cell state; Hn: new h; R: rows of a bfloat16 state in float32;
+    // then X paired in bfloat16 (gates_bf16)
+    float *X = work, *Z = X + TILE * (in_max + H), *C = Z + TILE * G, *Hn = C + TILE * H, *R = Hn + TILE * H;
     const float small = expf(-p), large = expf(p);
     float nominal_step[TILE];  // the nominal term of each row of the tile (adam), kept past the layers
     for (int64_t n0 = begin; n0 < end; n0 += TILE) {
@@ -296,12 +298,12 @@ static void step_rows(const Network &net, const float *grad, float grad_sign, vo
         for (int64_t l = 0; l < L; ++l) {
             char *h_state = (char *)state + (2 * l) * total * H * elem;
             char *c_state = (char *)state + (2 * l + 1) * total * H * elem;
-            load_tile(h_state, state_bf16, n0, m, H, X + TILE * inputs);
-            load_tile(c_state, state_bf16, n0, m, H, C);
+            load_tile(h_state, state_bf16, n0, m, H, X + TILE * inputs, R);
+            load_tile(c_state, state_bf16, n0, m, H, C, R);
 #if BF16_DOT
             if (net.bf16_weights)
                 gates_bf16((const vf *)X, inputs + H, net.bf16_weights[l], net.biases[l], G, (vf *)Z,
-                           (__m512i *)(Hn + TILE * H));
+                           (__m512i *)(R + TILE * H));
             else
 #endif
                 gates((const vf *)X, inputs + H, net.weights[l], net.biases[l], G, (vf *)Z);
@@ -315,8 +317,8 @@ static void step_rows(const Network &net, const float *grad, float grad_sign, vo
                     Cv[j * NV + v] = c;
                     Hv[j * NV + v] = o * (2.0f * vsigmoid(2.0f * c) - 1.0f);
                 }
-            store_tile(h_state, state_bf16, n0, m, H, Hn);
-            store_tile(c_state, state_bf16, n0, m, H, C);
+            store_tile(h_state, state_bf16, n0, m, H, Hn, R);
+            store_tile(c_state, state_bf16, n0, m, H, C, R);
             memcpy(X, Hn, sizeof(float) * TILE * H);
             inputs = H;
         }
