@@ -65,6 +65,21 @@ def test_kernel_equals_pytorch_path_in_lockstep(config, size, state_dtype):
 
 
 @needs_kernel
+@pytest.mark.parametrize("size", [5, 32, 100])
+def test_bfloat16_state_is_the_float32_kernels_state_rounded_to_nearest_even(size):
+    """From the same bfloat16-exact state, one step with the state stored in bfloat16 gives exactly the float32
+    kernel's new state rounded as torch rounds (to nearest even; NaN stays NaN), and the same update."""
+    network = random_network(hidden_size=7, preprocessing="adam", output="tanh")
+    weights, grad = network.fused_weights(), torch.randn(size) * 10.0 ** torch.randint(-6, 1, (size,))
+    state = network.initial_state(size).normal_(0, 0.5).bfloat16().float()
+    state[1, 0, 0] = float("nan")  # a NaN in a cell state stays NaN
+    low = state.bfloat16()
+    update = fast_update_(weights, grad, state, moments=network.initial_moments(size))
+    low_update = fast_update_(weights, grad, low, moments=network.initial_moments(size))
+    torch.testing.assert_close(low.float(), state.bfloat16().float(), equal_nan=True, atol=0, rtol=0)
+    torch.testing.assert_close(low_update, update, equal_nan=True, atol=0, rtol=0)
+
+@needs_kernel
 def test_threads_split_the_coordinates_with_identical_results(network):
     weights, size = network.fused_weights(), 5 * kernel.MIN_COORDINATES_PER_THREAD + 3
     grad, before = torch.randn(size), torch.get_num_threads()
@@ -85,7 +100,8 @@ def test_threads_split_the_coordinates_with_identical_results(network):
 def test_many_tensors_in_one_call_equal_one_call_each(config, monkeypatch):
     """Tensors of 1-100 coordinates (one empty), float32 and bfloat16 states, split over two threads mid-tensor."""
     network = random_network(**config)
-    weights, sizes = network.fused_weights(), [1, 17, 0, 40, 100, 16]  # 14 tiles of 16 or 9 of 32: thread 2 starts in tile 1 of 100
+    # 14 tiles of 16 or 9 of 32: thread 2 starts in tile 1 of 100 either way
+    weights, sizes = network.fused_weights(), [1, 17, 0, 40, 100, 16]
     grads = [torch.randn(n) * 10.0 ** torch.randint(-9, 3, (n,)) for n in sizes]
     states = [network.initial_state(n, torch.bfloat16 if k % 2 else torch.float32).normal_(0, 0.5)
               for k, n in enumerate(sizes)]

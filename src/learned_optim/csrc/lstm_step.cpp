@@ -87,7 +87,7 @@ static inline vf vexp(vf x) {
 static inline vf vsigmoid(vf z) { return reciprocal(1.0f + vexp(-z)); }
 
 // bfloat16 <-> float32 over a contiguous block, in loops the compiler vectorises: widening is exact (the 16 bits
-// on top of a zero tail); narrowing rounds to nearest even and makes every NaN 0x7FC0, as torch does.
+// on top of a zero tail); narrowing rounds to nearest even, as torch does, and makes every NaN the quiet NaN 0x7FC0.
 static void widen(const uint16_t *src, int64_t count, float *dst) {
     for (int64_t i = 0; i < count; ++i) {
         const uint32_t u = (uint32_t)src[i] << 16;
