@@ -181,7 +181,6 @@ def _network_arguments(weights: Any) -> tuple:
 _prepared = PreparedWeights(_network_arguments)
 
 
-@torch.no_grad()
 def bf16_dot() -> bool:
     """Whether the kernel runs here with bfloat16 gate matmuls for ``precision="bf16"``: CPUs with AVX-512-BF16
     (elsewhere it computes in float32 whatever the precision)."""
