@@ -21,7 +21,8 @@ import time
 
 import torch
 
-from learned_optim import LearnedOptimizer, pretrained, triton_kernel
+from learned_optim import LearnedOptimizer, pretrained
+from learned_optim.fusion import DEFAULT_PRECISION, PRECISIONS
 from learned_optim.meta.evaluation import BASELINES, EVALUATION_SEED, TUNING_SEED, run_optimizer, tune
 from learned_optim.meta.registry import DEFAULTS, make_task
 from learned_optim.meta.tasks import mnist_task, paper_convnet, seeded
@@ -57,14 +58,14 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
-    parser.add_argument("--precision", nargs="+", choices=triton_kernel.PRECISIONS,
-                        default=[triton_kernel.DEFAULT_PRECISION], help="one or more, each raced")
+    parser.add_argument("--precision", nargs="+", choices=PRECISIONS,
+                        default=[DEFAULT_PRECISION], help="one or more, each raced")
     args = parser.parse_args()
     for option in ("problems", "max_steps", "repeats"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
     networks = {name: pretrained.load(name) for name in args.checkpoint}
-    contenders = {name if precision == triton_kernel.DEFAULT_PRECISION else f"{name} ({precision})":
+    contenders = {name if precision == DEFAULT_PRECISION else f"{name} ({precision})":
                   (lambda params, network=networks[name], precision=precision:
                    LearnedOptimizer(params, network, precision=precision))
                   for name in args.checkpoint for precision in args.precision}

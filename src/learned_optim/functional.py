@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from . import kernel, triton_kernel
+from .fusion import DEFAULT_PRECISION, PRECISIONS
 from .preprocessing import PREPROCESSINGS
 
 DEFAULT_CHUNK_SIZE = 8192
@@ -162,7 +163,7 @@ def fast_update_(
     decay: float = 1.0,
     maximize: bool = False,
     moments: Tensor | None = None,
-    precision: str = triton_kernel.DEFAULT_PRECISION,
+    precision: str = DEFAULT_PRECISION,
 ) -> Tensor:
     r"""No-grad update writing the new ``state`` in place, with the fused kernel where it applies.
 
@@ -193,8 +194,8 @@ def fast_update_(
     Returns:
         ``out``, or the update ``[N]`` in the weights' dtype.
     """
-    if precision not in triton_kernel.PRECISIONS:
-        raise ValueError(f"Invalid precision: {precision!r}; choose one of {triton_kernel.PRECISIONS}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"Invalid precision: {precision!r}; choose one of {PRECISIONS}")
     if weights.stateful and (moments is None or moments.shape != (weights.num_moments, grad.shape[0])):
         raise ValueError(f"the {weights.preprocessing!r} encoding needs moments of shape "
                          f"({weights.num_moments}, {grad.shape[0]}), got "

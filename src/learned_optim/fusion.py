@@ -1,6 +1,6 @@
 """What the fused kernels (:mod:`learned_optim.kernel` on CPUs, :mod:`learned_optim.triton_kernel` on GPUs) share:
-the codes they know the encodings and outputs by, the arguments they take, and a cache of each network's weights
-prepared for them."""
+the codes they know the encodings and outputs by, the matmul precisions they take, the arguments they take, and a
+cache of each network's weights prepared for them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from torch import Tensor
 
 PREPROCESSING_CODES = {"none": 0, "log_sign": 1, "adam": 2}
 OUTPUT_CODES = {"linear": 0, "tanh": 1}
+PRECISIONS = ("tf32x3", "ieee", "tf32", "bf16")
+"""``precision=`` of the fused kernels: all four on GPUs; on CPUs ``"bf16"`` where the CPU has AVX-512-BF16, the
+others float32."""
+DEFAULT_PRECISION = "tf32x3"
 PREPARED_CACHE_SIZE = 16
 """Weights objects kept prepared per kernel (the oldest is dropped first)."""
 

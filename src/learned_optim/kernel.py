@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .fusion import OUTPUT_CODES, PREPROCESSING_CODES, PreparedWeights, fusable
+from .fusion import DEFAULT_PRECISION, OUTPUT_CODES, PREPROCESSING_CODES, PreparedWeights, fusable
 from .preprocessing import ADAM_EPSILON, MOMENT_DECAY
 
 SOURCE = Path(__file__).with_name("csrc") / "lstm_step.cpp"
@@ -164,17 +164,17 @@ def bfloat16_pairs(weight: Tensor) -> Tensor:
 def _network_arguments(weights: Any) -> tuple:
     """The kernel's network arguments for ``weights``: ``(H, L, F, encoding, p, beta, eps, weight pointers,
     bias pointers, head pointer, head bias, output scale, bounded, nominal)``, the pointers to each layer's weights as
-    :func:`bfloat16_pairs`, and the tensors they point into."""
+    :func:`bfloat16_pairs` (None where the kernel has no bfloat16 matmuls), and the tensors they point into."""
     hidden = weights.head_weight.shape[0]
     layers = [(w.detach().contiguous(), b.detach().contiguous()) for w, b in weights.layers]
-    pairs = [bfloat16_pairs(w) for w, _ in layers]
+    pairs = [bfloat16_pairs(w) for w, _ in layers] if _library.bf16_dot else []
     head_weight = weights.head_weight.detach().contiguous()
     arguments = (hidden, len(layers), layers[0][0].shape[0] - hidden, PREPROCESSING_CODES[weights.preprocessing],
                  weights.p, MOMENT_DECAY, ADAM_EPSILON,
                  (ctypes.c_void_p * len(layers))(*[w.data_ptr() for w, _ in layers]),
                  (ctypes.c_void_p * len(layers))(*[b.data_ptr() for _, b in layers]), head_weight.data_ptr(),
                  float(weights.head_bias), weights.output_scale, OUTPUT_CODES[weights.output], weights.nominal)
-    bf16_pointers = (ctypes.c_void_p * len(layers))(*[w.data_ptr() for w in pairs])
+    bf16_pointers = (ctypes.c_void_p * len(pairs))(*[w.data_ptr() for w in pairs]) if pairs else None
     return arguments, bf16_pointers, (layers, pairs, head_weight)  # the tensors stay alive with their pointers
 
 
@@ -190,7 +190,7 @@ def bf16_dot() -> bool:
 @torch.no_grad()
 def fused_update_(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None = None, lr: float = 1.0,
                   decay: float = 1.0, maximize: bool = False, moments: Tensor | None = None,
-                  precision: str = "tf32x3") -> Tensor:
+                  precision: str = DEFAULT_PRECISION) -> Tensor:
     """The no-grad step of :func:`~learned_optim.functional.fast_update_` in one pass per tile.
 
     ``state [2L, N, H]`` (and, for the ``"adam"`` encoding, ``moments [3, N]``, float32) is updated in place;
@@ -208,7 +208,7 @@ def fused_update_(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None 
 @torch.no_grad()
 def fused_update_many_(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Tensor],
                        moments: list[Tensor | None], lr: float = 1.0, decay: float = 1.0, maximize: bool = False,
-                       precision: str = "tf32x3") -> None:
+                       precision: str = DEFAULT_PRECISION) -> None:
     """:func:`fused_update_` with an ``out`` for each of several tensors in one call: ``outs[k] <- decay * outs[k]
     + lr * update_k``. The threads split the tensors' tiles laid end to end, so many small tensors (a model's
     biases and norms) run like one large one, without a call per tensor. Call only where :func:`supports` holds
@@ -226,7 +226,7 @@ def _run(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Ten
     grads = [grad.to(torch.float32).contiguous() for grad in grads]  # alive until the call returns
     network, bf16_weights, _ = _prepared(weights)
     count, pointers = len(grads), ctypes.c_void_p * len(grads)
-    matmul_weights = bf16_weights if precision == "bf16" and _library.bf16_dot else None  # None: float32
+    matmul_weights = bf16_weights if precision == "bf16" else None  # None: float32 (always, without bf16 matmuls)
     arguments = (*network, matmul_weights, count, pointers(*[g.data_ptr() for g in grads]),
                  pointers(*[s.data_ptr() for s in states]),
                  (ctypes.c_int * count)(*[int(s.dtype == torch.bfloat16) for s in states]),

@@ -12,8 +12,9 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import pretrained as checkpoints
-from . import kernel, triton_kernel
+from . import kernel
 from .functional import DEFAULT_CHUNK_SIZE, FusedWeights, fast_update_
+from .fusion import DEFAULT_PRECISION, PRECISIONS
 from .network import CoordinatewiseLSTM
 
 STATE_KEY = "lstm_state"
@@ -103,7 +104,7 @@ class LearnedOptimizer(Optimizer):
         skip_nonfinite: bool = False,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         parallel_threshold: int = PARALLEL_THRESHOLD,
-        precision: str = triton_kernel.DEFAULT_PRECISION,
+        precision: str = DEFAULT_PRECISION,
     ) -> None:
         if isinstance(pretrained, (int, float)) and not isinstance(pretrained, bool):
             raise TypeError(
@@ -112,8 +113,8 @@ class LearnedOptimizer(Optimizer):
             )
         if chunk_size < 1:
             raise ValueError(f"Invalid chunk_size: {chunk_size}; it must be a positive integer")
-        if precision not in triton_kernel.PRECISIONS:
-            raise ValueError(f"Invalid precision: {precision!r}; choose one of {triton_kernel.PRECISIONS}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"Invalid precision: {precision!r}; choose one of {PRECISIONS}")
         defaults = dict(lr=lr, weight_decay=weight_decay, maximize=maximize, state_dtype=state_dtype)
         _check_options(defaults)
         self.network = _frozen_network(pretrained, revision)
@@ -323,7 +324,7 @@ class LearnedOptimizer(Optimizer):
         self.__dict__.setdefault("skipped_steps", 0)
         self.__dict__.setdefault("chunk_size", DEFAULT_CHUNK_SIZE)
         self.__dict__.setdefault("parallel_threshold", PARALLEL_THRESHOLD)
-        self.__dict__.setdefault("precision", triton_kernel.DEFAULT_PRECISION)
+        self.__dict__.setdefault("precision", DEFAULT_PRECISION)
         for group in self.param_groups:
             group.setdefault("maximize", False)
             group.setdefault("weight_decay", 0.0)

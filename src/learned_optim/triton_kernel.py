@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .fusion import OUTPUT_CODES, PREPROCESSING_CODES, PreparedWeights, fusable
+from .fusion import DEFAULT_PRECISION, OUTPUT_CODES, PRECISIONS, PREPROCESSING_CODES, PreparedWeights, fusable
 from .preprocessing import ADAM_EPSILON, MOMENT_DECAY
 
 try:
@@ -37,8 +37,6 @@ try:
 except ImportError:  # CPU-only installs: the CUDA path falls back to PyTorch
     triton = tl = None
 
-PRECISIONS = ("tf32x3", "ieee", "tf32", "bf16")
-DEFAULT_PRECISION = "tf32x3"
 BLOCK = 64
 """Coordinates per program."""
 ENV_VAR = "LEARNED_OPTIM_TRITON"
