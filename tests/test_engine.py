@@ -145,6 +145,9 @@ def test_horizon_curriculum_moves_on_when_validation_stops_improving():
     assert curriculum.horizon == 500 and curriculum.validation_horizon == 500  # the last stage stays
     with pytest.raises(ValueError, match="increasing"):
         HorizonCurriculum([200, 100])
+    whole_episode = Recipe(horizon=100, unroll=100, objective="log_final")
+    with pytest.raises(ValueError, match=r"unroll 100 < horizon 200"):  # each stage's recipe, when the run starts
+        RunConfig(recipe=whole_episode, curriculum=[100, 200])
 
 
 def test_validation_uses_the_same_problems_and_matches_learned_optimizer(network):

@@ -115,8 +115,14 @@ def test_log_objective_sums_the_log_losses_of_the_same_trajectory(network):
     torch.testing.assert_close(paper, losses.sum(0))
     torch.testing.assert_close(log, losses.log().sum(0))
     torch.testing.assert_close(ratio, (losses / ratio_unroller.initial_loss).log().sum(0) / 40)
+    final, _ = Unroller(network, problem, objective="log_final", horizon=10).unroll(10)
+    torch.testing.assert_close(final, losses.log().sum(0))  # a horizon of 10: every step is in the final window
+    final, _ = Unroller(network, problem, objective="log_final", horizon=13).unroll(10)
+    torch.testing.assert_close(final, losses[3:].log().sum(0))  # steps 4-10 of 13
     with pytest.raises(ValueError, match="Invalid objective: 'mean'"):
         Recipe(objective="mean")
+    with pytest.raises(ValueError, match="log_final objective needs one unroll over the whole horizon"):
+        Recipe(objective="log_final", horizon=100, unroll=20)
 
 
 def test_non_finite_meta_loss_or_gradient_skips_the_meta_step():

@@ -71,11 +71,14 @@ def run_optimizer(problem: Problem, make_optimizer: OptimizerFactory, steps: int
     return Trajectory(losses, heldout, {name: p.detach() for name, p in params.items()})
 
 
+FINAL_STEPS = 10
+"""The ``final`` metric's window: the last steps, whose mean loss it is."""
+
 METRICS: dict[str, Callable[[list[float]], float]] = {
-    "final": lambda losses: sum(losses[-10:]) / len(losses[-10:]),
+    "final": lambda losses: sum(losses[-FINAL_STEPS:]) / len(losses[-FINAL_STEPS:]),
     "sum": sum,
 }
-"""``final``: mean loss over the last 10 steps; ``sum``: sum of the losses over all steps."""
+"""``final``: mean loss over the last :data:`FINAL_STEPS` steps; ``sum``: sum of the losses over all steps."""
 
 
 def _mean(values: list[float]) -> float:

@@ -124,7 +124,8 @@ class RunConfig:
             raise ValueError(f"Invalid network_init: {self.network_init!r}; use one of {list(NETWORK_INITS)}")
         if self.meta_lr_warmup < 0:
             raise ValueError(f"Invalid meta_lr_warmup: {self.meta_lr_warmup}; it must be >= 0")
-        self.make_curriculum()  # validates the stages
+        for horizon in self.make_curriculum().stages:  # validates the stages and each stage's recipe
+            dataclasses.replace(self.recipe, horizon=horizon)
 
     def meta_lr(self, episode: int) -> float:
         """The meta learning rate of ``episode`` under the schedule."""

@@ -28,19 +28,25 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from .evaluation import FINAL_STEPS
 from .tasks import Params, Problem, ProblemBatch, stack_problems
 
-OBJECTIVES: dict[str, Callable[[Tensor, Tensor, int], Tensor]] = {
-    "sum": lambda loss, initial, horizon: loss,
-    "log": lambda loss, initial, horizon: loss.log(),
-    "log_ratio": lambda loss, initial, horizon: (loss / initial).log() / horizon,
+OBJECTIVES: dict[str, Callable[[Tensor, Tensor, int, int], Tensor]] = {
+    "sum": lambda loss, initial, step, horizon: loss,
+    "log": lambda loss, initial, step, horizon: loss.log(),
+    "log_ratio": lambda loss, initial, step, horizon: (loss / initial).log() / horizon,
+    "log_final": lambda loss, initial, step, horizon: loss.log() * (step > horizon - FINAL_STEPS),
 }
-r"""Meta-loss term :math:`\ell(f_t)` of a step, given the problem's initial loss :math:`f_0` and the horizon
-:math:`T`. ``"sum"``: :math:`f_t` (the paper). ``"log"``: :math:`\log f_t`, whose gradient
+r"""Meta-loss term :math:`\ell(f_t)` of step :math:`t`, given the problem's initial loss :math:`f_0` and the
+horizon :math:`T`. ``"sum"``: :math:`f_t` (the paper). ``"log"``: :math:`\log f_t`, whose gradient
 :math:`\nabla f_t / f_t` weighs a step by its relative progress, so late steps (small losses) are not
 drowned out by the large early ones. ``"log_ratio"``: :math:`\log(f_t / f_0) / T`, summing to
 :math:`\operatorname{mean}_t \log(f_t / f_0)` over the horizon (Wichrowska et al., 2017): the same
-direction as ``"log"``, on a scale comparable across problems and horizons. Both logs need positive losses."""
+direction as ``"log"``, on a scale comparable across problems and horizons. ``"log_final"``: :math:`\log f_t`
+for the last :data:`~learned_optim.meta.evaluation.FINAL_STEPS` steps of the horizon, 0 before: the logs of the
+losses whose mean is the ``final`` metric that evaluation reports and validation selects on (the paper's weights
+:math:`w_t` of its eq. 3, 1 on those steps only); it needs one unroll over the whole horizon, through which its
+meta-gradient reaches the early updates. The logs need positive losses."""
 
 
 @dataclass
@@ -80,6 +86,10 @@ class Recipe:
             raise ValueError(f"Invalid meta learning rate: {self.meta_lr}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"Invalid objective: {self.objective!r}; choose one of {list(OBJECTIVES)}")
+        if self.objective == "log_final" and self.unroll < self.horizon:
+            raise ValueError(f"The log_final objective needs one unroll over the whole horizon (unroll {self.unroll} < "
+                             f"horizon {self.horizon}): its terms are the last steps' losses, so the earlier unrolls "
+                             "would have no meta-gradient; set the unroll to the horizon")
         if self.meta_batch < 1:
             raise ValueError(f"Invalid meta_batch: {self.meta_batch}; it must be a positive integer")
         if self.random_scale < 0:
@@ -216,7 +226,7 @@ class Unroller:
         for _ in range(steps):
             update, self.state = self.network(self.grad, self.state)
             loss = self.advance(update)
-            meta_loss = meta_loss + self.objective(loss, self.initial_loss, self.horizon)
+            meta_loss = meta_loss + self.objective(loss, self.initial_loss, self.step, self.horizon)
             losses.append(loss.detach())
         return meta_loss, torch.stack(losses)
 
