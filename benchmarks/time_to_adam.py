@@ -1,8 +1,8 @@
 """Wall-clock to reach tuned Adam's 100-step loss: LearnedOptimizer vs Adam, on the MNIST MLP and on the
 paper's CIFAR ConvNet architecture on MNIST (batch 128), where forward and backward dominate the step.
 
-    python benchmarks/time_to_adam.py [--checkpoint l2l-mnist ...] [--precision tf32x3 ...] [--problems 5]
-        [--repeats 3] [--tasks mlp convnet]
+    python benchmarks/time_to_adam.py [--checkpoint l2l-mnist ...] [--precision tf32x3 ...]
+        [--state-dtype float32 ...] [--problems 5] [--repeats 3] [--tasks mlp convnet]
 
 Adam's learning rate is tuned (final loss, log grid) on separate problems; the target is its mean
 loss over steps 91-100 on the benchmark problems. Each optimizer then trains the same problems in an
@@ -10,7 +10,8 @@ ordinary loop and we time (forward, backward, step included) until the mean loss
 steps reaches the target. Both are measured in the same run, taking turns on each problem (so a machine
 that speeds up or slows down affects both), and each problem's time is the median of ``--repeats`` runs
 (the steps are the same in every run). Every checkpoint runs with every ``--precision`` of ``LearnedOptimizer``
-(on CPU, ``bf16`` differs from float32 where the CPU has AVX-512-BF16). Needs MNIST (learned_optim.meta.data).
+(on CPU, ``bf16`` differs from float32 where the CPU has AVX-512-BF16) and every ``--state-dtype`` of its LSTM
+state (bfloat16 halves the state the step reads and writes). Needs MNIST (learned_optim.meta.data).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from learned_optim.fusion import DEFAULT_PRECISION, PRECISIONS
 from learned_optim.meta.evaluation import BASELINES, EVALUATION_SEED, TUNING_SEED, run_optimizer, tune
 from learned_optim.meta.registry import DEFAULTS, make_task
 from learned_optim.meta.tasks import mnist_task, paper_convnet, seeded
+
+STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 TASKS = {
     "mlp": ("MNIST MLP 784-20-10, sigmoid", lambda: make_task(DEFAULTS["mnist"]["task"], "test")),
@@ -60,15 +63,22 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS,
                         default=[DEFAULT_PRECISION], help="one or more, each raced")
+    parser.add_argument("--state-dtype", nargs="+", choices=list(STATE_DTYPES), default=["float32"],
+                        help="one or more, each raced")
     args = parser.parse_args()
     for option in ("problems", "max_steps", "repeats"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
     networks = {name: pretrained.load(name) for name in args.checkpoint}
-    contenders = {name if precision == DEFAULT_PRECISION else f"{name} ({precision})":
-                  (lambda params, network=networks[name], precision=precision:
-                   LearnedOptimizer(params, network, precision=precision))
-                  for name in args.checkpoint for precision in args.precision}
+    contenders = {}
+    for name in args.checkpoint:
+        for precision in args.precision:
+            for state_dtype in args.state_dtype:
+                options = [precision] * (precision != DEFAULT_PRECISION) + [f"{state_dtype} state"] * (
+                    state_dtype != "float32")
+                contenders[name + (f" ({', '.join(options)})" if options else "")] = (
+                    lambda params, network=networks[name], precision=precision, dtype=STATE_DTYPES[state_dtype]:
+                    LearnedOptimizer(params, network, precision=precision, state_dtype=dtype))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for key in args.tasks:
         description, make = TASKS[key]
