@@ -193,8 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip", type=float, help=f"clip the meta-gradient norm {_default('clip')}")
     p.add_argument("--second-order", action="store_true", default=None, help="keep second derivatives (default: dropped)")
     p.add_argument("--objective", choices=list(OBJECTIVES),
-                   help="meta-loss per step: the loss (the paper), its log, or log(f_t / f_0) / T "
-                   f"(Wichrowska et al. 2017) {_default('objective')}")
+                   help="meta-loss per step: the loss (the paper), its log, log(f_t / f_0) / T "
+                   "(Wichrowska et al. 2017), or the log on the horizon's last 10 steps only (needs --unroll equal "
+                   f"to the horizon) {_default('objective')}")
     p.add_argument("--meta-batch", type=int,
                    help=f"optimizees per meta-step, run together; split over torchrun's processes {_default('meta_batch')}")
     p.add_argument("--random-scale", type=float, metavar="R",

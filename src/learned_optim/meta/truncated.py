@@ -35,7 +35,8 @@ OBJECTIVES: dict[str, Callable[[Tensor, Tensor, int, int], Tensor]] = {
     "sum": lambda loss, initial, step, horizon: loss,
     "log": lambda loss, initial, step, horizon: loss.log(),
     "log_ratio": lambda loss, initial, step, horizon: (loss / initial).log() / horizon,
-    "log_final": lambda loss, initial, step, horizon: loss.log() * (step > horizon - FINAL_STEPS),
+    "log_final": lambda loss, initial, step, horizon: (loss.log() if step > horizon - FINAL_STEPS
+                                                       else torch.zeros_like(loss)),
 }
 r"""Meta-loss term :math:`\ell(f_t)` of step :math:`t`, given the problem's initial loss :math:`f_0` and the
 horizon :math:`T`. ``"sum"``: :math:`f_t` (the paper). ``"log"``: :math:`\log f_t`, whose gradient
