@@ -11,8 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from learned_optim.meta.art import (CONTENT_LAYER, ENV_VAR, SPLITS, STYLE_LAYERS, StyleLoss, find_style, gram,
-                                    load_image, load_vgg16, photos, save_image, style_transfer_task)
+from learned_optim.meta.art import (CONTENT_LAYER, ENV_VAR, MIN_CROP, SPLITS, STYLE_LAYERS, StyleLoss,
+                                    StyleTransferTask, find_style, gram, load_image, load_vgg16, photos, save_image,
+                                    square, style_transfer_task)
 from learned_optim.meta.cli import main
 from learned_optim.meta.data import DataError
 from learned_optim.meta.registry import DEFAULTS
@@ -98,6 +99,26 @@ def test_splits_keep_whole_photos_apart():
     assert names["validation"] == set(SPLITS["validation"]) and names["test"] == set(SPLITS["test"])
     assert not names["train"] & (names["validation"] | names["test"])
     assert len(names["train"]) == 16
+
+
+def test_min_crop_zooms_in_on_training_crops_only(vgg):
+    photo, style = torch.rand(3, 100, 200), torch.rand(3, 40, 40)
+
+    def crop_sides(task):
+        with mock.patch("learned_optim.meta.art.square", wraps=square) as crop:
+            for seed in range(200):
+                task.content(seeded(seed))
+        return [call.args[2] for call in crop.call_args_list]
+
+    default, zoomed = (crop_sides(StyleTransferTask(vgg, [photo], style, size=16, min_crop=m)) for m in (0.5, 0.1))
+    assert 50 <= min(default) and max(default) <= 100
+    assert 10 <= min(zoomed) < 20 and max(zoomed) <= 100
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match=f"Invalid min_crop: {bad}; .* in \\(0, 1\\]"):
+            StyleTransferTask(vgg, [photo], style, size=16, min_crop=bad)
+    weights = str(ART / "vgg16_features.safetensors")
+    assert style_transfer_task(size=16, root=ART, vgg=weights, min_crop=0.2).min_crop == 0.2
+    assert style_transfer_task(size=16, split="validation", root=ART, vgg=weights, min_crop=0.2).min_crop == MIN_CROP
 
 
 def test_gram_matrix_is_normalised_by_the_feature_size():

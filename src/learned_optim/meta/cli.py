@@ -38,7 +38,7 @@ def _task_spec(args: argparse.Namespace) -> dict:
         spec["activation"] = args.activation
     if args.num_functions is not None:
         spec["num_functions"] = args.num_functions
-    for key in ("style", "size", "vgg"):
+    for key in ("style", "size", "vgg", "min_crop"):
         if getattr(args, key) is not None:
             spec[key] = getattr(args, key)
     if args.art_root is not None:
@@ -67,6 +67,8 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
                         help="quadratic: functions optimized at once per meta-training problem (default: 32)")
     parser.add_argument("--style", help="art: style image, a file in ART_ROOT/style or a path (default: starry_night.jpg)")
     parser.add_argument("--size", type=int, help="art: image side in pixels (default: 64)")
+    parser.add_argument("--min-crop", type=float, help="art: the smallest training crop's side, a fraction of the "
+                        "photo's shorter side (default: 0.5; validation and test crops keep 0.5)")
     parser.add_argument("--art-root", help="art: folder with content/, style/ and vgg16_features.safetensors "
                         "(default: $LEARNED_OPTIM_ART)")
     parser.add_argument("--vgg", help="art: VGG-16 weights, a safetensors file or Hub repo id (default: ART_ROOT's "

@@ -56,7 +56,7 @@ for _family, _task in [("mnist-convnet", {}),  # the paper's CIFAR ConvNet on MN
                          **copy.deepcopy({key: DEFAULTS["mnist"][key] for key in ("network", "training", "evaluation")})}
 
 TASK_NAMES = tuple(DEFAULTS)
-_EXTRA_OPTIONS = {"quadratic": {"dim"}, "mnist": {"batch_size", "init_std", "root"}, "art": {"root", "vgg"},
+_EXTRA_OPTIONS = {"quadratic": {"dim"}, "mnist": {"batch_size", "init_std", "root"}, "art": {"root", "vgg", "min_crop"},
                   "simple": set(), "mnist-convnet": {"batch_size", "root"}, "mnist-mlps": {"root"},
                   "mnist-convnets": {"root"}, "mixture": set()}
 
