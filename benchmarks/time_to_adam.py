@@ -17,6 +17,7 @@ state (bfloat16 halves the state the step reads and writes). Needs MNIST (learne
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 
@@ -24,11 +25,10 @@ import torch
 
 from learned_optim import LearnedOptimizer, pretrained
 from learned_optim.fusion import DEFAULT_PRECISION, PRECISIONS
-from learned_optim.meta.evaluation import BASELINES, EVALUATION_SEED, TUNING_SEED, run_optimizer, tune
+from learned_optim.meta.evaluation import (BASELINES, EVALUATION_SEED, FINAL_STEPS, METRICS, TUNING_SEED,
+                                           run_optimizer, tune)
 from learned_optim.meta.registry import DEFAULTS, make_task
 from learned_optim.meta.tasks import mnist_task, paper_convnet, seeded
-
-STATE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 TASKS = {
     "mlp": ("MNIST MLP 784-20-10, sigmoid", lambda: make_task(DEFAULTS["mnist"]["task"], "test")),
@@ -37,8 +37,8 @@ TASKS = {
 
 
 def time_to_target(problem, make_optimizer, target: float, max_steps: int) -> tuple[int | None, float, float]:
-    """(steps, seconds, mean of the last 10 losses) when that mean reaches ``target``; steps None if it never
-    does within ``max_steps``."""
+    """(steps, seconds, ``final`` metric: mean of the last 10 losses) when that mean reaches ``target``; steps None
+    if it never does within ``max_steps``."""
     params = {name: p.detach().clone().requires_grad_() for name, p in problem.params.items()}
     optimizer = make_optimizer(list(params.values()))
     losses = []
@@ -49,9 +49,9 @@ def time_to_target(problem, make_optimizer, target: float, max_steps: int) -> tu
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        if len(losses) >= 10 and sum(losses[-10:]) / 10 <= target:
-            return step + 1, time.perf_counter() - started, sum(losses[-10:]) / 10
-    return None, time.perf_counter() - started, sum(losses[-10:]) / 10
+        if len(losses) >= FINAL_STEPS and METRICS["final"](losses) <= target:
+            return step + 1, time.perf_counter() - started, METRICS["final"](losses)
+    return None, time.perf_counter() - started, METRICS["final"](losses)
 
 
 def main() -> None:
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     parser.add_argument("--precision", nargs="+", choices=PRECISIONS,
                         default=[DEFAULT_PRECISION], help="one or more, each raced")
-    parser.add_argument("--state-dtype", nargs="+", choices=list(STATE_DTYPES), default=["float32"],
+    parser.add_argument("--state-dtype", nargs="+", choices=["float32", "bfloat16"], default=["float32"],
                         help="one or more, each raced")
     args = parser.parse_args()
     for option in ("problems", "max_steps", "repeats"):
@@ -71,14 +71,13 @@ def main() -> None:
             parser.error(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
     networks = {name: pretrained.load(name) for name in args.checkpoint}
     contenders = {}
-    for name in args.checkpoint:
-        for precision in args.precision:
-            for state_dtype in args.state_dtype:
-                options = [precision] * (precision != DEFAULT_PRECISION) + [f"{state_dtype} state"] * (
-                    state_dtype != "float32")
-                contenders[name + (f" ({', '.join(options)})" if options else "")] = (
-                    lambda params, network=networks[name], precision=precision, dtype=STATE_DTYPES[state_dtype]:
-                    LearnedOptimizer(params, network, precision=precision, state_dtype=dtype))
+    for name, precision, state_dtype in itertools.product(args.checkpoint, args.precision, args.state_dtype):
+        options = ", ".join(option for option, default in ((precision, DEFAULT_PRECISION),
+                                                          (f"{state_dtype} state", "float32 state"))
+                            if option != default)
+        contenders[f"{name} ({options})" if options else name] = (
+            lambda params, network=networks[name], precision=precision, dtype=getattr(torch, state_dtype):
+            LearnedOptimizer(params, network, precision=precision, state_dtype=dtype))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for key in args.tasks:
         description, make = TASKS[key]
@@ -91,8 +90,8 @@ def race(description: str, task, learned: dict, args) -> None:
     adam = BASELINES["Adam"]
     lr = tune(adam, [task.sample(seeded(TUNING_SEED + i)) for i in range(args.problems)], 100)["final"]
     problems = [task.sample(seeded(EVALUATION_SEED + i)) for i in range(args.problems)]
-    target = statistics.mean(
-        sum(run_optimizer(p, lambda params: adam(params, lr), 100).losses[-10:]) / 10 for p in problems)
+    target = statistics.mean(METRICS["final"](run_optimizer(p, lambda params: adam(params, lr), 100).losses)
+                             for p in problems)
     print(f"\n{description}: Adam lr {lr:.3g}; target = Adam's mean loss over steps 91-100 = {target:.4f}")
     contenders = {"Adam": lambda params: adam(params, lr), **learned}
     results = {name: [] for name in contenders}

@@ -48,10 +48,10 @@ CONTENT_LAYER = 20
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHTS = {"content": 0.01, "style": 1.0, "tv": 10.0}
-MIN_CROP = 0.5
-"""The smallest content crop's side, as a fraction of the photo's shorter side (validation and test crops)."""
 r""":math:`\alpha, \beta, \gamma`: the three weighted terms are of the same order (0.1-0.3) after 128 steps of tuned
 Adam at 64x64 on The Starry Night; the style term, ~160 at the content photo, is what the optimizer works on."""
+MIN_CROP = 0.5
+"""The smallest content crop's side, as a fraction of the photo's shorter side (validation and test crops)."""
 SPLITS = {
     "validation": ("china.jpg", "imagenet_05_853.jpg", "imagenet_11_630.jpg", "imagenet_17_22.jpg"),
     "test": ("astronaut.png", "chelsea.png", "coffee.png", "imagenet_03_990.jpg", "imagenet_09_455.jpg",

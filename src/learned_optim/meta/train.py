@@ -44,7 +44,8 @@ from .tasks import Task, seeded
 from .truncated import BatchLayout, Recipe, Unroller, random_scales, train_episode
 
 VALIDATION_METRICS = {"mean": lambda losses: METRICS["sum"](losses) / len(losses), "final": METRICS["final"]}
-"""Validation criteria: mean loss over the horizon (the meta-objective) or mean of the last 10 steps."""
+"""Validation criteria: mean loss over the horizon or evaluation's ``final`` (the mean of the last
+:data:`~learned_optim.meta.evaluation.FINAL_STEPS` steps)."""
 VALIDATION_SEED = 1_000_000_007
 """Validation problem ``i`` is drawn with seed ``VALIDATION_SEED + i`` (disjoint from training seeds)."""
 VALIDATION_CHUNK = 25
