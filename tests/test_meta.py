@@ -391,9 +391,28 @@ def test_init_fine_tunes_a_checkpoint(tmp_path):
     assert Run(tmp_path / "tuned").config.init == str(first / "best")
 
 
+def test_init_step_scale_fine_tunes_the_checkpoint_with_its_step_scaled(tmp_path):
+    """``--init-step-scale 2`` starts from the checkpoint as ``with_step_scale(2)`` saves it (output scale 1 -> 2)."""
+    first = tmp_path / "first"
+    main(["train", str(first), *TINY, "--episodes", "2"])
+    CoordinatewiseLSTM.from_pretrained(first / "best").with_step_scale(2).save_pretrained(tmp_path / "saved")
+    main(["train", str(tmp_path / "scaled"), *TINY, "--episodes", "1", "--init", str(first / "best"),
+          "--init-step-scale", "2", "--output-scale", "2"])
+    main(["train", str(tmp_path / "from-saved"), *TINY, "--episodes", "1", "--init", str(tmp_path / "saved"),
+          "--output-scale", "2"])
+    starts = [[e["validation_loss"] for e in Run(tmp_path / name).log() if "validation_loss" in e][0]
+              for name in ("scaled", "from-saved")]
+    assert starts[0] == starts[1] != Run(first).checkpoint()["best"]["validation_loss"]
+    assert Run(tmp_path / "scaled").config.init_step_scale == 2
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "RUN", "--task", "mnist", "--num-functions", "3"], "does not take options \\['num_functions'\\]"),
     (["train", "RUN", "--init", "l2l-mnist"], "init checkpoint 'l2l-mnist' has config .* pass the checkpoint's"),
+    (["train", "RUN", "--init", "l2l-mnist", "--init-step-scale", "2"],
+     "with its step scaled by 2.0 has config .*'output_scale': 0.2"),
+    (["train", "RUN", "--init-step-scale", "2"], "scales the init checkpoint's step, but there is no init"),
+    (["train", "RUN", "--init", "l2l-mnist", "--init-step-scale", "0"], "Invalid init_step_scale: 0.0; it must be"),
     (["evaluate", "--checkpoint", "no-such-checkpoint"], "unknown checkpoint 'no-such-checkpoint'"),
     (["evaluate", "--run", "RUN"], "not a run folder"),
 ])

@@ -227,6 +227,27 @@ def test_a_nominal_term_round_trips_and_with_a_silent_head_is_adam():
         torch.testing.assert_close(param, reference)
 
 
+@pytest.mark.parametrize("config", [NOMINAL, {}])
+def test_a_step_scaled_network_steps_as_lr_scale(config):
+    """``with_step_scale(s)`` is ``lr=s`` as a network of its own: ``output_scale`` and the nominal rate times s."""
+    network = random_network(**config)
+    scaled = network.with_step_scale(1.5)
+    assert network.output_scale == 0.1  # 0.1 x 1.5 and 0.05 x 1.5, rounded off
+    assert scaled.config == {**network.config, "output_scale": 0.15, **({"nominal": 0.075} if network.nominal else {})}
+    params = [torch.randn(40, requires_grad=True) for _ in range(2)]
+    ours, reference = LearnedOptimizer([params[0]], scaled), LearnedOptimizer([params[1]], network, lr=1.5)
+    with torch.no_grad():
+        params[1].copy_(params[0])
+    for _ in range(4):
+        grad = torch.randn(40)
+        params[0].grad, params[1].grad = grad.clone(), grad.clone()
+        ours.step(), reference.step()
+    torch.testing.assert_close(params[0], params[1])
+    for scale in (0.0, -1.0, math.inf):
+        with pytest.raises(ValueError, match="Invalid step scale.*finite and > 0"):
+            network.with_step_scale(scale)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 def test_fast_path_updates_out_in_place_as_decay_times_out_plus_lr_times_update(network, dtype):
     grad = torch.randn(23)

@@ -122,6 +122,18 @@ class CoordinatewiseLSTM(
         return {key: getattr(self, key) for key in CONFIG_KEYS
                 if key not in _LATER_KEYS or getattr(self, key) != _LATER_KEYS[key]}
 
+    def with_step_scale(self, scale: float) -> "CoordinatewiseLSTM":
+        r"""A copy whose step is ``scale`` times this one's: ``output_scale`` and the ``nominal`` rate multiplied by
+        ``scale`` (the update :math:`s\,o(W h) - \nu\, \hat m / \sqrt{\hat v}` is linear in both), the same
+        weights: ``LearnedOptimizer(..., lr=scale)`` as a network of its own, to fine-tune or publish."""
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"Invalid step scale: {scale}; it must be finite and > 0")
+        config = {**self.config, "output_scale": round(self.output_scale * scale, 12),
+                  "nominal": round(self.nominal * scale, 12)}
+        scaled = type(self)(**config).to(self.head.weight.device)
+        scaled.load_state_dict(self.state_dict())
+        return scaled
+
     def initial_state(
         self, num_coordinates: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
     ) -> Tensor:

@@ -77,7 +77,7 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
 
 RECIPE_OPTIONS = [f.name for f in dataclasses.fields(Recipe)]
 RUN_OPTIONS = ["episodes", "seed", "validate_every", "num_validation", "validation_metric", "meta_lr_schedule",
-               "meta_lr_warmup", "init", "network_init", "curriculum", "curriculum_patience"]
+               "meta_lr_warmup", "init", "init_step_scale", "network_init", "curriculum", "curriculum_patience"]
 
 
 def _default(key: str) -> str:
@@ -226,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"meta learning rate schedule {_default('meta_lr_schedule')}")
     p.add_argument("--init", metavar="CHECKPOINT",
                    help="fine-tune: start from this checkpoint (bundled name, folder or Hub repo id)")
+    p.add_argument("--init-step-scale", type=float, metavar="S",
+                   help="fine-tune from --init with its step multiplied by S (a step size chosen on validation; pass "
+                   "the scaled --output-scale and --nominal) (default: 1)")
     for key, kind in (("hidden_size", int), ("num_layers", int), ("p", float), ("output_scale", float),
                       ("nominal", float)):
         p.add_argument(f"--{key.replace('_', '-')}", type=kind, help="network config (default: the task's)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import sys
@@ -93,6 +94,9 @@ class RunConfig:
         meta_lr_warmup (int): episodes of linear meta-lr warm-up (default: 0).
         init (str | None): start from this checkpoint (a bundled name, a folder or a Hub repo id; its
             config must equal ``network``) instead of a fresh initialisation: fine-tuning.
+        init_step_scale (float): the ``init`` checkpoint's step multiplied by this
+            (:meth:`~learned_optim.CoordinatewiseLSTM.with_step_scale`; ``network`` then has the scaled
+            ``output_scale`` and ``nominal``): fine-tuning from a step size chosen on validation (default: 1).
         network_init (str): how a fresh network is initialised, a key of :data:`NETWORK_INITS`.
         curriculum (list[int] | None): horizons of a :class:`~learned_optim.meta.schedules.HorizonCurriculum`
             (default: None, always ``recipe.horizon``).
@@ -112,6 +116,7 @@ class RunConfig:
     meta_lr_schedule: str = "constant"
     meta_lr_warmup: int = 0
     init: str | None = None
+    init_step_scale: float = 1.0
     network_init: str = "pytorch"
     curriculum: list[int] | None = None
     curriculum_patience: int = 2
@@ -125,6 +130,11 @@ class RunConfig:
             raise ValueError(f"Invalid network_init: {self.network_init!r}; use one of {list(NETWORK_INITS)}")
         if self.meta_lr_warmup < 0:
             raise ValueError(f"Invalid meta_lr_warmup: {self.meta_lr_warmup}; it must be >= 0")
+        if not (math.isfinite(self.init_step_scale) and self.init_step_scale > 0):
+            raise ValueError(f"Invalid init_step_scale: {self.init_step_scale}; it must be finite and > 0")
+        if self.init_step_scale != 1 and self.init is None:
+            raise ValueError(f"init_step_scale {self.init_step_scale} scales the init checkpoint's step, but there is "
+                             "no init; give the checkpoint to start from")
         for horizon in self.make_curriculum().stages:  # validates the stages and each stage's recipe
             dataclasses.replace(self.recipe, horizon=horizon)
 
@@ -270,10 +280,11 @@ def train(
     dist.barrier()  # every process has read the folder before rank 0 writes to it
     if checkpoint is None:
         if config.init is not None:  # a resumed run has its weights in the checkpoint instead
-            start = pretrained.load(config.init)
+            start = pretrained.load(config.init).with_step_scale(config.init_step_scale)
             if start.config != network.config:
-                raise ValueError(f"init checkpoint {config.init!r} has config {start.config}, but the run's network "
-                                 f"is {network.config}; pass the checkpoint's network options")
+                scaled = f" with its step scaled by {config.init_step_scale}" * (config.init_step_scale != 1)
+                raise ValueError(f"init checkpoint {config.init!r}{scaled} has config {start.config}, but the run's "
+                                 f"network is {network.config}; pass the checkpoint's network options")
             network.load_state_dict(start.state_dict())
         if dist.is_main:
             run.folder.mkdir(parents=True, exist_ok=True)
