@@ -404,6 +404,8 @@ def test_init_step_scale_fine_tunes_the_checkpoint_with_its_step_scaled(tmp_path
               for name in ("scaled", "from-saved")]
     assert starts[0] == starts[1] != Run(first).checkpoint()["best"]["validation_loss"]
     assert Run(tmp_path / "scaled").config.init_step_scale == 2
+    card = (publish(tmp_path / "scaled", tmp_path / "ckpt") / "README.md").read_text()
+    assert f"initialised from `{first / 'best'}` with its step scaled by 2.0." in card
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -112,7 +112,8 @@ def _meta_training(run: Run) -> str:
         f"- Recipe (truncated BPTT): `{json.dumps(config.to_json()['recipe'])}`, meta learning rate schedule "
         f"`{config.meta_lr_schedule}` with {config.meta_lr_warmup} warm-up episodes; horizon curriculum "
         f"`{config.curriculum or 'none'}`; seed {config.seed}"
-        + (f"; initialised from `{config.init}`." if config.init else f"; fresh `{config.network_init}` initialisation."),
+        + (f"; initialised from `{config.init}`" + f" with its step scaled by {config.init_step_scale}"
+           * (config.init_step_scale != 1) + "." if config.init else f"; fresh `{config.network_init}` initialisation."),
         f"- Episodes: {checkpoint['episode']}; the best network by validation loss ({metric} on "
         f"{config.num_validation} fixed held-out problems"
         + validation_data
