@@ -210,10 +210,10 @@ def _tiny_checkpoint(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_l2l_art_is_within_ten_percent_of_tuned_adam_and_improves_on_its_nominal_step():
+def test_l2l_art_ends_below_tuned_adam_and_its_nominal_step():
     """The model card's claims, on one test problem at 64x64: l2l-art's final loss (mean of the last 10 steps) is
-    within 10% of Adam's at the suite's tuned rate (0.1) and below its nominal step's alone (the head zeroed, so
-    the LSTM adds nothing), having taken the loss from the content photo's to below 0.2% of it."""
+    below Adam's at the suite's tuned rate (0.1) and below its nominal step's alone (the head zeroed, so the LSTM
+    adds nothing), having taken the loss from the content photo's to below 0.2% of it."""
     from learned_optim import LearnedOptimizer, pretrained
     from learned_optim.meta.evaluation import EVALUATION_SEED, run_optimizer
 
@@ -228,5 +228,5 @@ def test_l2l_art_is_within_ten_percent_of_tuned_adam_and_improves_on_its_nominal
     losses = {name: run_optimizer(task.sample(seeded(EVALUATION_SEED)), make, 128).losses
               for name, make in optimizers.items()}
     final = {name: sum(curve[-10:]) / 10 for name, curve in losses.items()}
-    assert final["l2l-art"] < 1.1 * final["adam"] and final["l2l-art"] < final["nominal"]
+    assert final["l2l-art"] < final["adam"] and final["l2l-art"] < final["nominal"]
     assert losses["l2l-art"][-1] < 0.002 * losses["l2l-art"][0]
