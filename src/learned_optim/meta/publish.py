@@ -105,15 +105,16 @@ def _hardware(run: Run) -> str:
 def _meta_training(run: Run) -> str:
     """How ``run`` was meta-trained, as model-card bullets."""
     config, checkpoint, stages = run.config, run.checkpoint(), lineage(run)
+    scaled = f" with its step scaled by {config.init_step_scale}" if config.init_step_scale != 1 else ""
+    start = (f"; initialised from `{config.init}`{scaled}." if config.init
+             else f"; fresh `{config.network_init}` initialisation.")
     training_data, validation_data = DATA.get(_data_family(config.task), DATA[None])
     metric = VALIDATION_METRIC_DESCRIPTIONS[config.validation_metric]
     lines = [
         f"- Task: `{json.dumps(config.task)}`; data used for meta-training: {training_data}.",
         f"- Recipe (truncated BPTT): `{json.dumps(config.to_json()['recipe'])}`, meta learning rate schedule "
         f"`{config.meta_lr_schedule}` with {config.meta_lr_warmup} warm-up episodes; horizon curriculum "
-        f"`{config.curriculum or 'none'}`; seed {config.seed}"
-        + (f"; initialised from `{config.init}`" + f" with its step scaled by {config.init_step_scale}"
-           * (config.init_step_scale != 1) + "." if config.init else f"; fresh `{config.network_init}` initialisation."),
+        f"`{config.curriculum or 'none'}`; seed {config.seed}{start}",
         f"- Episodes: {checkpoint['episode']}; the best network by validation loss ({metric} on "
         f"{config.num_validation} fixed held-out problems"
         + validation_data
