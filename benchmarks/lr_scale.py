@@ -16,6 +16,7 @@ Needs the panels' data (MNIST, or the art folder for neural-art).
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 
 from learned_optim import LearnedOptimizer, pretrained
@@ -37,6 +38,10 @@ def main() -> None:
     parser.add_argument("--multipliers", type=float, nargs="+", default=MULTIPLIERS)
     parser.add_argument("--steps", type=int, help="steps per run (default: each panel's)")
     args = parser.parse_args()
+    if args.problems < 1 or (args.steps is not None and args.steps < 1):
+        parser.error(f"--problems and --steps must be at least 1, got {args.problems} and {args.steps}")
+    if not all(math.isfinite(m) and m > 0 for m in args.multipliers):
+        parser.error(f"--multipliers must be finite and > 0, got {args.multipliers}")
     network = pretrained.load(args.checkpoint)
     panels = suite_panels(args.suite, DEFAULTS[SUITES[args.suite][0]]["task"])
     unknown = sorted(set(args.panels) - set(panels))

@@ -293,7 +293,8 @@ class StyleTransferTask(Task):
         photo = self.photos[int(torch.randint(len(self.photos), (), generator=generator))]
         height, width = photo.shape[-2:]
         shorter = min(height, width)
-        side = max(1, int(shorter * (self.min_crop + (1 - self.min_crop) * float(torch.rand((), generator=generator)))))
+        fraction = self.min_crop + (1 - self.min_crop) * float(torch.rand((), generator=generator))
+        side = max(1, int(shorter * fraction))
         top = int(torch.randint(height - side + 1, (), generator=generator))
         left = int(torch.randint(width - side + 1, (), generator=generator))
         flip = bool(torch.rand((), generator=generator) < 0.5)

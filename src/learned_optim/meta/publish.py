@@ -105,8 +105,7 @@ def _hardware(run: Run) -> str:
 def _meta_training(run: Run) -> str:
     """How ``run`` was meta-trained, as model-card bullets."""
     config, checkpoint, stages = run.config, run.checkpoint(), lineage(run)
-    scaled = f" with its step scaled by {config.init_step_scale}" if config.init_step_scale != 1 else ""
-    start = (f"; initialised from `{config.init}`{scaled}." if config.init
+    start = (f"; initialised from `{config.init}`{config.step_scaled}." if config.init
              else f"; fresh `{config.network_init}` initialisation.")
     training_data, validation_data = DATA.get(_data_family(config.task), DATA[None])
     metric = VALIDATION_METRIC_DESCRIPTIONS[config.validation_metric]

@@ -138,6 +138,12 @@ class RunConfig:
         for horizon in self.make_curriculum().stages:  # validates the stages and each stage's recipe
             dataclasses.replace(self.recipe, horizon=horizon)
 
+    @property
+    def step_scaled(self) -> str:
+        """`` with its step scaled by S`` when ``init_step_scale`` is not 1, else ``""``: how errors and model cards
+        name the start of a fine-tune."""
+        return f" with its step scaled by {self.init_step_scale}" if self.init_step_scale != 1 else ""
+
     def meta_lr(self, episode: int) -> float:
         """The meta learning rate of ``episode`` under the schedule."""
         return meta_lr(self.recipe.meta_lr, episode, self.episodes, self.meta_lr_schedule, self.meta_lr_warmup)
@@ -282,9 +288,8 @@ def train(
         if config.init is not None:  # a resumed run has its weights in the checkpoint instead
             start = pretrained.load(config.init).with_step_scale(config.init_step_scale)
             if start.config != network.config:
-                scaled = f" with its step scaled by {config.init_step_scale}" * (config.init_step_scale != 1)
-                raise ValueError(f"init checkpoint {config.init!r}{scaled} has config {start.config}, but the run's "
-                                 f"network is {network.config}; pass the checkpoint's network options")
+                raise ValueError(f"init checkpoint {config.init!r}{config.step_scaled} has config {start.config}, but "
+                                 f"the run's network is {network.config}; pass the checkpoint's network options")
             network.load_state_dict(start.state_dict())
         if dist.is_main:
             run.folder.mkdir(parents=True, exist_ok=True)
