@@ -13,6 +13,7 @@ number of processes. Only rank 0 writes the run folder. gloo on CPU, NCCL on GPU
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -74,4 +75,7 @@ def from_environment(device: torch.device | str = "cpu") -> Distribution:
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend="nccl" if cuda else "gloo")
+        # Torn down before the interpreter exits: left to C++ destructors, gloo's threads can abort the process
+        # ("terminate called without an active exception") after a run has finished.
+        atexit.register(dist.destroy_process_group)
     return Distribution(dist.get_rank(), dist.get_world_size())
