@@ -337,9 +337,25 @@ def test_published_card_of_a_fine_tune_names_every_stage_and_their_total_time(tm
     stages = card[card.index("- Earlier stages"):].splitlines()[0]
     assert stages.index(f"`{first}` (2 episodes, best at ") < stages.index(f"`{second}` (2 episodes, best at ")
     assert f"`{third}`" not in stages and stages.count(" episodes, ") == 2
-    total = sum(Run(run).checkpoint()["elapsed_s"] for run in (first, second, third))
-    assert f"Wall-clock of all stages: {total:.0f} s" in stages
+    checkpoints = [Run(run).checkpoint() for run in (first, second, third)]
+    assert all(c["validation_s"] > 0 for c in checkpoints)
+    total = sum(c["elapsed_s"] + c["validation_s"] for c in checkpoints)
+    validation = sum(c["validation_s"] for c in checkpoints)
+    assert f"Wall-clock of all stages: {total:.0f} s ({total / 3600:.2f} h), of which {validation:.0f} s validation." \
+        in stages
     assert "Earlier stages" not in (publish(first, tmp_path / "first-ckpt") / "README.md").read_text()
+
+
+def test_card_of_a_run_from_before_validation_was_timed_says_its_time_counts_episodes_only(tmp_path):
+    main(["train", str(tmp_path / "run"), *TINY, "--episodes", "2"])
+    run = Run(tmp_path / "run")
+    checkpoint = run.checkpoint()
+    del checkpoint["validation_s"]  # as written before validation was timed
+    torch.save(checkpoint, run.checkpoint_path)
+    card = (publish(tmp_path / "run", tmp_path / "ckpt") / "README.md").read_text()
+    assert f"wall-clock: {checkpoint['elapsed_s']:.0f} s (" in card and "episodes only (validation not timed)" in card
+    main(["train", str(tmp_path / "run"), "--resume", "--episodes", "3"])  # a resumed old run stays untimed
+    assert Run(tmp_path / "run").checkpoint()["validation_s"] is None
 
 
 def test_ablation_refuses_runs_validated_differently(tmp_path, capsys):

@@ -119,19 +119,30 @@ def _meta_training(run: Run) -> str:
         + validation_data
         + f", every {config.validate_every} episodes) was found at episode {checkpoint['best']['episode']} "
         f"(validation loss {checkpoint['best']['validation_loss']:.4g}).",
-        f"- Meta-training wall-clock: {checkpoint['elapsed_s']:.0f} s ({checkpoint['elapsed_s'] / 3600:.2f} h) on "
-        f"{_hardware(run)}.",
+        f"- Meta-training wall-clock: {_wall_clock(checkpoint)} on {_hardware(run)}.",
         f"- Command: `{_command(run)}`",
     ]
     if stages:
         checkpoints = [stage.checkpoint() for stage in stages]
         described = [f"`{stage.folder}` ({c['episode']} episodes, best at {c['best']['episode']}, "
-                     f"{c['elapsed_s']:.0f} s on {_hardware(stage)}): `{_command(stage)}`"
+                     f"{_wall_clock(c)} on {_hardware(stage)}): `{_command(stage)}`"
                      for stage, c in zip(stages, checkpoints)]
-        total = checkpoint["elapsed_s"] + sum(c["elapsed_s"] for c in checkpoints)
         lines.append("- Earlier stages, each next stage starting from the best network of the one before (earliest "
-                     f"first): {'; '.join(described)}. Wall-clock of all stages: {total:.0f} s ({total / 3600:.2f} h).")
+                     f"first): {'; '.join(described)}. "
+                     f"Wall-clock of all stages: {_wall_clock(checkpoint, *checkpoints)}.")
     return "\n".join(lines)
+
+
+def _wall_clock(*checkpoints: dict) -> str:
+    """The runs' meta-training time, e.g. ``"1200 s (0.33 h), of which 300 s validation"``; runs checkpointed before
+    validation was timed count their episodes only, and the text says so."""
+    total = sum(c["elapsed_s"] + (c.get("validation_s") or 0.0) for c in checkpoints)
+    validation = sum(c.get("validation_s") or 0.0 for c in checkpoints)
+    untimed = sum(c.get("validation_s") is None for c in checkpoints)
+    note = (f", of which {validation:.0f} s validation" if not untimed else
+            ", episodes only (validation not timed)" if untimed == len(checkpoints) else
+            f", of which {validation:.0f} s validation (not timed in {untimed} of the {len(checkpoints)} runs)")
+    return f"{total:.0f} s ({total / 3600:.2f} h){note}"
 
 
 def _settings(run: Run) -> dict[str, object]:

@@ -6,7 +6,8 @@ A run lives in one folder:
 * ``log.jsonl``: one JSON line per episode (estimator, horizon, meta-loss, final loss, skipped
   meta-steps) and per validation (the mean loss over the horizon and the final loss, on fixed
   held-out problems);
-* ``checkpoint.pt``: network, meta-optimizer, curriculum, best network so far, elapsed time;
+* ``checkpoint.pt``: network, meta-optimizer, curriculum, best network so far, seconds spent in
+  episodes (``elapsed_s``) and in validation (``validation_s``);
   written atomically after every episode and loaded with ``weights_only=True`` on ``resume``;
 * ``best/``: the best network by validation loss, as a checkpoint folder (``save_pretrained``).
 
@@ -295,7 +296,7 @@ def train(
             run.folder.mkdir(parents=True, exist_ok=True)
             run.config_path.write_text(json.dumps(config.to_json(), indent=2) + "\n")
             run.log_path.write_text("")
-        episode, elapsed, best = 0, 0.0, None
+        episode, elapsed, validation_s, best = 0, 0.0, 0.0, None
     else:
         if dist.is_main:  # drop log lines of episodes after the checkpoint: they are run again
             run.config_path.write_text(json.dumps(config.to_json(), indent=2) + "\n")
@@ -306,13 +307,15 @@ def train(
         meta_optimizer.load_state_dict(checkpoint["meta_optimizer"])
         curriculum.load_state_dict(checkpoint.get("curriculum", curriculum.state_dict()))
         episode, elapsed, best = checkpoint["episode"], checkpoint["elapsed_s"], checkpoint["best"]
+        validation_s = checkpoint.get("validation_s")  # None: a run from before validation was timed
 
     def log(entry: dict[str, Any]) -> None:
         if dist.is_main:
             _append(run.log_path, entry)
 
     def validate() -> None:
-        nonlocal best
+        nonlocal best, validation_s
+        started = time.perf_counter()
         horizon = curriculum.validation_horizon
         curves = validation_losses(network, validation_task, dist.shard(config.num_validation), horizon)
         sums = torch.tensor([[VALIDATION_METRICS[m](c) for m in VALIDATION_METRICS] for c in curves] or
@@ -337,12 +340,14 @@ def train(
         if curriculum.observe(episode, loss):
             log({"episode": episode, "event": "curriculum", "horizon": curriculum.horizon,
                  "validation_horizon": curriculum.validation_horizon})
+        if validation_s is not None:
+            validation_s += time.perf_counter() - started
 
     def save() -> None:
         if not dist.is_main:
             return
-        snapshot = {"episode": episode, "elapsed_s": elapsed, "best": best, "network": network.state_dict(),
-                    "meta_optimizer": meta_optimizer.state_dict(), "curriculum": curriculum.state_dict()}
+        snapshot = {"episode": episode, "elapsed_s": elapsed, "validation_s": validation_s, "best": best,
+                    "network": network.state_dict(), "meta_optimizer": meta_optimizer.state_dict(), "curriculum": curriculum.state_dict()}
         write_file_atomic(run.checkpoint_path, lambda handle: torch.save(snapshot, handle))
 
     from tqdm.auto import tqdm
