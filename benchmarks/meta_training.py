@@ -100,7 +100,8 @@ def main() -> None:
     network = CoordinatewiseLSTM(**DEFAULTS["mnist"]["network"]).to(args.device)
     measure = lambda rule, k: optimizee_steps_per_second(rule, task, k, args.episodes, args.horizon)  # noqa: E731
     results = {"straightforward (nn.LSTMCell), 1 optimizee": measure(StraightforwardLSTM(network), 1)}
-    with mock.patch("learned_optim.network.chunked_update", lambda weights, grad, state: reference_update(weights, grad, state)):
+    with mock.patch("learned_optim.network.chunked_update",
+                    lambda weights, grad, state: reference_update(weights, grad, state)):
         results["previous engine (autograd LSTM), 1 optimizee"] = measure(network, 1)
     results["learned_optim, 1 optimizee"] = measure(network, 1)
     for k in args.meta_batch:

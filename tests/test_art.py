@@ -11,9 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from learned_optim.meta.art import (CONTENT_LAYER, ENV_VAR, MIN_CROP, SPLITS, STYLE_LAYERS, StyleLoss,
-                                    StyleTransferTask, find_style, gram, load_image, load_vgg16, photos, save_image,
-                                    square, style_transfer_task)
+from learned_optim.meta.art import (ENV_VAR, MIN_CROP, SPLITS, StyleLoss, StyleTransferTask, find_style, gram,
+                                    load_image, load_vgg16, photos, save_image, square, style_transfer_task)
 from learned_optim.meta.cli import main
 from learned_optim.meta.data import DataError
 from learned_optim.meta.registry import DEFAULTS
@@ -170,10 +169,12 @@ def test_meta_training_on_art_and_the_neural_art_suite(tmp_path, capsys):
     assert config["task"] == {"name": "art", "style": "starry_night.jpg", "size": 16, "root": str(ART)}
     assert (config["recipe"]["horizon"], config["recipe"]["unroll"]) == (4, 2)
     tiny_panel = {"tiny": Panel({"style": "ihc.png", "size": 16}, 3, "tiny")}
-    tiny_protocol = {"steps": 3, "problems": 2, "tuning_problems": 1, "tuning_split": "validation", "lr_grid": [0.01, 0.1]}
+    tiny_protocol = {"steps": 3, "problems": 2, "tuning_problems": 1, "tuning_split": "validation",
+                     "lr_grid": [0.01, 0.1]}
     with mock.patch.dict("learned_optim.meta.suites.SUITES", {"neural-art": ("art", tiny_panel)}), \
          mock.patch.dict(DEFAULTS["art"], {"evaluation": tiny_protocol}):
-        main(["evaluate", "--run", str(run), "--suite", "neural-art", "--art-root", str(ART), "--out", str(tmp_path / "ev")])
+        main(["evaluate", "--run", str(run), "--suite", "neural-art", "--art-root", str(ART),
+              "--out", str(tmp_path / "ev")])
     results = json.loads((tmp_path / "ev" / "tiny.json").read_text())
     assert results["task"]["style"] == "ihc.png" and results["tuning_split"] == "validation"
     assert "VGG-16 (HED fine-tuned)" in results["splits"]

@@ -73,7 +73,8 @@ def test_splits_are_the_first_50k_the_last_10k_and_test(tmp_path):
 
 
 def test_search_order_explicit_then_environment_then_cache(tmp_path, monkeypatch):
-    explicit, env, cache = (write_fake_mnist(tmp_path / name, train=2) for name in ("explicit", "env", "cache/learned_optim/mnist"))
+    explicit, env, cache = (write_fake_mnist(tmp_path / name, train=2)
+                            for name in ("explicit", "env", "cache/learned_optim/mnist"))
     monkeypatch.setenv(data.ENV_VAR, str(env))
     assert find_mnist(explicit) == explicit
     assert find_mnist() == env

@@ -18,7 +18,7 @@ from learned_optim.meta.imitation import adam_update, imitation_episode
 from learned_optim.meta.schedules import HorizonCurriculum, meta_lr
 from learned_optim.meta.tasks import ModuleTask, QuadraticTask, seeded, stack_problems
 from learned_optim.meta.train import NETWORK_INITS, Run, RunConfig, train, validation_losses
-from learned_optim.meta.truncated import BatchLayout, Recipe, Unroller, random_scales, train_episode
+from learned_optim.meta.truncated import BatchLayout, Recipe, Unroller, random_scales
 
 from conftest import random_network, real_mnist
 
@@ -46,7 +46,8 @@ def test_sample_many_stacks_exactly_the_problems_sample_draws():
             torch.testing.assert_close(batch.loss(batch.params, step)[k], alone.loss(alone.params, step))
 
 
-@pytest.mark.parametrize("task", [tiny_module_task(), QuadraticTask(dim=3, num_functions=2)], ids=["module", "quadratic"])
+@pytest.mark.parametrize("task", [tiny_module_task(), QuadraticTask(dim=3, num_functions=2)],
+                         ids=["module", "quadratic"])
 def test_a_meta_batch_runs_each_problem_as_if_alone_and_averages_their_meta_gradients(task, network):
     generators = lambda: [seeded(10), seeded(11), seeded(12)]  # noqa: E731
     batch = task.sample_many(generators())

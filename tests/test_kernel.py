@@ -331,7 +331,8 @@ def test_prepared_network_arguments_are_bounded_and_follow_their_weights():
         network = random_network(seed=seed)
         weights = network.fused_weights()
         grad, state = torch.randn(20), network.initial_state(20)
-        torch.testing.assert_close(fast_update_(weights, grad, state.clone()), pytorch_path(weights, grad, state.clone()))
+        torch.testing.assert_close(fast_update_(weights, grad, state.clone()),
+                                   pytorch_path(weights, grad, state.clone()))
     assert len(kernel._prepared.entries) <= kernel._prepared.size
 
 

@@ -154,7 +154,8 @@ def test_quadratic_functions_are_independent_and_summed():
     moved.requires_grad_()
     (grad_moved,) = torch.autograd.grad(problem.loss({"theta": moved}, 0), moved)
     torch.testing.assert_close(grad[0], grad_moved[0])
-    single = torch.autograd.functional.jacobian(lambda t: problem.loss({"theta": torch.cat([t[None], theta[1:]])}, 0), theta[0])
+    single = torch.autograd.functional.jacobian(
+        lambda t: problem.loss({"theta": torch.cat([t[None], theta[1:]])}, 0), theta[0])
     torch.testing.assert_close(single, grad[0])
 
 
@@ -215,13 +216,14 @@ def test_cli_train_evaluate_publish_and_push(tmp_path, capsys):
     run = tmp_path / "run"
     main(["train", str(run), *TINY])
     said = capsys.readouterr().out
-    assert said.startswith(f"meta-training on {{\"name\": \"quadratic\"") and f"into {run}/" in said
+    assert said.startswith("meta-training on {\"name\": \"quadratic\"") and f"into {run}/" in said
     assert f"the network is in {run / 'best'}/" in said
     log = Run(run).log()
     assert [e["episode"] for e in log if "validation_loss" in e] == [0, 4, 8]
     main(["evaluate", "--run", str(run), "--steps", "10", "--problems", "3", "--tuning-problems", "2"])
     printed = capsys.readouterr().out
-    assert printed.startswith("evaluating against SGD, NAG, RMSprop and Adam, each with its learning rate tuned per panel") and "results written to" in printed
+    assert printed.startswith("evaluating against SGD, NAG, RMSprop and Adam, each with its learning rate tuned "
+                              "per panel") and "results written to" in printed
     assert "| LSTM |" in printed and "| Adam |" in printed
     results = json.loads((run / "evaluation" / "quadratic.json").read_text())
     assert [r["name"] for r in results["results"]] == ["LSTM", "SGD", "NAG", "RMSprop", "Adam"]
@@ -460,7 +462,8 @@ def test_papers_convnet_is_the_cifar_architecture_and_trains_on_mnist():
     convs = [m for m in model if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [(1, 16, (5, 5)), (16, 16, (5, 5)),
                                                                               (16, 16, (5, 5))]
-    assert sum(isinstance(m, nn.BatchNorm2d) for m in model) == 3 and sum(isinstance(m, nn.MaxPool2d) for m in model) == 3
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model) == 3
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model) == 3
     assert [m.out_features for m in model if isinstance(m, nn.Linear)] == [32, 10]
     assert sum(p.numel() for p in model.parameters()) == 18_314
     root = real_mnist()

@@ -396,7 +396,8 @@ def test_state_belongs_to_its_network(network):
     assert not other.state and all(torch.equal(a, b) for a, b in zip(other_params, other.param_groups[0]["params"]))
     other.load_state_dict(saved, allow_other_network=True)  # the user means it
     assert len(other.state) == len(params)
-    legacy = {key: value for key, value in saved.items() if key not in ("network", "group_networks")}  # before fingerprints
+    # as saved before fingerprints
+    legacy = {key: value for key, value in saved.items() if key not in ("network", "group_networks")}
     make_model_and_optimizer(random_network(seed=1))[1].load_state_dict(legacy)
 
 

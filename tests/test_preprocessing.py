@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from learned_optim.preprocessing import (LONG_MOMENT_DECAY, LOG_RMS_RATIO_BOUND, MOMENT_DECAY, adam_normalised,
+from learned_optim.preprocessing import (LONG_MOMENT_DECAY, MOMENT_DECAY, adam_normalised,
                                          adam_two_timescales, identity, log_sign)
 
 

@@ -48,7 +48,8 @@ def test_hub_repo_id_from_the_offline_cache(hub_cache, network):
 
 def test_hub_repo_id_not_cached_offline_is_a_fast_clear_error(hub_cache):
     started = time.perf_counter()
-    with pytest.raises(CheckpointError, match="not in the local Hugging Face cache and HF_HUB_OFFLINE is set.*local folder"):
+    with pytest.raises(CheckpointError,
+                       match="not in the local Hugging Face cache and HF_HUB_OFFLINE is set.*local folder"):
         resolve("org/missing")
     with pytest.raises(CheckpointError, match="revision v2"):
         resolve("org/l2l", revision="v2")

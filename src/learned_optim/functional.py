@@ -169,11 +169,12 @@ def fast_update_(
 
     With float32 weights and a contiguous float32 or bfloat16 state, this runs a fused kernel tested equal to
     this function's PyTorch path: on CPU :func:`learned_optim.kernel.fused_update_` (one pass per tile of
-    coordinates), on CUDA :func:`learned_optim.triton_kernel.fused_update_` (one program per block). Otherwise, chunk by chunk, the same rule as :func:`_step` computed in place
-    in cache-sized work buffers: per chunk and layer, two ``addmm`` into one gate buffer, one in-place
-    sigmoid, and the cell update written straight into the stored state (through float32 buffers when
-    the state is stored in another dtype). With ``out``, each chunk's update goes straight into it and
-    nothing of size N is allocated, so transient memory is that of one chunk whatever the parameter size.
+    coordinates), on CUDA :func:`learned_optim.triton_kernel.fused_update_` (one program per block).
+    Otherwise, chunk by chunk, the same rule as :func:`_step` computed in place in cache-sized work buffers:
+    per chunk and layer, two ``addmm`` into one gate buffer, one in-place sigmoid, and the cell update written
+    straight into the stored state (through float32 buffers when the state is stored in another dtype). With
+    ``out``, each chunk's update goes straight into it and nothing of size N is allocated, so transient memory
+    is that of one chunk whatever the parameter size.
 
     Args:
         weights (FusedWeights): from :meth:`CoordinatewiseLSTM.fused_weights`.
@@ -199,7 +200,8 @@ def fast_update_(
     if weights.stateful and (moments is None or moments.shape != (weights.num_moments, grad.shape[0])):
         raise ValueError(f"the {weights.preprocessing!r} encoding needs moments of shape "
                          f"({weights.num_moments}, {grad.shape[0]}), got "
-                         f"{None if moments is None else tuple(moments.shape)}: pass CoordinatewiseLSTM.initial_moments()")
+                         f"{None if moments is None else tuple(moments.shape)}: "
+                         "pass CoordinatewiseLSTM.initial_moments()")
     if kernel.supports(weights, grad, state, out, moments):
         return kernel.fused_update_(weights, grad, state, out, lr, decay, maximize, moments, precision)
     if triton_kernel.supports(weights, grad, state, out, moments):
@@ -209,7 +211,8 @@ def fast_update_(
     chunk = max(1, min(chunk_size, total))
     gates_buffer = torch.empty(chunk, 4 * hidden, dtype=dtype, device=device)
     tanh_buffer = torch.empty(chunk, hidden, dtype=dtype, device=device)
-    state_buffer = torch.empty(state.shape[0], chunk, hidden, dtype=dtype, device=device) if state.dtype != dtype else None
+    state_buffer = (torch.empty(state.shape[0], chunk, hidden, dtype=dtype, device=device)
+                    if state.dtype != dtype else None)
     update = torch.empty(total if out is None else chunk, dtype=dtype, device=device)
     for start in range(0, total, chunk):
         rows = slice(start, start + chunk)
@@ -374,8 +377,8 @@ def chunked_update(
     lstm_state, moments = _split_state(weights, state)
     features, new_moments = weights.preprocess(grad.detach().to(compute_dtype), moments)
     tensors = [t for layer in weights.layers for t in layer] + [weights.head_weight, weights.head_bias]
-    outputs = _ChunkedStep.apply(max(1, chunk_size), weights.output_scale, weights.output == "tanh", len(weights.layers),
-                                 features, *tensors, *(s.to(compute_dtype) for s in lstm_state))
+    outputs = _ChunkedStep.apply(max(1, chunk_size), weights.output_scale, weights.output == "tanh",
+                                 len(weights.layers), features, *tensors, *(s.to(compute_dtype) for s in lstm_state))
     new_state = tuple(new.to(old.dtype) for new, old in zip(outputs[1:], lstm_state))
     if new_moments is not None:
         new_state += (new_moments.to(moments.dtype),)

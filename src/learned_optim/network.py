@@ -207,7 +207,8 @@ class CoordinatewiseLSTM(
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             config = Path(pretrained_model_name_or_path) / constants.CONFIG_NAME
-            raise CheckpointError(f"{config} is not valid JSON ({error}); save or download the checkpoint again") from error
+            raise CheckpointError(f"{config} is not valid JSON ({error}); "
+                                  "save or download the checkpoint again") from error
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, config: dict | None = None, map_location: str = "cpu", **kwargs):
@@ -224,7 +225,8 @@ class CoordinatewiseLSTM(
                 "to turn a bundled name or Hub repo id into a folder"
             )
         if config is None:
-            raise CheckpointError(f"checkpoint {model_id!r} has no {constants.CONFIG_NAME}; save it with save_pretrained()")
+            raise CheckpointError(f"checkpoint {model_id!r} has no {constants.CONFIG_NAME}; "
+                                  "save it with save_pretrained()")
         config = _checked_config(config, folder / constants.CONFIG_NAME)
         weights = folder / constants.SAFETENSORS_SINGLE_FILE
         if not weights.is_file():
@@ -248,7 +250,8 @@ class CoordinatewiseLSTM(
             raise CheckpointError(f"{weights} does not match its config {config}: missing {missing}, "
                                   f"unexpected {unexpected}, misshapen {misshapen}")
         if set(metadata) - {"format", "fingerprint"}:
-            raise CheckpointError(f"{weights} has unexpected metadata keys {sorted(set(metadata) - {'format', 'fingerprint'})}; "
+            unexpected = sorted(set(metadata) - {"format", "fingerprint"})
+            raise CheckpointError(f"{weights} has unexpected metadata keys {unexpected}; "
                                   "the file is corrupt or was not written by learned_optim: save it again")
         dtypes = {name: dtype for name, (_, dtype) in header.items() if dtype != "F32"}
         if dtypes:
@@ -257,7 +260,8 @@ class CoordinatewiseLSTM(
         try:
             load_model(model, os.fspath(weights), strict=True, device=map_location)
         except (SafetensorError, RuntimeError) as error:
-            raise CheckpointError(f"{weights} could not be read ({error}); download or save the checkpoint again") from error
+            raise CheckpointError(f"{weights} could not be read ({error}); "
+                                  "download or save the checkpoint again") from error
         broken = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]
         if broken:
             raise CheckpointError(f"{weights} holds non-finite (nan/inf) weights in {broken}: a diverged or corrupt "

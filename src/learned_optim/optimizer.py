@@ -19,7 +19,8 @@ from .network import CoordinatewiseLSTM
 
 STATE_KEY = "lstm_state"
 MOMENTS_KEY = "moments"
-"""Per-parameter state: the LSTM state ``[2L, N, H]`` and, for a network with a stateful encoding, its moments ``[M, N]``."""
+"""Per-parameter state: the LSTM state ``[2L, N, H]`` and, for a network with a stateful encoding, its moments
+``[M, N]``."""
 PARALLEL_THRESHOLD = 2**20
 """Steps over fewer CPU coordinates run on one thread (see ``benchmarks/step_contention.py``)."""
 
@@ -256,7 +257,8 @@ class LearnedOptimizer(Optimizer):
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
-                f"loaded state dict has {len(saved_groups)} parameter groups, this optimizer has {len(self.param_groups)}"
+                f"loaded state dict has {len(saved_groups)} parameter groups, "
+                f"this optimizer has {len(self.param_groups)}"
             )
         saved_networks = state_dict.get("group_networks") or [state_dict.get("network")] * len(saved_groups)
         for g, (saved_network, network) in enumerate(zip(saved_networks, self.networks)):
@@ -278,7 +280,8 @@ class LearnedOptimizer(Optimizer):
                 )
             if len(saved["params"]) != len(group["params"]):
                 raise ValueError(
-                    f"loaded param group {g} has {len(saved['params'])} parameters, this optimizer's has {len(group['params'])}"
+                    f"loaded param group {g} has {len(saved['params'])} parameters, "
+                    f"this optimizer's has {len(group['params'])}"
                 )
             saved_to_param.update(zip(saved["params"], group["params"]))
             network_of.update((id(p), self.networks[g]) for p in group["params"])

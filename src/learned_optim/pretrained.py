@@ -64,8 +64,9 @@ def resolve(name: str | os.PathLike, revision: str | None = None) -> Path:
     bundled = _bundled_root() / name
     if "/" not in name and (bundled / constants.CONFIG_NAME).is_file():
         if revision is not None:
-            raise CheckpointError(f"{name!r} is a bundled checkpoint, which has no revisions: drop revision={revision!r} "
-                                  "(revisions apply to Hugging Face Hub repo ids such as 'org/repo')")
+            raise CheckpointError(f"{name!r} is a bundled checkpoint, which has no revisions: "
+                                  f"drop revision={revision!r} (revisions apply to Hugging Face Hub repo ids such as "
+                                  "'org/repo')")
         return bundled
     if os.path.isdir(name):
         return Path(name)

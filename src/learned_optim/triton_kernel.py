@@ -195,7 +195,8 @@ def fused_update_(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None 
     _compiled(_interpreting())[(triton.cdiv(total, BLOCK),)](
         grad, -1.0 if maximize else 1.0, state, grad if moments is None else moments, out, packed, biases, head,
         head_bias, weights.output_scale, weights.nominal, weights.p, MOMENT_DECAY, ADAM_EPSILON, lr, decay, total,
-        H=hidden, HP=_padded_size(hidden), L=len(weights.layers), PREPROCESSING=PREPROCESSING_CODES[weights.preprocessing],
+        H=hidden, HP=_padded_size(hidden), L=len(weights.layers),
+        PREPROCESSING=PREPROCESSING_CODES[weights.preprocessing],
         OUTPUT=OUTPUT_CODES[weights.output], ACCUMULATE=accumulate, PRECISION=precision,
         BLOCK_N=BLOCK)
     return out

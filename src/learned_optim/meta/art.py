@@ -93,7 +93,8 @@ def save_image(image: Tensor, path: str | os.PathLike) -> None:
     Image.fromarray(pixels.numpy()).save(path)
 
 
-def square(image: Tensor, size: int, side: int | None = None, top: int = 0, left: int = 0, flip: bool = False) -> Tensor:
+def square(image: Tensor, size: int, side: int | None = None, top: int = 0, left: int = 0,
+           flip: bool = False) -> Tensor:
     """The ``side x side`` crop at ``(top, left)`` (default: the centred square of the shorter side), resized
     to ``size x size`` with antialiasing."""
     height, width = image.shape[-2:]
@@ -212,7 +213,8 @@ class StyleLoss(nn.Module):
     r"""The loss of the module docstring for a batch of images, each against its own content target and
     one style; ``forward(images [B, 3, H, W]) -> [B]``."""
 
-    def __init__(self, features: VGGFeatures, contents: Tensor, style: Tensor, weights: dict[str, float] = WEIGHTS) -> None:
+    def __init__(self, features: VGGFeatures, contents: Tensor, style: Tensor,
+                 weights: dict[str, float] = WEIGHTS) -> None:
         super().__init__()
         self.features = features
         self.weights = dict(weights)
@@ -240,7 +242,8 @@ def photos(root: str | os.PathLike | None, split: str) -> list[tuple[str, Tensor
     folder = find_art(root) / "content"
     names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     held_out = {name for split_names in SPLITS.values() for name in split_names}
-    chosen = [n for n in names if n not in held_out] if split == "train" else [n for n in names if n in SPLITS.get(split, ())]
+    chosen = ([n for n in names if n not in held_out] if split == "train"
+              else [n for n in names if n in SPLITS.get(split, ())])
     if split not in ("train", *SPLITS) or not chosen:
         raise DataError(f"no content photos for split {split!r} in {folder} (splits: train, {', '.join(SPLITS)})")
     return [(name, load_image(folder / name)) for name in chosen]

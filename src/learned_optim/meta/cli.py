@@ -18,7 +18,7 @@ from ..preprocessing import PREPROCESSINGS
 from .data import DataError
 from .evaluation import BASELINES, LR_GRID
 from .publish import publish
-from .registry import DEFAULTS, TASK_NAMES, make_task
+from .registry import DEFAULTS, TASK_NAMES
 from .tasks import ACTIVATIONS
 from .schedules import META_LR_SCHEDULES
 from .suites import SUITES, run_suite, single_panel, suite_panels
@@ -65,7 +65,8 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
                         help="mixture: its tasks and weights (default: mnist-mlps:0.7 mnist-convnets:0.3)")
     parser.add_argument("--num-functions", type=int,
                         help="quadratic: functions optimized at once per meta-training problem (default: 32)")
-    parser.add_argument("--style", help="art: style image, a file in ART_ROOT/style or a path (default: starry_night.jpg)")
+    parser.add_argument("--style",
+                        help="art: style image, a file in ART_ROOT/style or a path (default: starry_night.jpg)")
     parser.add_argument("--size", type=int, help="art: image side in pixels (default: 64)")
     parser.add_argument("--min-crop", type=float, help="art: the smallest training crop's side, a fraction of the "
                         "photo's shorter side (default: 0.5; validation and test crops keep 0.5)")
@@ -173,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         "against tuned SGD/NAG/RMSprop/Adam and publish them. Without a subcommand: meta-train on random "
         "quadratics and evaluate (the README's main job; a few minutes on 2 CPU cores).",
     )
-    parser.add_argument("--run-dir", default="runs/quadratic", help="run folder of the main job (default: runs/quadratic)")
+    parser.add_argument("--run-dir", default="runs/quadratic",
+                        help="run folder of the main job (default: runs/quadratic)")
     parser.set_defaults(handler=cmd_default)
     commands = parser.add_subparsers(title="commands")
 
@@ -193,15 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unroll", type=int, help=f"steps per truncation {_default('unroll')}")
     p.add_argument("--meta-lr", type=float, help=f"Adam lr on the network {_default('meta_lr')}")
     p.add_argument("--clip", type=float, help=f"clip the meta-gradient norm {_default('clip')}")
-    p.add_argument("--second-order", action="store_true", default=None, help="keep second derivatives (default: dropped)")
+    p.add_argument("--second-order", action="store_true", default=None,
+                   help="keep second derivatives (default: dropped)")
     p.add_argument("--objective", choices=list(OBJECTIVES),
                    help="meta-loss per step: the loss (the paper), its log, log(f_t / f_0) / T "
                    "(Wichrowska et al. 2017), or the log on the horizon's last 10 steps only (needs --unroll equal "
                    f"to the horizon) {_default('objective')}")
     p.add_argument("--meta-batch", type=int,
-                   help=f"optimizees per meta-step, run together; split over torchrun's processes {_default('meta_batch')}")
+                   help="optimizees per meta-step, run together; split over torchrun's processes "
+                   f"{_default('meta_batch')}")
     p.add_argument("--random-scale", type=float, metavar="R",
-                   help=f"reparameterise each coordinate by exp(U(-R, R)) per episode (Lv et al. 2017) {_default('random_scale')}")
+                   help="reparameterise each coordinate by exp(U(-R, R)) per episode (Lv et al. 2017) "
+                   f"{_default('random_scale')}")
     p.add_argument("--imitation", type=float, metavar="FRACTION",
                    help=f"fraction of episodes that imitate a tuned Adam (Chen et al. 2020) {_default('imitation')}")
     p.add_argument("--imitation-lr", type=float, help=f"learning rate of the imitated Adam {_default('imitation_lr')}")
@@ -237,9 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_train)
 
     p = commands.add_parser("evaluate", help="compare a network with tuned baselines",
-                            description="Run the learned optimizer (through LearnedOptimizer) and SGD, NAG, RMSprop, "
-                            "Adam (learning rates tuned on a log grid 1e-4..10 on separate problems) on fresh problems; "
-                            "print the tables and write README.md (tables and figures), NAME.json and NAME.png.")
+                            description="Run the learned optimizer (through LearnedOptimizer) and SGD, NAG, "
+                            "RMSprop, Adam (learning rates tuned on a log grid 1e-4..10 on separate problems) on "
+                            "fresh problems; print the tables and write README.md (tables and figures), NAME.json "
+                            "and NAME.png.")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="a run folder: its best network on its task")
     source.add_argument("--checkpoint", help="a bundled name, checkpoint folder or Hub repo id")

@@ -105,7 +105,8 @@ class Summary:
         return cls(data["name"], data["learning_rates"], data["mean_curve"], data["metrics"])
 
 
-def summarize(name: str, runs_by_metric: dict[str, list[Trajectory]], learning_rates: dict[str, float | None]) -> Summary:
+def summarize(name: str, runs_by_metric: dict[str, list[Trajectory]],
+              learning_rates: dict[str, float | None]) -> Summary:
     """Mean curve and metrics; each metric taken from the runs tuned for it."""
     reference = runs_by_metric["final"]
     steps = len(reference[0].losses)

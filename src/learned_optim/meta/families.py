@@ -143,8 +143,8 @@ class MNISTConvNetFamily(MNISTFamily):
     units; minibatch size uniform over ``batch_sizes``. Includes architectures like the paper's CIFAR ConvNet, never
     exactly it (:data:`HELD_OUT_CONVNET`). The data arguments as :class:`MNISTFamily`'s."""
 
-    def __init__(self, split: str = "train", channels: tuple[int, int] = (8, 32), batch_sizes: tuple[int, ...] = (64, 128),
-                 **data: Any) -> None:
+    def __init__(self, split: str = "train", channels: tuple[int, int] = (8, 32),
+                 batch_sizes: tuple[int, ...] = (64, 128), **data: Any) -> None:
         super().__init__(split, **data)
         self.channels, self.batch_sizes = channels, tuple(batch_sizes)
 
@@ -171,7 +171,8 @@ class MixtureTask(SampledArchitectureTask):
     def __init__(self, components: list[tuple[Task, float]]) -> None:
         super().__init__()
         if not components or any(weight <= 0 for _, weight in components):
-            raise ValueError(f"a mixture needs at least one task and positive weights, got {[w for _, w in components]}")
+            raise ValueError("a mixture needs at least one task and positive weights, "
+                             f"got {[w for _, w in components]}")
         self.components = [task for task, _ in components]
         self.weights = torch.tensor([float(weight) for _, weight in components], dtype=torch.float64)
 

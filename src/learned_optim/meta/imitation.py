@@ -5,7 +5,8 @@ other defaults), and the learned rule is fed Adam's gradients along Adam's traje
 by truncated BPTT through its own state, to output Adam's updates :math:`u_t`:
 
 .. math::
-    L_k(\phi) = \frac{\sum_{t \in \text{unroll}} \lVert g_t - u_t \rVert^2}{\sum_{t \in \text{unroll}} \lVert u_t \rVert^2},
+    L_k(\phi) = \frac{\sum_{t \in \text{unroll}} \lVert g_t - u_t \rVert^2}
+                     {\sum_{t \in \text{unroll}} \lVert u_t \rVert^2},
     \qquad (g_t, h_{t+1}) = m(\nabla_t, h_t; \phi),
 
 the squared error relative to the size of Adam's updates, so that its meta-gradients have the same
@@ -27,8 +28,10 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
 
-def adam_update(grad: Tensor, moments: tuple[Tensor, Tensor], step: int, lr: float) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-    r"""Adam's update :math:`-\eta\,\hat m_t / (\sqrt{\hat v_t} + \epsilon)` and the new moments (torch.optim.Adam's math)."""
+def adam_update(grad: Tensor, moments: tuple[Tensor, Tensor], step: int,
+                lr: float) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    r"""Adam's update :math:`-\eta\,\hat m_t / (\sqrt{\hat v_t} + \epsilon)` and the new moments
+    (torch.optim.Adam's math)."""
     (beta1, beta2), (m, v) = ADAM_BETAS, moments
     m = beta1 * m + (1 - beta1) * grad
     v = beta2 * v + (1 - beta2) * grad * grad

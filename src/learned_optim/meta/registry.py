@@ -42,7 +42,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 """Per task family: the task options used for meta-training, the paper's network constants
 (paper-notes: quadratics use the raw gradient and output scale 1; MNIST log/sign with p = 10 and
-output scale 0.1; neural art, whose constants the paper does not give, MNIST's), the training options ``train`` defaults to (beyond :class:`RunConfig`'s and
+output scale 0.1; neural art, whose constants the paper does not give, MNIST's), the training options
+``train`` defaults to (beyond :class:`RunConfig`'s and
 :class:`Recipe`'s, which are the paper's; on MNIST those stay at ln 10 in about half the runs, these
 learned in every run we made; neural art: the paper's horizon 128 and unroll 32) and the evaluation
 protocol (art: baselines tuned on the validation photos, over a half-decade grid 1e-3..3.2 that holds every
@@ -53,12 +54,13 @@ for _family, _task in [("mnist-convnet", {}),  # the paper's CIFAR ConvNet on MN
                        ("mixture", {"components": [{"name": "mnist-mlps", "weight": 0.7},
                                                    {"name": "mnist-convnets", "weight": 0.3}]})]:
     DEFAULTS[_family] = {"task": {"name": _family, **_task},  # with MNIST's network, recipe and protocol
-                         **copy.deepcopy({key: DEFAULTS["mnist"][key] for key in ("network", "training", "evaluation")})}
+                         **copy.deepcopy({key: DEFAULTS["mnist"][key]
+                                          for key in ("network", "training", "evaluation")})}
 
 TASK_NAMES = tuple(DEFAULTS)
-_EXTRA_OPTIONS = {"quadratic": {"dim"}, "mnist": {"batch_size", "init_std", "root"}, "art": {"root", "vgg", "min_crop"},
-                  "simple": set(), "mnist-convnet": {"batch_size", "root"}, "mnist-mlps": {"root"},
-                  "mnist-convnets": {"root"}, "mixture": set()}
+_EXTRA_OPTIONS = {"quadratic": {"dim"}, "mnist": {"batch_size", "init_std", "root"},
+                  "art": {"root", "vgg", "min_crop"}, "simple": set(), "mnist-convnet": {"batch_size", "root"},
+                  "mnist-mlps": {"root"}, "mnist-convnets": {"root"}, "mixture": set()}
 
 
 def make_task(spec: dict[str, Any], split: str = "train", heldout_split: str | None = None,
@@ -66,7 +68,8 @@ def make_task(spec: dict[str, Any], split: str = "train", heldout_split: str | N
     """Build a task from ``spec = {"name": ..., **options}``.
 
     ``split`` picks the data that data-backed tasks train on (``"train"``, ``"validation"``,
-    ``"test"``: MNIST images or the art task's content photos) and ``heldout_split`` the data of each problem's held-out loss (None: none);
+    ``"test"``: MNIST images or the art task's content photos) and ``heldout_split`` the data of each
+    problem's held-out loss (None: none);
     quadratic and simple problems are synthetic and use fresh seeds instead. ``device``: where the
     problems live (default: CPU).
     """

@@ -79,4 +79,5 @@ class HorizonCurriculum:
         return {"stage": self.stage, "best": self.best, "stale": self.stale, "history": list(self.history)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stage, self.best, self.stale, self.history = state["stage"], state["best"], state["stale"], list(state["history"])
+        self.stage, self.best, self.stale = state["stage"], state["best"], state["stale"]
+        self.history = list(state["history"])

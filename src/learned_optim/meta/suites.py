@@ -49,7 +49,8 @@ _COARSE_GRID = [10 ** (k / 2) for k in range(-6, 1)]  # 1e-3 .. 1 by half-decade
 GENERALIST_PANELS = {
     "mnist-20-relu-100": Panel({"hidden_sizes": [20], "activation": "relu"}, 100,
                                "MNIST MLP, 20 ReLU units (paper init), 100 steps"),
-    "mnist-2x20-sigmoid-100": Panel({"hidden_sizes": [20, 20]}, 100, "MNIST MLP, 2 hidden layers of 20 sigmoid, 100 steps"),
+    "mnist-2x20-sigmoid-100": Panel({"hidden_sizes": [20, 20]}, 100,
+                                    "MNIST MLP, 2 hidden layers of 20 sigmoid, 100 steps"),
     "mnist-convnet-100": Panel({"name": "mnist-convnet"}, 100, "The paper's CIFAR ConvNet on MNIST, 100 steps",
                                {"problems": 5, "tuning_problems": 2, "lr_grid": _COARSE_GRID}),
     "mnist-20-sigmoid-1000": Panel({"hidden_sizes": [20]}, 1000, "MNIST MLP, 20 sigmoid units, 1,000 steps",
@@ -178,7 +179,8 @@ def summary_row(title: str, summaries: list[Summary]) -> str:
         wins = (f"{sum(final(ours.losses) < final(theirs.losses) for ours, theirs in zip(lstm.runs, best.runs))} / "
                 f"{len(best.runs)}" if best.runs else "–")
         against = (f"{best.metrics['final']:.4g} ± {best.metrics['final_stderr']:.2g} ({best.name}, lr "
-                   f"{best.learning_rates['final']:.3g}) | {lstm.metrics['final'] / best.metrics['final']:.2f} | {wins}")
+                   f"{best.learning_rates['final']:.3g}) | "
+                   f"{lstm.metrics['final'] / best.metrics['final']:.2f} | {wins}")
     return (f"| {title} | {lstm.metrics['final']:.4g} ± {lstm.metrics['final_stderr']:.2g} | {against} | "
             f"{improved} / {len(lstm.runs)} |")
 

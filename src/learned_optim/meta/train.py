@@ -124,9 +124,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.validation_metric not in VALIDATION_METRICS:
-            raise ValueError(f"Invalid validation_metric: {self.validation_metric!r}; use one of {list(VALIDATION_METRICS)}")
+            raise ValueError(f"Invalid validation_metric: {self.validation_metric!r}; "
+                             f"use one of {list(VALIDATION_METRICS)}")
         if self.meta_lr_schedule not in META_LR_SCHEDULES:
-            raise ValueError(f"Invalid meta_lr_schedule: {self.meta_lr_schedule!r}; use one of {list(META_LR_SCHEDULES)}")
+            raise ValueError(f"Invalid meta_lr_schedule: {self.meta_lr_schedule!r}; "
+                             f"use one of {list(META_LR_SCHEDULES)}")
         if self.network_init not in NETWORK_INITS:
             raise ValueError(f"Invalid network_init: {self.network_init!r}; use one of {list(NETWORK_INITS)}")
         if self.meta_lr_warmup < 0:
@@ -165,12 +167,14 @@ def describe_hardware(device: torch.device | str = "cpu", world_size: int = 1) -
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
         model = names[0] if names else model
     if torch.device(device).type == "cuda":
         model = f"{torch.cuda.get_device_name(device)} (host: {model})"
     processes = f", {world_size} processes" if world_size > 1 else ""
-    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{processes}, torch {torch.__version__}"
+    return (f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{processes}, "
+            f"torch {torch.__version__}")
 
 
 def problem_generator(seed: int, episode: int, index: int = 0) -> torch.Generator:
@@ -347,13 +351,15 @@ def train(
         if not dist.is_main:
             return
         snapshot = {"episode": episode, "elapsed_s": elapsed, "validation_s": validation_s, "best": best,
-                    "network": network.state_dict(), "meta_optimizer": meta_optimizer.state_dict(), "curriculum": curriculum.state_dict()}
+                    "network": network.state_dict(), "meta_optimizer": meta_optimizer.state_dict(),
+                    "curriculum": curriculum.state_dict()}
         write_file_atomic(run.checkpoint_path, lambda handle: torch.save(snapshot, handle))
 
     from tqdm.auto import tqdm
 
     if progress and dist.is_main:
-        print(f"meta-training on {json.dumps(config.task)} into {run.folder}/: episodes {episode + 1}-{config.episodes} "
+        print(f"meta-training on {json.dumps(config.task)} into {run.folder}/: "
+              f"episodes {episode + 1}-{config.episodes} "
               f"of {recipe.meta_batch} optimizee(s), horizon {curriculum.horizon}, unroll {recipe.unroll}, on {device}"
               f"{f' x {dist.world_size} processes' if dist.world_size > 1 else ''}; validation on "
               f"{config.num_validation} problems every {config.validate_every} episodes (the bar gives the time left)",
@@ -387,8 +393,8 @@ def train(
         save()
         if not imitation:
             running = result["meta_loss"] if running is None else 0.95 * running + 0.05 * result["meta_loss"]
-        bar.set_postfix(meta_loss=f"{float('nan') if running is None else running:.4g}", val=f"{best['validation_loss']:.4g}",
-                        best_ep=best["episode"], horizon=curriculum.horizon)
+        bar.set_postfix(meta_loss=f"{float('nan') if running is None else running:.4g}",
+                        val=f"{best['validation_loss']:.4g}", best_ep=best["episode"], horizon=curriculum.horizon)
         bar.update()
     bar.close()
     dist.barrier()

@@ -123,7 +123,8 @@ class BatchLayout:
 
 
 def random_scales(layout: BatchLayout, radius: float, generators: list[torch.Generator]) -> Tensor | None:
-    r"""Coordinate scales :math:`e^{U(-r, r)}`, problem ``k``'s drawn with ``generators[k]`` (None if ``radius`` is 0)."""
+    r"""Coordinate scales :math:`e^{U(-r, r)}`, problem ``k``'s drawn with ``generators[k]`` (None if ``radius``
+    is 0)."""
     if radius == 0:
         return None
     per_problem = sum(layout.sizes)
