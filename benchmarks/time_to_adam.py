@@ -2,7 +2,8 @@
 paper's CIFAR ConvNet architecture on MNIST (batch 128), where forward and backward dominate the step.
 
     python benchmarks/time_to_adam.py [--checkpoint l2l-mnist ...] [--precision tf32x3 ...]
-        [--state-dtype float32 ...] [--problems 5] [--repeats 3] [--tasks mlp convnet]
+        [--state-dtype float32 ...] [--lr 1 ...] [--problems 5] [--repeats 3] [--tasks mlp convnet]
+        [--split test]
 
 Adam's learning rate is tuned (final loss, log grid) on separate problems; the target is its mean
 loss over steps 91-100 on the benchmark problems. Each optimizer then trains the same problems in an
@@ -11,7 +12,9 @@ steps reaches the target. Both are measured in the same run, taking turns on eac
 that speeds up or slows down affects both), and each problem's time is the median of ``--repeats`` runs
 (the steps are the same in every run). Every checkpoint runs with every ``--precision`` of ``LearnedOptimizer``
 (on CPU, ``bf16`` differs from float32 where the CPU has AVX-512-BF16) and every ``--state-dtype`` of its LSTM
-state (bfloat16 halves the state the step reads and writes). Needs MNIST (learned_optim.meta.data).
+state (bfloat16 halves the state the step reads and writes) and every ``--lr`` (a scale of its whole step; the
+default 1 is the untuned optimizer). ``--split validation`` races on validation images, to choose such a setting
+without touching the test images. Needs MNIST (learned_optim.meta.data).
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ from learned_optim.meta.registry import DEFAULTS, make_task
 from learned_optim.meta.tasks import mnist_task, paper_convnet, seeded
 
 TASKS = {
-    "mlp": ("MNIST MLP 784-20-10, sigmoid", lambda: make_task(DEFAULTS["mnist"]["task"], "test")),
-    "convnet": ("the paper's CIFAR ConvNet on MNIST", lambda: mnist_task(paper_convnet, "test")),
+    "mlp": ("MNIST MLP 784-20-10, sigmoid", lambda split: make_task(DEFAULTS["mnist"]["task"], split)),
+    "convnet": ("the paper's CIFAR ConvNet on MNIST", lambda split: mnist_task(paper_convnet, split)),
 }
 
 
@@ -65,23 +68,30 @@ def main() -> None:
                         default=[DEFAULT_PRECISION], help="one or more, each raced")
     parser.add_argument("--state-dtype", nargs="+", choices=["float32", "bfloat16"], default=["float32"],
                         help="one or more, each raced")
+    parser.add_argument("--lr", type=float, nargs="+", default=[1.0], help="one or more step scales, each raced")
+    parser.add_argument("--split", choices=["test", "validation"], default="test",
+                        help="the images of the raced problems (Adam is tuned on other problems of the same split)")
     args = parser.parse_args()
     for option in ("problems", "max_steps", "repeats"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
+    if min(args.lr) <= 0:
+        parser.error(f"--lr takes positive step scales, got {args.lr}")
     networks = {name: pretrained.load(name) for name in args.checkpoint}
     contenders = {}
-    for name, precision, state_dtype in itertools.product(args.checkpoint, args.precision, args.state_dtype):
+    for name, precision, state_dtype, lr in itertools.product(args.checkpoint, args.precision, args.state_dtype,
+                                                              args.lr):
         options = ", ".join(option for option, default in ((precision, DEFAULT_PRECISION),
-                                                          (f"{state_dtype} state", "float32 state"))
+                                                          (f"{state_dtype} state", "float32 state"),
+                                                          (f"lr={lr:g}", "lr=1"))
                             if option != default)
         contenders[f"{name} ({options})" if options else name] = (
-            lambda params, network=networks[name], precision=precision, dtype=getattr(torch, state_dtype):
-            LearnedOptimizer(params, network, precision=precision, state_dtype=dtype))
+            lambda params, network=networks[name], precision=precision, dtype=getattr(torch, state_dtype), lr=lr:
+            LearnedOptimizer(params, network, lr=lr, precision=precision, state_dtype=dtype))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for key in args.tasks:
         description, make = TASKS[key]
-        race(description, make(), contenders, args)
+        race(description, make(args.split), contenders, args)
 
 
 def race(description: str, task, learned: dict, args) -> None:
@@ -92,7 +102,7 @@ def race(description: str, task, learned: dict, args) -> None:
     problems = [task.sample(seeded(EVALUATION_SEED + i)) for i in range(args.problems)]
     target = statistics.mean(METRICS["final"](run_optimizer(p, lambda params: adam(params, lr), 100).losses)
                              for p in problems)
-    print(f"\n{description}: Adam lr {lr:.3g}; target = Adam's mean loss over steps 91-100 = {target:.4f}")
+    print(f"\n{description} ({args.split} images): Adam lr {lr:.3g}; target = Adam's mean loss over steps 91-100 = {target:.4f}")
     contenders = {"Adam": lambda params: adam(params, lr), **learned}
     results = {name: [] for name in contenders}
     for problem in problems:

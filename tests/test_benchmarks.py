@@ -20,7 +20,8 @@ BENCHMARKS = {
     "lr_scale.py": ["--problems", "1", "--steps", "3"],
     "state_dtype.py": ["--problems", "1"],
     "time_to_adam.py": ["--problems", "1", "--max-steps", "3", "--repeats", "2", "--tasks", "mlp",
-                        "--precision", "tf32x3", "bf16", "--state-dtype", "float32", "bfloat16"],
+                        "--precision", "tf32x3", "bf16", "--state-dtype", "float32", "bfloat16", "--lr", "1", "1.5",
+                        "--split", "validation"],
     "neural_art.py": ["--sizes", "16", "--steps", "1"],
     "gpu_step.py": ["--sizes", "1e4", "--panel-problems", "1"],
 }
