@@ -14,7 +14,10 @@ that speeds up or slows down affects both), and each problem's time is the media
 (on CPU, ``bf16`` differs from float32 where the CPU has AVX-512-BF16) and every ``--state-dtype`` of its LSTM
 state (bfloat16 halves the state the step reads and writes) and every ``--lr`` (a scale of its whole step; the
 default 1 is the untuned optimizer). ``--split validation`` races on validation images, to choose such a setting
-without touching the test images. Needs MNIST (learned_optim.meta.data).
+without touching the test images. The minor page faults per step (Linux, macOS) show how much of the time went to
+the C allocator mapping fresh memory for forward and backward, which depends on the process's history, not on the
+optimizer (glibc's ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` or jemalloc remove it). Needs MNIST
+(learned_optim.meta.data).
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ import argparse
 import itertools
 import statistics
 import time
+
+try:
+    from resource import RUSAGE_SELF, getrusage
+except ImportError:  # not on Windows: the page-fault column reads nan
+    getrusage = None
 
 import torch
 
@@ -39,13 +47,19 @@ TASKS = {
 }
 
 
-def time_to_target(problem, make_optimizer, target: float, max_steps: int) -> tuple[int | None, float, float]:
-    """(steps, seconds, ``final`` metric: mean of the last 10 losses) when that mean reaches ``target``; steps None
-    if it never does within ``max_steps``."""
+def minor_page_faults() -> float:
+    """The process's minor page faults so far (nan where ``resource`` is missing)."""
+    return getrusage(RUSAGE_SELF).ru_minflt if getrusage is not None else float("nan")
+
+
+def time_to_target(problem, make_optimizer, target: float,
+                   max_steps: int) -> tuple[int | None, float, float, float]:
+    """(steps, seconds, ``final`` metric: mean of the last 10 losses, minor page faults per step) when that mean
+    reaches ``target``; steps None if it never does within ``max_steps``."""
     params = {name: p.detach().clone().requires_grad_() for name, p in problem.params.items()}
     optimizer = make_optimizer(list(params.values()))
     losses = []
-    started = time.perf_counter()
+    faults, started = minor_page_faults(), time.perf_counter()
     for step in range(max_steps):
         optimizer.zero_grad()
         loss = problem.loss(params, step)
@@ -53,8 +67,10 @@ def time_to_target(problem, make_optimizer, target: float, max_steps: int) -> tu
         optimizer.step()
         losses.append(loss.item())
         if len(losses) >= FINAL_STEPS and METRICS["final"](losses) <= target:
-            return step + 1, time.perf_counter() - started, METRICS["final"](losses)
-    return None, time.perf_counter() - started, METRICS["final"](losses)
+            break
+    seconds, faults = time.perf_counter() - started, (minor_page_faults() - faults) / len(losses)
+    reached = len(losses) >= FINAL_STEPS and METRICS["final"](losses) <= target
+    return (len(losses) if reached else None), seconds, METRICS["final"](losses), faults
 
 
 def main() -> None:
@@ -102,7 +118,8 @@ def race(description: str, task, learned: dict, args) -> None:
     problems = [task.sample(seeded(EVALUATION_SEED + i)) for i in range(args.problems)]
     target = statistics.mean(METRICS["final"](run_optimizer(p, lambda params: adam(params, lr), 100).losses)
                              for p in problems)
-    print(f"\n{description} ({args.split} images): Adam lr {lr:.3g}; target = Adam's mean loss over steps 91-100 = {target:.4f}")
+    print(f"\n{description} ({args.split} images): Adam lr {lr:.3g}; "
+          f"target = Adam's mean loss over steps 91-100 = {target:.4f}")
     contenders = {"Adam": lambda params: adam(params, lr), **learned}
     results = {name: [] for name in contenders}
     for problem in problems:
@@ -110,19 +127,22 @@ def race(description: str, task, learned: dict, args) -> None:
         for repeat in range(args.repeats):  # the contenders take turns, in alternating order
             for name in list(contenders)[::1 if repeat % 2 == 0 else -1]:
                 runs[name].append(time_to_target(problem, contenders[name], target, args.max_steps))
-        for name, timed in runs.items():  # (steps, median seconds, loss); steps and loss are the same every run
-            results[name].append((timed[0][0], statistics.median(t for _, t, _ in timed), timed[0][2]))
-    print("| optimizer | steps to target (mean) | seconds to target (mean) | reached | loss where it stopped (mean) |")
-    print("|---|---|---|---|---|")
+        for name, timed in runs.items():  # steps and loss are the same every run; seconds and faults: medians
+            results[name].append((timed[0][0], statistics.median(t for _, t, _, _ in timed), timed[0][2],
+                                  statistics.median(f for _, _, _, f in timed)))
+    print("| optimizer | steps to target (mean) | seconds to target (mean) | reached | loss where it stopped (mean) | "
+          "minor page faults / step (mean) |")
+    print("|---|---|---|---|---|---|")
     for name, runs in results.items():
-        reached = [(s, t) for s, t, _ in runs if s is not None]
+        reached = [(s, t) for s, t, _, _ in runs if s is not None]
         steps = statistics.mean(s for s, _ in reached) if reached else float("nan")
         seconds = statistics.mean(t for _, t in reached) if reached else float("nan")
-        stopped = statistics.mean(loss for _, _, loss in runs)
-        print(f"| {name} | {steps:.0f} | {seconds:.3f} | {len(reached)}/{len(runs)} | {stopped:.4f} |")
-    adam_times = [t for _, t, _ in results["Adam"]]
+        stopped = statistics.mean(loss for _, _, loss, _ in runs)
+        faults = statistics.mean(f for _, _, _, f in runs)
+        print(f"| {name} | {steps:.0f} | {seconds:.3f} | {len(reached)}/{len(runs)} | {stopped:.4f} | {faults:.0f} |")
+    adam_times = [t for _, t, _, _ in results["Adam"]]
     for name in learned:
-        ours = [t for s, t, _ in results[name] if s is not None]
+        ours = [t for s, t, _, _ in results[name] if s is not None]
         if len(ours) == len(problems):
             first = sum(t < adam for t, adam in zip(ours, adam_times))
             print(f"wall-clock ratio Adam / {name}: {statistics.mean(adam_times) / statistics.mean(ours):.2f} "
