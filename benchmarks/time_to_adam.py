@@ -15,9 +15,9 @@ that speeds up or slows down affects both), and each problem's time is the media
 state (bfloat16 halves the state the step reads and writes) and every ``--lr`` (a scale of its whole step; the
 default 1 is the untuned optimizer). ``--split validation`` races on validation images, to choose such a setting
 without touching the test images. The minor page faults per step (Linux, macOS) show how much of the time went to
-the C allocator mapping fresh memory for forward and backward, which depends on the process's history, not on the
-optimizer (glibc's ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` or jemalloc remove it). Needs MNIST
-(learned_optim.meta.data).
+the C allocator mapping fresh memory for forward and backward, which depends on the process's history more than on
+the optimizer (setting glibc's ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` high removes it). Needs
+MNIST (learned_optim.meta.data).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import time
 
 try:
     from resource import RUSAGE_SELF, getrusage
-except ImportError:  # not on Windows: the page-fault column reads nan
+except ImportError:  # resource is Unix-only: on Windows the page-fault column reads nan
     getrusage = None
 
 import torch
