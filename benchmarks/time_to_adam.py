@@ -59,7 +59,7 @@ def time_to_target(problem, make_optimizer, target: float,
     params = {name: p.detach().clone().requires_grad_() for name, p in problem.params.items()}
     optimizer = make_optimizer(list(params.values()))
     losses = []
-    faults, started = minor_page_faults(), time.perf_counter()
+    reached, faults, started = None, minor_page_faults(), time.perf_counter()
     for step in range(max_steps):
         optimizer.zero_grad()
         loss = problem.loss(params, step)
@@ -67,10 +67,10 @@ def time_to_target(problem, make_optimizer, target: float,
         optimizer.step()
         losses.append(loss.item())
         if len(losses) >= FINAL_STEPS and METRICS["final"](losses) <= target:
+            reached = step + 1
             break
-    seconds, faults = time.perf_counter() - started, (minor_page_faults() - faults) / len(losses)
-    reached = len(losses) >= FINAL_STEPS and METRICS["final"](losses) <= target
-    return (len(losses) if reached else None), seconds, METRICS["final"](losses), faults
+    seconds = time.perf_counter() - started
+    return reached, seconds, METRICS["final"](losses), (minor_page_faults() - faults) / len(losses)
 
 
 def main() -> None:

@@ -249,9 +249,9 @@ class CoordinatewiseLSTM(
                          if name in shapes and shapes[name] != shape]
             raise CheckpointError(f"{weights} does not match its config {config}: missing {missing}, "
                                   f"unexpected {unexpected}, misshapen {misshapen}")
-        if set(metadata) - {"format", "fingerprint"}:
-            unexpected = sorted(set(metadata) - {"format", "fingerprint"})
-            raise CheckpointError(f"{weights} has unexpected metadata keys {unexpected}; "
+        extra_keys = sorted(set(metadata) - {"format", "fingerprint"})
+        if extra_keys:
+            raise CheckpointError(f"{weights} has unexpected metadata keys {extra_keys}; "
                                   "the file is corrupt or was not written by learned_optim: save it again")
         dtypes = {name: dtype for name, (_, dtype) in header.items() if dtype != "F32"}
         if dtypes:

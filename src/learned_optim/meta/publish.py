@@ -139,10 +139,13 @@ def _wall_clock(*checkpoints: dict) -> str:
     total = sum(c["elapsed_s"] + (c.get("validation_s") or 0.0) for c in checkpoints)
     validation = sum(c.get("validation_s") or 0.0 for c in checkpoints)
     untimed = sum(c.get("validation_s") is None for c in checkpoints)
-    note = (f", of which {validation:.0f} s validation" if not untimed else
-            ", episodes only (validation not timed)" if untimed == len(checkpoints) else
-            f", of which {validation:.0f} s validation (not timed in {untimed} of the {len(checkpoints)} runs)")
-    return f"{total:.0f} s ({total / 3600:.2f} h){note}"
+    if untimed == len(checkpoints):
+        note = "episodes only (validation not timed)"
+    elif untimed:
+        note = f"of which {validation:.0f} s validation (not timed in {untimed} of the {len(checkpoints)} runs)"
+    else:
+        note = f"of which {validation:.0f} s validation"
+    return f"{total:.0f} s ({total / 3600:.2f} h), {note}"
 
 
 def _settings(run: Run) -> dict[str, object]:
