@@ -4,6 +4,7 @@ from unittest import mock
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from learned_optim import CheckpointError, CoordinatewiseLSTM, LearnedOptimizer
@@ -140,6 +141,15 @@ def test_unreadable_weights_are_a_checkpoint_error_naming_the_file(checkpoint, d
     data = path.read_bytes()
     path.write_bytes({"empty": b"", "truncated": data[: len(data) // 2], "random": bytes(range(256)) * 4}[damage])
     with pytest.raises(CheckpointError, match="model.safetensors is not a readable safetensors file"):
+        CoordinatewiseLSTM.from_pretrained(checkpoint)
+
+
+def test_unexpected_metadata_keys_are_refused_by_name(checkpoint):
+    path = checkpoint / "model.safetensors"
+    with safe_open(path, "pt") as handle:
+        metadata = handle.metadata()
+    save_file(load_file(path), path, metadata={**metadata, "origin": "elsewhere"})
+    with pytest.raises(CheckpointError, match=r"unexpected metadata keys \['origin'\]"):
         CoordinatewiseLSTM.from_pretrained(checkpoint)
 
 
