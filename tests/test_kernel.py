@@ -11,7 +11,7 @@ import torch
 from learned_optim import LearnedOptimizer, kernel
 from learned_optim.functional import fast_update_
 from learned_optim.fusion import PreparedWeights
-from learned_optim.pretrained import DEFAULT_CHECKPOINT, load
+from learned_optim.pretrained import load
 
 from conftest import random_network
 
@@ -247,9 +247,9 @@ def test_bf16_matmuls_are_exact_where_their_operands_are_bfloat16(hidden_size):
 
 @needs_bf16_dot
 def test_bf16_matmuls_stay_close_to_float32_over_steps():
-    """The published default in lockstep with the float32 PyTorch path for 5 steps: close, and not equal (so the
+    """A published network in lockstep with the float32 PyTorch path for 5 steps: close, and not equal (so the
     bfloat16 matmuls did run)."""
-    network = load(DEFAULT_CHECKPOINT)
+    network = load("l2l-mnist")
     weights, size = network.fused_weights(), 1000
     state = network.initial_state(size)
     reference_state, param = state.clone(), torch.randn(size)

@@ -30,9 +30,10 @@ def test_bundled_checkpoints_are_listed_with_descriptions():
     assert all(description for description in bundled.values())
 
 
-def test_default_optimizer_loads_the_bundled_checkpoint():
+def test_default_optimizer_runs_the_generalist():
     optimizer = LearnedOptimizer([torch.nn.Parameter(torch.ones(2))])
-    assert optimizer.network.config == CoordinatewiseLSTM.from_pretrained(resolve(DEFAULT_CHECKPOINT)).config
+    assert DEFAULT_CHECKPOINT == "l2o-generalist"
+    assert optimizer.network.fingerprint() == CoordinatewiseLSTM.from_pretrained(resolve("l2o-generalist")).fingerprint()
 
 
 def test_local_folder(checkpoint, network):

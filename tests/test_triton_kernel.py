@@ -11,7 +11,7 @@ pytest.importorskip("triton")
 
 from learned_optim import LearnedOptimizer, kernel, triton_kernel  # noqa: E402
 from learned_optim.functional import fast_update_  # noqa: E402
-from learned_optim.pretrained import DEFAULT_CHECKPOINT, load  # noqa: E402
+from learned_optim.pretrained import load  # noqa: E402
 
 from conftest import random_network  # noqa: E402
 
@@ -129,4 +129,4 @@ def test_compiled_reduced_precision_stays_close_on_cuda(precision):
     """Updates and state within 1e-2 after three steps, with a trained network (a random one's O(1) weights amplify
     any rounding); Triton's interpreter does not emulate reduced-precision dots, so this runs on a GPU only. The
     effect on training: benchmarks/gpu_step.py."""
-    lockstep({}, 100_003, torch.float32, "cuda", precision, {"atol": 1e-2, "rtol": 3e-2}, load(DEFAULT_CHECKPOINT))
+    lockstep({}, 100_003, torch.float32, "cuda", precision, {"atol": 1e-2, "rtol": 3e-2}, load("l2l-mnist"))

@@ -60,7 +60,8 @@ class LearnedOptimizer(Optimizer):
             fully connected layers.
         pretrained (str, os.PathLike or CoordinatewiseLSTM, optional): a bundled checkpoint name,
             a local folder, a Hugging Face Hub repo id, or a network (copied and frozen); the network
-            of every group that names none (default: ``"l2l-mnist"``).
+            of every group that names none (default: ``"l2o-generalist"``; ``"l2l-mnist"`` is the paper's
+            MNIST network).
         lr (float, optional): multiplier on the learned update (default: 1.0).
         weight_decay (float, optional): decoupled weight decay :math:`\lambda` (default: 0).
         maximize (bool, optional): maximize the objective instead of minimizing (default: False).

@@ -20,7 +20,8 @@ from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
 from .network import CheckpointError, CoordinatewiseLSTM
 
-DEFAULT_CHECKPOINT = "l2l-mnist"
+DEFAULT_CHECKPOINT = "l2o-generalist"
+"""The network ``LearnedOptimizer(params)`` runs: meta-trained on many MLP architectures, not one task."""
 CHECKPOINT_FILES = [constants.CONFIG_NAME, constants.SAFETENSORS_SINGLE_FILE, "README.md"]
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
