@@ -38,11 +38,45 @@ def checkpoint(tmp_path, network):
     return folder
 
 
-def real_mnist() -> str | None:
-    """A folder with the real MNIST files ($LEARNED_OPTIM_MNIST or ../shared/data/mnist), else None."""
-    from learned_optim.meta.data import ENV_VAR, FILES
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+"""Under CI a test never skips for something the machine should have: it fails, naming what is missing."""
+SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
 
-    for folder in (os.environ.get(ENV_VAR), Path(__file__).parents[2] / "shared" / "data" / "mnist"):
-        if folder and all((Path(folder) / name).is_file() for name in FILES):
-            return str(folder)
-    return None
+
+def missing(what: str):
+    """Skip a test that needs ``what`` (a sentence naming it and where it was looked for); fail under ``CI=true``."""
+    (pytest.fail if IN_CI else pytest.skip)(f"needs {what}")
+
+
+def data_root(kind: str) -> Path | None:
+    """The folder of the shared data set ``kind`` ("mnist" or "art") if it holds the files: its environment
+    variable, else ``../shared/data/<kind>``. The one place tests look for data."""
+    from learned_optim.meta.data import FILES
+
+    required = {"mnist": FILES, "art": ["vgg16_features.safetensors"]}[kind]
+    return next((folder for folder in _candidates(kind) if all((folder / name).is_file() for name in required)), None)
+
+
+def _candidates(kind: str) -> list[Path]:
+    from learned_optim.meta import art, data
+
+    variable = {"mnist": data.ENV_VAR, "art": art.ENV_VAR}[kind]
+    return [Path(folder) for folder in (os.environ.get(variable), SHARED_DATA / kind) if folder]
+
+
+def require_data(kind: str) -> Path:
+    """``data_root(kind)``, or skip (fail under CI) naming the folders looked in."""
+    root = data_root(kind)
+    if root is None:
+        missing(f"the {kind} data: looked in {', '.join(map(str, _candidates(kind)))}")
+    return root
+
+
+def mnist_root() -> str:
+    """The real MNIST files' folder (the test skips, or fails under CI, without them)."""
+    return str(require_data("mnist"))
+
+
+def art_root() -> Path:
+    """The art folder: VGG-16 weights, content photos and styles (the test skips, or fails under CI, without it)."""
+    return require_data("art")

@@ -19,20 +19,17 @@ from learned_optim.meta.registry import DEFAULTS
 from learned_optim.meta.suites import Panel
 from learned_optim.meta.tasks import seeded
 
-from conftest import random_network
+from conftest import art_root, data_root, random_network
 
 REPO = Path(__file__).parents[1]
 
 
-def shared_art() -> Path | None:
-    for folder in (os.environ.get(ENV_VAR), REPO.parent / "shared" / "data" / "art"):
-        if folder and (Path(folder) / "vgg16_features.safetensors").is_file():
-            return Path(folder)
-    return None
+ART = data_root("art")
 
 
-ART = shared_art()
-pytestmark = pytest.mark.skipif(ART is None, reason=f"no art folder (set {ENV_VAR} or provide ../shared/data/art)")
+@pytest.fixture(scope="module", autouse=True)
+def needs_art():
+    art_root()  # skips, or fails under CI, without the art folder
 
 
 @pytest.fixture(scope="module")

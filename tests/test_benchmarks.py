@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import real_mnist
+from conftest import art_root, mnist_root
 
 ROOT = Path(__file__).parents[1]
-SHARED_ART = ROOT.parent / "shared" / "data" / "art"
 BENCHMARKS = {
     "meta_training.py": ["--episodes", "1", "--horizon", "4", "--meta-batch", "2"],
     "step_throughput.py": ["--sizes", "2000", "--reps", "1", "--panel-problems", "1"],
@@ -37,14 +36,9 @@ def test_every_benchmark_is_listed():
 def test_benchmark_runs_on_a_tiny_size(script):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if script in NEEDS_MNIST:
-        if real_mnist() is None:
-            pytest.skip("needs MNIST ($LEARNED_OPTIM_MNIST or ../shared/data/mnist)")
-        env["LEARNED_OPTIM_MNIST"] = real_mnist()
+        env["LEARNED_OPTIM_MNIST"] = mnist_root()
     if script == "neural_art.py":
-        art = os.environ.get("LEARNED_OPTIM_ART") or (str(SHARED_ART) if SHARED_ART.is_dir() else None)
-        if art is None:
-            pytest.skip("needs the art folder ($LEARNED_OPTIM_ART or ../shared/data/art)")
-        env["LEARNED_OPTIM_ART"] = art
+        env["LEARNED_OPTIM_ART"] = str(art_root())
     if script == "gpu_step.py" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     if script != "gpu_step.py":

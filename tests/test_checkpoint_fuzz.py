@@ -3,7 +3,9 @@
 Mutations of the bundled ``l2l-mnist`` files: truncations, byte flips anywhere, edits of the
 safetensors header (shapes, dtypes, offsets, huge declared sizes), nan/inf written into the weights,
 and edits of ``config.json``. Never a crash, a hang, a large allocation, or a loaded network that
-differs from the original. The default run tries 200 mutations; ``pytest -m slow`` 3,000.
+differs from the original; every mutation that certainly damages the files (all but bit flips, which may hit the
+header's whitespace, and config edits that keep a value) is refused, and the undamaged files load. The default run
+tries 200 mutations; ``pytest -m slow`` 3,000.
 """
 
 import json
@@ -29,10 +31,11 @@ def _with_header(data: bytes, header: dict) -> bytes:
     return struct.pack("<Q", len(encoded)) + encoded + data[start:]
 
 
-def mutate(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
-    """One random damage to a checkpoint's files."""
+def mutate(files: dict[str, bytes], rng: random.Random) -> tuple[dict[str, bytes], bool]:
+    """One random damage to a checkpoint's files, and whether it certainly changed what they mean."""
     weights, config = files[WEIGHTS], files[CONFIG]
     kind = rng.choice(["truncate", "flip", "header", "non_finite", "config"])
+    certain = kind != "flip"
     if kind == "truncate":
         weights = weights[:rng.randrange(len(weights))]
     elif kind == "flip":
@@ -66,28 +69,44 @@ def mutate(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
     else:
         values = json.loads(config)
         key = rng.choice(list(values))
-        values[key] = rng.choice([0, -1, 10**9, 2**40, 1.5, "20", None, True, float("inf"), [20], {"a": 1}])
-        config = json.dumps(values).encode() if rng.random() < 0.9 else config[:rng.randrange(len(config))]
-    return {WEIGHTS: weights, CONFIG: config}
+        value = rng.choice([0, -1, 10**9, 2**40, 1.5, "20", None, True, float("inf"), [20], {"a": 1}])
+        if rng.random() < 0.9:
+            certain = values[key] != value or type(values[key]) is not type(value)
+            values[key] = value
+            config = json.dumps(values).encode()
+        else:
+            config = config[:rng.randrange(len(config))]
+    return {WEIGHTS: weights, CONFIG: config}, certain
+
+
+def load_copy(folder, files: dict[str, bytes]):
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    try:
+        return pretrained.load(folder)
+    finally:
+        shutil.rmtree(folder)
 
 
 def fuzz(tmp_path, iterations: int, seed: int) -> None:
     source = pretrained.resolve("l2l-mnist")
     original = pretrained.load(source).fingerprint()
     files = {name: (source / name).read_bytes() for name in (WEIGHTS, CONFIG)}
+    assert load_copy(tmp_path / "undamaged", files).fingerprint() == original
     rng = random.Random(seed)
+    refused = certain_damage = 0
     for iteration in range(iterations):
-        folder = tmp_path / f"case{iteration}"
-        folder.mkdir()
-        for name, data in mutate(files, rng).items():
-            (folder / name).write_bytes(data)
+        damaged, certain = mutate(files, rng)
+        certain_damage += certain
         try:
-            loaded = pretrained.load(folder)
+            loaded = load_copy(tmp_path / f"case{iteration}", damaged)
         except CheckpointError:
-            pass
+            refused += 1
         else:  # e.g. a flipped bit in the header's whitespace: harmless only if it is the same network
+            assert not certain, f"mutation {iteration} damaged the files and was loaded"
             assert loaded.fingerprint() == original, f"mutation {iteration} loaded a different network"
-        shutil.rmtree(folder)
+    assert refused >= certain_damage > iterations // 2
 
 
 def test_damaged_checkpoints_are_refused(tmp_path):

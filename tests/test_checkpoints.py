@@ -7,7 +7,7 @@ from learned_optim import LearnedOptimizer, pretrained
 from learned_optim.meta.evaluation import run_optimizer
 from learned_optim.meta.tasks import QuadraticTask, seeded
 
-from conftest import real_mnist
+from conftest import mnist_root
 
 PINNED = {
     # checkpoint: (loss at step 100, sum over 100 steps) on QuadraticTask() seeds 0, 1, 2
@@ -29,7 +29,6 @@ def test_pinned_losses_on_seeded_quadratics(name):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(real_mnist() is None, reason="real MNIST not found: set LEARNED_OPTIM_MNIST")
 def test_l2l_mnist_model_card_claims_on_the_40_unit_panel():
     """The card's claims, on fewer problems: on MLPs with 40 sigmoid units trained on the test images,
     the lowest final loss and the lowest sum of losses of all tuned optimizers."""

@@ -10,7 +10,7 @@ import torch
 from learned_optim.meta import data
 from learned_optim.meta.data import DataError, download_file, find_mnist, load_split, read_idx
 
-from conftest import real_mnist
+from conftest import mnist_root
 
 
 def write_idx(path: Path, array: torch.Tensor, truncate: int = 0) -> Path:
@@ -107,9 +107,8 @@ def test_download_verifies_md5_and_writes_atomically(tmp_path, monkeypatch):
         download_file("file.gz", tmp_path / "bad", mirrors=((tmp_path / "nowhere").as_uri() + "/",))
 
 
-@pytest.mark.skipif(real_mnist() is None, reason=f"real MNIST not found: set {data.ENV_VAR}")
 def test_real_mnist_files_have_the_canonical_md5s_and_shapes():
-    root = Path(real_mnist())
+    root = Path(mnist_root())
     for name, md5 in data.FILES.items():
         assert hashlib.md5((root / name).read_bytes()).hexdigest() == md5
     images, labels = load_split("test", str(root))

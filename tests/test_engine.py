@@ -20,7 +20,7 @@ from learned_optim.meta.tasks import ModuleTask, QuadraticTask, seeded, stack_pr
 from learned_optim.meta.train import NETWORK_INITS, Run, RunConfig, train, validation_losses
 from learned_optim.meta.truncated import BatchLayout, Recipe, Unroller, random_scales
 
-from conftest import random_network, real_mnist
+from conftest import mnist_root, random_network
 
 
 def tiny_module_task() -> ModuleTask:
@@ -235,20 +235,18 @@ def test_a_run_whose_validation_never_moves_warns_with_the_likely_causes(tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(real_mnist() is None, reason="real MNIST not found: set LEARNED_OPTIM_MNIST")
 def test_mnist_defaults_learn(tmp_path, monkeypatch):
     """`train --task mnist` with the family's defaults leaves ln 10 within 30 episodes."""
-    monkeypatch.setenv("LEARNED_OPTIM_MNIST", real_mnist())
+    monkeypatch.setenv("LEARNED_OPTIM_MNIST", mnist_root())
     main(["train", str(tmp_path / "run"), "--task", "mnist", "--episodes", "30", "--validate-every", "30",
           "--num-validation", "5"])
     validations = [e["validation_loss"] for e in Run(tmp_path / "run").log() if "validation_loss" in e]
     assert validations[0] > 2.2 and validations[-1] < 1.5
 
 
-@pytest.mark.skipif(real_mnist() is None, reason="real MNIST not found: set LEARNED_OPTIM_MNIST")
 def test_the_mnist_example_writes_into_the_folder_it_is_given(tmp_path):
     example = Path(__file__).parents[1] / "examples" / "mnist.py"
-    env = {**os.environ, "LEARNED_OPTIM_MNIST": real_mnist(), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "LEARNED_OPTIM_MNIST": mnist_root(), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, str(example), "--steps", "3", "--out", str(tmp_path / "out")],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -16,14 +16,12 @@ from learned_optim.meta.tasks import convnet, seeded
 from learned_optim.meta.train import validation_losses
 from learned_optim.meta.truncated import Recipe, train_episode
 
-from conftest import random_network, real_mnist
-
-needs_mnist = pytest.mark.skipif(real_mnist() is None, reason="needs the real MNIST files (28x28 images)")
+from conftest import mnist_root, random_network
 
 
-@needs_mnist
+
 def test_mlp_family_draws_reproducible_varied_configs_and_never_a_held_out_one():
-    family = MNISTMLPFamily(root=real_mnist())
+    family = MNISTMLPFamily(root=mnist_root())
     configs = [family.config(seeded(seed)) for seed in range(200)]
     assert configs == [family.config(seeded(seed)) for seed in range(200)]
     assert {len(c.hidden_sizes) for c in configs} == {1, 2, 3}
@@ -31,14 +29,13 @@ def test_mlp_family_draws_reproducible_varied_configs_and_never_a_held_out_one()
     assert {c.init for c in configs} == {"paper", "pytorch"} and {c.batch_size for c in configs} == {64, 128, 256}
     assert all(16 <= width <= 128 for c in configs for width in c.hidden_sizes)
     narrow = MNISTMLPFamily(widths=(20, 20), depths=(1, 1), activations=("sigmoid", "tanh"), inits=("paper",),
-                            batch_sizes=(128,), root=real_mnist())  # half its draws are the paper's panel
+                            batch_sizes=(128,), root=mnist_root())  # half its draws are the paper's panel
     assert {narrow.config(seeded(seed)) for seed in range(30)} == {MLPConfig((20,), "tanh", "paper", 128)}
     assert MLPConfig((20,), "sigmoid", "paper", 128) in HELD_OUT_MLPS
 
 
-@needs_mnist
 def test_problems_build_their_drawn_architecture_and_a_meta_batch_shares_one():
-    family = MNISTMLPFamily(root=real_mnist())
+    family = MNISTMLPFamily(root=mnist_root())
     config = family.config(seeded(3))
     problem = family.sample(seeded(3))
     shapes = [tuple(p.shape) for name, p in problem.params.items() if name.endswith("weight")]
@@ -49,9 +46,8 @@ def test_problems_build_their_drawn_architecture_and_a_meta_batch_shares_one():
     assert losses.shape == (3,) and torch.isfinite(losses).all()
 
 
-@needs_mnist
 def test_convnet_family_meta_trains_under_vmap_with_batch_norm():
-    family = make_task({"name": "mnist-convnets", "root": real_mnist()})
+    family = make_task({"name": "mnist-convnets", "root": mnist_root()})
     assert isinstance(family, MNISTConvNetFamily)
     network = CoordinatewiseLSTM()
     meta_optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
@@ -106,25 +102,23 @@ def test_mixture_specs_are_built_and_checked_by_the_registry(tmp_path):
         main(["train", str(tmp_path / "run"), "--task", "mixture", "--mixture", "simple"])
 
 
-@needs_mnist
 def test_convnet_family_never_draws_the_papers_convnet():
-    narrow = MNISTConvNetFamily(channels=(16, 16), batch_sizes=(128,), root=real_mnist())  # 1 in 12 draws would be
+    narrow = MNISTConvNetFamily(channels=(16, 16), batch_sizes=(128,), root=mnist_root())  # 1 in 12 draws would be
     configs = {narrow.config(seeded(seed)) for seed in range(100)}
     assert len(configs) == 11 and HELD_OUT_CONVNET not in configs
 
 
-@needs_mnist
 def test_generalist_suite_runs_held_out_tasks_and_summarises_against_the_best_baseline(tmp_path, capsys, monkeypatch):
     from learned_optim.meta.data import ENV_VAR
 
-    monkeypatch.setenv(ENV_VAR, real_mnist())  # the ConvNet panel is a whole spec: it reads MNIST from the default root
-    panels = suite_panels("generalist", {**DEFAULTS["mnist"]["task"], "root": real_mnist()})
+    monkeypatch.setenv(ENV_VAR, mnist_root())  # the ConvNet panel is a whole spec: it reads MNIST from the default root
+    panels = suite_panels("generalist", {**DEFAULTS["mnist"]["task"], "root": mnist_root()})
     assert panels["mnist-convnet-100"].spec == {"name": "mnist-convnet"}
     assert panels["mnist-20-sigmoid-10000"].steps == 10_000
     for panel in panels.values():
         if panel.spec["name"] == "mnist":
             assert MLPConfig(tuple(panel.spec["hidden_sizes"]), panel.spec["activation"], "paper", 128) in HELD_OUT_MLPS
-    convnet = make_task({"name": "mnist-convnet", "root": real_mnist()}, "test").sample(seeded(0))
+    convnet = make_task({"name": "mnist-convnet", "root": mnist_root()}, "test").sample(seeded(0))
     assert sum(p.numel() for p in convnet.params.values()) == 18_314
     tiny = {name: panel._replace(steps=3, protocol={**panel.protocol, "problems": 2, "tuning_problems": 1,
                                                     "lr_grid": [0.01, 0.1]})
@@ -138,9 +132,8 @@ def test_generalist_suite_runs_held_out_tasks_and_summarises_against_the_best_ba
     assert "2 problems; baselines' learning rates tuned on 1 other over" in readme
 
 
-@needs_mnist
 def test_a_suite_on_the_validation_split_draws_other_problems_and_is_never_mixed_with_the_test_one(tmp_path):
-    panel = suite_panels("generalist", {**DEFAULTS["mnist"]["task"], "root": real_mnist()})["mnist-20-relu-100"]
+    panel = suite_panels("generalist", {**DEFAULTS["mnist"]["task"], "root": mnist_root()})["mnist-20-relu-100"]
     tiny = {"mnist-20-relu-100": panel._replace(steps=3, protocol={"problems": 2, "tuning_problems": 1,
                                                                    "lr_grid": [0.1]})}
     run_suite(random_network(), tiny, {}, tmp_path / "test", "the command")

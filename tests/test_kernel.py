@@ -13,9 +13,18 @@ from learned_optim.functional import fast_update_
 from learned_optim.fusion import PreparedWeights
 from learned_optim.pretrained import load
 
-from conftest import random_network
+from conftest import missing, random_network
 
-needs_kernel = pytest.mark.skipif(not kernel.available(), reason="the fused kernel needs a C++ compiler")
+
+
+@pytest.fixture
+def compiled_kernel():
+    """Skips, or fails under CI, where the fused kernel cannot be built (no C++ compiler)."""
+    if not kernel.available():
+        missing("the fused CPU kernel, which needs a C++ compiler")
+
+
+needs_kernel = pytest.mark.usefixtures("compiled_kernel")
 
 
 def pytorch_path(*args, **kwargs):
@@ -172,7 +181,7 @@ def test_unsupported_arguments_take_the_pytorch_path(network):
 
 def test_build_is_cached_and_atomic(fresh_kernel):
     if kernel._compiler() is None:
-        pytest.skip("no C++ compiler")
+        missing("a C++ compiler")
     assert kernel.available()
     built = list(fresh_kernel.iterdir())
     assert len(built) == 1 and built[0].suffix == ".so"  # no partial file left behind
@@ -185,7 +194,7 @@ def test_every_vector_width_equals_the_pytorch_path(fresh_kernel, monkeypatch, l
     """The build for AVX2 (8 floats a vector, tiles of 16) and for AVX-512 (16, tiles of 32), whichever this CPU
     picks by default; tensors of 1-100 coordinates over two threads, float32 and bfloat16 states."""
     if kernel._compiler() is None:
-        pytest.skip("no C++ compiler")
+        missing("a C++ compiler")
     monkeypatch.setattr(kernel, "FLAGS", kernel.FLAGS + (f"-DLANES={lanes}",))
     monkeypatch.setattr(kernel, "MIN_COORDINATES_PER_THREAD", 16)
     assert kernel.available() and kernel._library.tile == 2 * lanes
@@ -275,7 +284,7 @@ def test_optimizer_passes_its_precision_to_the_kernel(network):
 def test_compiler_without_openmp_builds_a_serial_kernel(fresh_kernel, monkeypatch, tmp_path, network):
     real = kernel._compiler()
     if real is None:
-        pytest.skip("no C++ compiler")
+        missing("a C++ compiler")
     compiler = tmp_path / "c++-without-openmp"
     rejects_openmp = 'case " $* " in *" -fopenmp "*) echo "no OpenMP" >&2; exit 1;; esac'
     compiler.write_text(f'#!/bin/sh\n{rejects_openmp}\nexec {real} "$@"\n')

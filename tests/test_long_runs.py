@@ -11,7 +11,7 @@ from learned_optim.meta.evaluation import run_optimizer
 from learned_optim.meta.registry import make_task
 from learned_optim.meta.tasks import seeded
 
-from conftest import real_mnist
+from conftest import mnist_root
 
 STEPS = 10_000
 
@@ -22,9 +22,8 @@ def windows(losses: list[float], size: int = 500) -> list[float]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(real_mnist() is None, reason="real MNIST not found: set LEARNED_OPTIM_MNIST")
 def test_the_default_runs_10000_steps_finite_and_ends_below_its_start():
-    task = make_task({"name": "mnist", "hidden_sizes": [20], "root": real_mnist()}, "test")
+    task = make_task({"name": "mnist", "hidden_sizes": [20], "root": mnist_root()}, "test")
     network = pretrained.load()
     run = run_optimizer(task.sample(seeded(7)), lambda params: LearnedOptimizer(params, network), STEPS)
     assert all(math.isfinite(loss) for loss in run.losses)
@@ -35,10 +34,9 @@ def test_the_default_runs_10000_steps_finite_and_ends_below_its_start():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(real_mnist() is None, reason="real MNIST not found: set LEARNED_OPTIM_MNIST")
 def test_l2o_generalist_keeps_improving_for_10000_steps():
     """100 times its 100-step training horizon, the loss of the RNNprop-input network keeps falling."""
-    task = make_task({"name": "mnist", "hidden_sizes": [20], "root": real_mnist()}, "test")
+    task = make_task({"name": "mnist", "hidden_sizes": [20], "root": mnist_root()}, "test")
     network = pretrained.load("l2o-generalist")
     run = run_optimizer(task.sample(seeded(7)), lambda params: LearnedOptimizer(params, network), STEPS)
     assert all(math.isfinite(loss) for loss in run.losses)

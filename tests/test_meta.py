@@ -20,7 +20,7 @@ from learned_optim.meta.tasks import ModuleTask, Problem, QuadraticTask, SimpleT
 from learned_optim.meta.train import Run, RunConfig, train
 from learned_optim.meta.truncated import Recipe, Unroller, meta_step, train_episode
 
-from conftest import random_network, real_mnist
+from conftest import mnist_root, random_network
 
 
 class LinearRule(nn.Module):
@@ -179,31 +179,43 @@ def checkpoint_weights(folder):
     return Run(folder).checkpoint()["network"]
 
 
+KILL_DURING_CHECKPOINT = """
+import os, signal, sys
+from learned_optim.meta import train as training
+from learned_optim.meta.cli import main
+
+real_write, writes = training.write_file_atomic, []
+
+
+def write_then_die(path, write):
+    if path.name == "checkpoint.pt":
+        writes.append(path)
+        if len(writes) == int(sys.argv[1]):  # killed halfway through this write (the first is episode 0's)
+            return real_write(path, lambda handle: (handle.write(b"half a checkpoint"), handle.flush(),
+                                                    os.kill(os.getpid(), signal.SIGKILL)))
+    return real_write(path, write)
+
+
+training.write_file_atomic = write_then_die
+main(sys.argv[2:])
+"""
+
+
 def test_resume_after_a_kill_ends_with_the_uninterrupted_weights(tmp_path):
+    """A run SIGKILLed while writing episode 5's checkpoint resumes from episode 4's and ends bitwise where the
+    uninterrupted run ends, with one log line per episode."""
     main(["train", str(tmp_path / "whole"), *TINY])
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "learned_optim.meta", "train", str(killed), *TINY,
-                                "--episodes", "400"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if (killed / "checkpoint.pt").exists() and Run(killed).checkpoint()["episode"] >= 3:
-            break
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    episode = Run(killed).checkpoint()["episode"]
-    assert 3 <= episode < 400
-    # Finish the killed run with the same schedule as the uninterrupted one.
-    config = json.loads((killed / "run.json").read_text())
-    config["episodes"] = 8
-    (killed / "run.json").write_text(json.dumps(config))
-    if episode < 8:
-        main(["train", str(killed), "--resume"])
-        whole, resumed = checkpoint_weights(tmp_path / "whole"), checkpoint_weights(killed)
-        assert all(torch.equal(whole[k], resumed[k]) for k in whole)
-        episodes = [e["episode"] for e in Run(killed).log() if "meta_loss" in e]
-        assert episodes == list(range(1, 9))
+    process = subprocess.run([sys.executable, "-c", KILL_DURING_CHECKPOINT, "6", "train", str(killed), *TINY],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    assert Run(killed).checkpoint()["episode"] == 4
+    main(["train", str(killed), "--resume"])
+    whole, resumed = checkpoint_weights(tmp_path / "whole"), checkpoint_weights(killed)
+    assert whole.keys() == resumed.keys()
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    episodes = [e["episode"] for e in Run(killed).log() if "meta_loss" in e]
+    assert episodes == list(range(1, 9))
 
 
 def test_train_refuses_to_overwrite_a_run(tmp_path):
@@ -466,9 +478,7 @@ def test_papers_convnet_is_the_cifar_architecture_and_trains_on_mnist():
     assert sum(isinstance(m, nn.MaxPool2d) for m in model) == 3
     assert [m.out_features for m in model if isinstance(m, nn.Linear)] == [32, 10]
     assert sum(p.numel() for p in model.parameters()) == 18_314
-    root = real_mnist()
-    if root is None:
-        pytest.skip("needs the real MNIST files (28x28 images)")
+    root = mnist_root()
     problem = mnist_task(paper_convnet, "test", root=root).sample(seeded(0))
     losses = run_optimizer(problem, lambda params: torch.optim.Adam(params, lr=3e-3), 15).losses
     assert abs(losses[0] - 2.3) < 0.3 and sum(losses[-3:]) / 3 < losses[0] - 0.3

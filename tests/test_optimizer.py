@@ -233,12 +233,15 @@ def snapshot(optimizer, params):
 
 
 def assert_unchanged(optimizer, params, before):
+    """Parameters, param groups and every state tensor as in ``before`` (a :func:`snapshot` taken earlier)."""
     values, state = before
     assert all(torch.equal(p, v) for p, v in zip(params, values))
-    after = optimizer.state_dict()["state"]
-    assert after.keys() == state["state"].keys()
-    for key in after:
-        assert torch.equal(after[key]["lstm_state"], state["state"][key]["lstm_state"])
+    after = optimizer.state_dict()
+    assert after["param_groups"] == state["param_groups"]
+    assert after["state"].keys() == state["state"].keys()
+    for key, entry in after["state"].items():
+        assert entry.keys() == state["state"][key].keys()
+        assert all(torch.equal(tensor, state["state"][key][name]) for name, tensor in entry.items())
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
@@ -296,21 +299,26 @@ def test_state_dict_from_another_optimizer_is_rejected_without_changes(network):
     model, optimizer = make_model_and_optimizer(network)
     train_steps(model, optimizer, 1)
     params = list(model.parameters())
-    before = snapshot(optimizer, params)
     adam = torch.optim.Adam([{"params": model[0].parameters()}, {"params": model[2].parameters()}])
     train_steps(model, adam, 1)
-    with pytest.raises(ValueError, match="not from a LearnedOptimizer"):
-        optimizer.load_state_dict(adam.state_dict())
     other = LearnedOptimizer(params[:2], network)
     grads_for(params[:2], 0)
     other.step()
+    before = snapshot(optimizer, params)
+    with pytest.raises(ValueError, match="not from a LearnedOptimizer"):
+        optimizer.load_state_dict(adam.state_dict())
     with pytest.raises(ValueError, match="groups"):
         optimizer.load_state_dict(other.state_dict())
     wrong = copy.deepcopy(before[1])
     wrong["state"][0]["lstm_state"] = torch.zeros(4, 3, 20)
     with pytest.raises(ValueError, match="shape"):
         optimizer.load_state_dict(wrong)
-    assert_unchanged(optimizer, [p.detach() for p in params], snapshot(optimizer, params))
+    wrong_groups = copy.deepcopy(before[1])
+    wrong_groups["param_groups"][1]["lr"] = 0.25
+    wrong_groups["state"][len(wrong_groups["state"]) + 7] = wrong_groups["state"][0]
+    with pytest.raises(ValueError, match="no param group holds"):
+        optimizer.load_state_dict(wrong_groups)
+    assert_unchanged(optimizer, params, before)
 
 
 def test_unknown_checkpoint_name_is_a_clear_error():
