@@ -29,6 +29,8 @@ from learned_optim.meta.registry import DEFAULTS, make_task
 from learned_optim.meta.suites import suite_panels
 from learned_optim.meta.tasks import seeded
 
+import _report as report  # benchmarks/_report.py, beside this script
+
 
 @contextmanager
 def triton_off():
@@ -112,7 +114,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=float, nargs="+", default=[1e6, 1e7, 1e8])
     parser.add_argument("--panel-problems", type=int, default=20)
     parser.add_argument("--checkpoint", default="l2l-mnist")
-    args = parser.parse_args()
+    args = report.parse_args(parser)
     if not torch.cuda.is_available() or not triton_kernel.available():
         raise SystemExit("this benchmark needs a CUDA device and Triton")
     network = pretrained.load(args.checkpoint)
@@ -122,4 +124,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main, device="cuda")

@@ -25,6 +25,8 @@ from learned_optim.meta.registry import DEFAULTS, make_task
 from learned_optim.meta.suites import SUITES, suite_panels
 from learned_optim.meta.tasks import seeded
 
+import _report as report  # benchmarks/_report.py, beside this script
+
 MULTIPLIERS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
@@ -37,7 +39,7 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=10)
     parser.add_argument("--multipliers", type=float, nargs="+", default=MULTIPLIERS)
     parser.add_argument("--steps", type=int, help="steps per run (default: each panel's)")
-    args = parser.parse_args()
+    args = report.parse_args(parser)
     if args.problems < 1 or (args.steps is not None and args.steps < 1):
         parser.error(f"--problems and --steps must be at least 1, got {args.problems} and {args.steps}")
     if not all(math.isfinite(m) and m > 0 for m in args.multipliers):
@@ -72,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

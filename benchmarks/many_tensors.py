@@ -25,6 +25,8 @@ from learned_optim import CoordinatewiseLSTM, LearnedOptimizer, kernel
 from learned_optim.meta.tasks import mlp, paper_convnet
 from learned_optim.optimizer import _threads
 
+import _report as report  # benchmarks/_report.py, beside this script
+
 
 def models() -> dict[str, nn.Module]:
     torch.manual_seed(0)
@@ -64,7 +66,7 @@ def median_step_seconds(optimizers: dict[str, torch.optim.Optimizer], reps: int)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=20)
-    args = parser.parse_args()
+    args = report.parse_args(parser)
     folder = Path(__file__).parents[1] / "pretrained" / "l2o-generalist"
     network = CoordinatewiseLSTM.from_pretrained(folder) if folder.is_dir() else CoordinatewiseLSTM()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fused kernel: "
@@ -94,4 +96,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

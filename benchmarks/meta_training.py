@@ -28,6 +28,8 @@ from learned_optim.meta.tasks import seeded
 from learned_optim.meta.truncated import Recipe, Unroller, train_episode
 from learned_optim.preprocessing import PREPROCESSINGS
 
+import _report as report  # benchmarks/_report.py, beside this script
+
 
 class Rule(nn.Module):
     """Another implementation of ``network``'s update rule, with its parameters and initial state."""
@@ -94,7 +96,7 @@ def main() -> None:
     parser.add_argument("--meta-batch", type=int, nargs="+", default=[8], help="K of the batched rows (default: 8)")
     parser.add_argument("--horizon", type=int, default=100, help="optimizee steps per episode (default: 100)")
     parser.add_argument("--device", default="cpu", help="where to run (default: cpu)")
-    args = parser.parse_args()
+    args = report.parse_args(parser)
     task = make_task(DEFAULTS["mnist"]["task"], device=args.device)
     torch.manual_seed(0)
     network = CoordinatewiseLSTM(**DEFAULTS["mnist"]["network"]).to(args.device)
@@ -134,4 +136,4 @@ def print_rates(rates: dict[str, float], reference: str, ratio_header: str, extr
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

@@ -19,6 +19,8 @@ import torch
 from learned_optim import LearnedOptimizer
 from learned_optim.meta.art import StyleLoss, find_style, load_image, load_vgg16, photos, square
 
+import _report as report  # benchmarks/_report.py, beside this script
+
 
 def saved_bytes(loss_fn, image) -> int:
     """Bytes of the activations autograd saves for backward in one loss evaluation (the weights it also
@@ -65,7 +67,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="l2l-art")
     parser.add_argument("--vgg", help="VGG-16 weights (default: the art folder's)")
     parser.add_argument("--art-root", help="art folder (default: $LEARNED_OPTIM_ART)")
-    args = parser.parse_args()
+    args = report.parse_args(parser)
 
     features = load_vgg16(args.vgg, args.art_root)
     photo = photos(args.art_root, "test")[0][1]
@@ -87,4 +89,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

@@ -19,12 +19,14 @@ from learned_optim.meta.evaluation import EVALUATION_SEED, run_optimizer
 from learned_optim.meta.registry import DEFAULTS, make_task
 from learned_optim.meta.tasks import seeded
 
+import _report as report  # benchmarks/_report.py, beside this script
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="l2l-mnist")
     parser.add_argument("--problems", type=int, default=20)
-    args = parser.parse_args()
+    args = report.parse_args(parser)
     network = pretrained.load(args.checkpoint)
     task = make_task(DEFAULTS["mnist"]["task"], "test")
     problems = [task.sample(seeded(EVALUATION_SEED + i)) for i in range(args.problems)]
@@ -46,4 +48,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

@@ -26,6 +26,8 @@ from torch import nn
 
 from learned_optim import LearnedOptimizer, kernel
 
+import _report as report  # benchmarks/_report.py, beside this script
+
 COMPETITOR = """
 import torch, sys
 from torch import nn
@@ -73,7 +75,7 @@ def _median_step_ms(make, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200, help="timed steps per measurement (default: 200)")
-    args = parser.parse_args()
+    args = report.parse_args(parser)
     idle = {name: median_step_ms(*candidate, args.steps) for name, candidate in CANDIDATES.items()}
     busy = {}
     for competitor in ("Adam", "LearnedOptimizer"):
@@ -93,4 +95,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

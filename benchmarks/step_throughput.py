@@ -31,6 +31,8 @@ from gpu_step import precision_table
 from learned_optim import CoordinatewiseLSTM, LearnedOptimizer, kernel
 from learned_optim.preprocessing import PREPROCESSINGS
 
+import _report as report  # benchmarks/_report.py, beside this script
+
 
 class NaiveLSTMStep:
     """The reference a straightforward implementation gives: nn.LSTMCell over all coordinates at once."""
@@ -108,7 +110,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--naive-max", type=int, default=10_000_000, help="skip the naive step above this size")
     parser.add_argument("--panel-problems", type=int, default=20, help="per mnist-paper panel, for bf16's effect")
-    args = parser.parse_args()
+    args = report.parse_args(parser)
     checkpoint = Path(__file__).parents[1] / "pretrained" / "l2l-mnist"
     network = CoordinatewiseLSTM.from_pretrained(checkpoint) if checkpoint.is_dir() else CoordinatewiseLSTM()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fused kernel: "
@@ -150,4 +152,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)

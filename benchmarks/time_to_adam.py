@@ -41,6 +41,8 @@ from learned_optim.meta.evaluation import (BASELINES, EVALUATION_SEED, FINAL_STE
 from learned_optim.meta.registry import DEFAULTS, make_task
 from learned_optim.meta.tasks import mnist_task, paper_convnet, seeded
 
+import _report as report  # benchmarks/_report.py, beside this script
+
 TASKS = {
     "mlp": ("MNIST MLP 784-20-10, sigmoid", lambda split: make_task(DEFAULTS["mnist"]["task"], split)),
     "convnet": ("the paper's CIFAR ConvNet on MNIST", lambda split: mnist_task(paper_convnet, split)),
@@ -87,7 +89,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, nargs="+", default=[1.0], help="one or more step scales, each raced")
     parser.add_argument("--split", choices=["test", "validation"], default="test",
                         help="the images of the raced problems (Adam is tuned on other problems of the same split)")
-    args = parser.parse_args()
+    args = report.parse_args(parser)
     for option in ("problems", "max_steps", "repeats"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
@@ -152,4 +154,4 @@ def race(description: str, task, learned: dict, args) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    report.run(main)
