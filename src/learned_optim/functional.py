@@ -8,8 +8,9 @@ For a flat gradient :math:`\nabla \in \mathbb{R}^N` and per-coordinate LSTM stat
     x^{(l+1)} = h^{(l)}_{t+1}, \qquad
     g_t = s \cdot o(w^\top h^{(L-1)}_{t+1} + b),
 
-with :math:`s` the output scale and :math:`o` the output nonlinearity (:data:`OUTPUTS`), and the caller applies
-:math:`\theta_{t+1} = \theta_t + g_t`. A stateful encoding (``"adam"``) also updates per-coordinate moments.
+with :math:`s` the output scale and :math:`o` the output nonlinearity (:data:`OUTPUTS`), except that
+:math:`g_t = 0` where :math:`\nabla = 0` (a coordinate with a zero gradient does not move: frozen weights, unused
+embedding rows), and the caller applies :math:`\theta_{t+1} = \theta_t + g_t`. A stateful encoding (``"adam"``) also updates per-coordinate moments.
 Coordinates are the batch dimension, so every coordinate is updated independently.
 
 There is one definition of the step (:func:`_step`) and three ways to run it:
@@ -130,7 +131,12 @@ def _step(weights: FusedWeights, grad: Tensor, state: Sequence[Tensor]) -> tuple
         x = h
     if moments is not None:
         new_state.append(moments)
-    return weights.plus_nominal(weights.head(x), features), tuple(new_state)
+    return moves_only_with_gradient(weights.plus_nominal(weights.head(x), features), grad), tuple(new_state)
+
+
+def moves_only_with_gradient(update: Tensor, grad: Tensor) -> Tensor:
+    """``update`` with zeros where ``grad`` is exactly zero (differentiable in ``update``)."""
+    return torch.where(grad == 0, 0.0, update)
 
 
 def reference_update(
@@ -150,6 +156,20 @@ def reference_update(
     compute_dtype = weights.head_weight.dtype
     update, new_state = _step(weights, grad.to(compute_dtype), [s.to(compute_dtype) for s in state])
     return update, tuple(new.to(old.dtype) for new, old in zip(new_state, state))
+
+
+PATHS = ("cpu-kernel", "triton", "pytorch")
+"""The implementations of :func:`fast_update_`: the fused CPU kernel, the fused Triton kernel, the PyTorch path."""
+
+
+def execution_path(weights: FusedWeights, grad: Tensor, state: Tensor, out: Tensor | None = None,
+                   moments: Tensor | None = None) -> str:
+    """The implementation (one of :data:`PATHS`) that :func:`fast_update_` runs on these tensors."""
+    if kernel.supports(weights, grad, state, out, moments):
+        return "cpu-kernel"
+    if triton_kernel.supports(weights, grad, state, out, moments):
+        return "triton"
+    return "pytorch"
 
 
 @torch.no_grad()
@@ -202,9 +222,10 @@ def fast_update_(
                          f"({weights.num_moments}, {grad.shape[0]}), got "
                          f"{None if moments is None else tuple(moments.shape)}: "
                          "pass CoordinatewiseLSTM.initial_moments()")
-    if kernel.supports(weights, grad, state, out, moments):
+    path = execution_path(weights, grad, state, out, moments)
+    if path == "cpu-kernel":
         return kernel.fused_update_(weights, grad, state, out, lr, decay, maximize, moments, precision)
-    if triton_kernel.supports(weights, grad, state, out, moments):
+    if path == "triton":
         return triton_kernel.fused_update_(weights, grad, state, out, lr, decay, maximize, moments, precision)
     dtype, device = weights.head_weight.dtype, grad.device
     total, hidden = grad.shape[0], state.shape[-1]
@@ -246,6 +267,7 @@ def fast_update_(
         OUTPUTS[weights.output](chunk_update).mul_(weights.output_scale)
         if weights.nominal:
             chunk_update.add_(weights.nominal_step(features))
+        chunk_update.copy_(moves_only_with_gradient(chunk_update, chunk_grad))
         if out is not None:
             if decay != 1:
                 out[rows].mul_(decay)
@@ -382,4 +404,4 @@ def chunked_update(
     new_state = tuple(new.to(old.dtype) for new, old in zip(outputs[1:], lstm_state))
     if new_moments is not None:
         new_state += (new_moments.to(moments.dtype),)
-    return weights.plus_nominal(outputs[0], features), new_state
+    return moves_only_with_gradient(weights.plus_nominal(outputs[0], features), grad), new_state

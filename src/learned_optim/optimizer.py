@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+from collections import defaultdict
 from typing import Any, Callable, Iterable
 
 import torch
@@ -13,7 +14,7 @@ from torch.optim import Optimizer
 
 from . import pretrained as checkpoints
 from . import kernel
-from .functional import DEFAULT_CHUNK_SIZE, FusedWeights, fast_update_
+from .functional import DEFAULT_CHUNK_SIZE, FusedWeights, execution_path, fast_update_
 from .fusion import DEFAULT_PRECISION, PRECISIONS
 from .network import CoordinatewiseLSTM
 
@@ -21,6 +22,8 @@ STATE_KEY = "lstm_state"
 MOMENTS_KEY = "moments"
 """Per-parameter state: the LSTM state ``[2L, N, H]`` and, for a network with a stateful encoding, its moments
 ``[M, N]``."""
+OPTIONS = ("lr", "weight_decay", "maximize", "state_dtype")
+"""The per-group options of the rule (torch may add its own keys to ``defaults``)."""
 PARALLEL_THRESHOLD = 2**20
 """Steps over fewer CPU coordinates run on one thread (see ``benchmarks/step_contention.py``)."""
 
@@ -62,7 +65,8 @@ class LearnedOptimizer(Optimizer):
             a local folder, a Hugging Face Hub repo id, or a network (copied and frozen); the network
             of every group that names none (default: ``"l2o-generalist"``; ``"l2l-mnist"`` is the paper's
             MNIST network).
-        lr (float, optional): multiplier on the learned update (default: 1.0).
+        lr (float or Tensor, optional): multiplier on the learned update, a number or a 1-element tensor
+            (default: 1.0).
         weight_decay (float, optional): decoupled weight decay :math:`\lambda` (default: 0).
         maximize (bool, optional): maximize the objective instead of minimizing (default: False).
         state_dtype (torch.dtype, optional): dtype of the LSTM state, ``torch.float32`` or
@@ -127,6 +131,8 @@ class LearnedOptimizer(Optimizer):
         self.parallel_threshold = parallel_threshold
         self.precision = precision
         self._weights_by_network: dict[tuple[int, torch.device], FusedWeights] = {}
+        self.last_step_paths: dict[str, int] = {}
+        """How many tensors the last step updated on each path of :data:`learned_optim.functional.PATHS`."""
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -209,6 +215,7 @@ class LearnedOptimizer(Optimizer):
         parameters the fused CPU kernel takes are updated in one kernel call per group."""
         batches: dict[int, tuple[FusedWeights, list[tuple[Tensor, Tensor, dict]]]] = {}  # g: weights, (grad, p, state)
         flats = []  # each parameter's flat (contiguous) view or copy
+        self.last_step_paths = paths = {}
         for g, p, grad in work:
             group, network = self.param_groups[g], self.networks[g]
             state = self.state[p]
@@ -221,7 +228,9 @@ class LearnedOptimizer(Optimizer):
             flat, grad = p.contiguous().view(-1), grad.reshape(-1)
             flats.append(flat)
             weights = self._weights(network, p.device)
-            if kernel.supports(weights, grad, state[STATE_KEY], flat, state.get(MOMENTS_KEY)):
+            path = execution_path(weights, grad, state[STATE_KEY], flat, state.get(MOMENTS_KEY))
+            paths[path] = paths.get(path, 0) + 1
+            if path == "cpu-kernel":
                 batches.setdefault(g, (weights, []))[1].append((grad, flat, state))
             else:
                 fast_update_(weights, grad, state[STATE_KEY], self.chunk_size, out=flat, moments=state.get(MOMENTS_KEY),
@@ -255,6 +264,8 @@ class LearnedOptimizer(Optimizer):
             ValueError: the state dict does not come from a ``LearnedOptimizer`` with this network
                 and these parameters; nothing is changed then.
         """
+        for hook in self._optimizer_load_state_dict_pre_hooks.values():
+            state_dict = hook(self, state_dict) or state_dict
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
@@ -274,7 +285,7 @@ class LearnedOptimizer(Optimizer):
                 )
         saved_to_param, network_of = {}, {}
         for g, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
-            missing = sorted(set(self.defaults) - set(saved))
+            missing = sorted(set(OPTIONS) - set(saved))
             if missing:
                 raise ValueError(
                     f"loaded param group {g} lacks options {missing}: this state dict is not from a LearnedOptimizer"
@@ -309,9 +320,16 @@ class LearnedOptimizer(Optimizer):
                                  f"expected {(network.num_moments, p.numel())}: they were saved for another parameter "
                                  "or another network")
             hidden[p] = entry
-        super().load_state_dict({"state": {}, "param_groups": saved_groups})
-        for p, entry in hidden.items():
-            self.state[p] = {key: tensor.to(device=p.device, copy=True) for key, tensor in entry.items()}
+        groups = [{**saved, "params": group["params"]} for saved, group in zip(saved_groups, self.param_groups)]
+        for group, current in zip(groups, self.param_groups):
+            if "param_names" in current and "param_names" not in group:
+                group["param_names"] = current["param_names"]
+        state = defaultdict(dict)
+        state.update((p, {key: tensor.to(device=p.device, copy=True) for key, tensor in entry.items()})
+                     for p, entry in hidden.items())
+        self.__setstate__({"state": state, "param_groups": groups})
+        for hook in self._optimizer_load_state_dict_post_hooks.values():
+            hook(self)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
@@ -329,6 +347,7 @@ class LearnedOptimizer(Optimizer):
         self.__dict__.setdefault("chunk_size", DEFAULT_CHUNK_SIZE)
         self.__dict__.setdefault("parallel_threshold", PARALLEL_THRESHOLD)
         self.__dict__.setdefault("precision", DEFAULT_PRECISION)
+        self.__dict__.setdefault("last_step_paths", {})
         for group in self.param_groups:
             group.setdefault("maximize", False)
             group.setdefault("weight_decay", 0.0)
@@ -350,7 +369,8 @@ def _frozen_network(pretrained: Any, revision: str | None = None) -> Coordinatew
 def _step_options(group: dict[str, Any]) -> dict[str, Any]:
     """A group's options as the update rule takes them: the update's multiplier, the parameter's (decoupled weight
     decay) and the gradient's sign."""
-    return dict(lr=group["lr"], decay=1 - group["lr"] * group["weight_decay"], maximize=group["maximize"])
+    lr = float(group["lr"])  # a 1-element tensor lr (as schedulers and torch.compile keep it) as a number
+    return dict(lr=lr, decay=1 - lr * group["weight_decay"], maximize=group["maximize"])
 
 
 def _describe_network(network: CoordinatewiseLSTM) -> dict[str, Any]:
@@ -358,6 +378,9 @@ def _describe_network(network: CoordinatewiseLSTM) -> dict[str, Any]:
 
 
 def _check_options(options: dict[str, Any]) -> None:
+    if isinstance(options["lr"], Tensor) and options["lr"].numel() != 1:
+        raise ValueError(f"Invalid learning rate: a tensor of shape {tuple(options['lr'].shape)}; lr must be a number "
+                         "or a 1-element tensor")
     if not 0.0 <= options["lr"]:
         raise ValueError(f"Invalid learning rate: {options['lr']}")
     if not 0.0 <= options["weight_decay"]:

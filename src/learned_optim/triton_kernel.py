@@ -137,6 +137,7 @@ def _lstm_step(grad_ptr, grad_sign, state_ptr, moments_ptr, out_ptr, weight_ptr,
     if PREPROCESSING == 2:
         if nominal != 0.0:  # the nominal term -nominal m/sqrt(v)
             u = u + x1 * -nominal
+    u = tl.where(g == 0.0, 0.0, u)  # a zero gradient moves nothing
     if ACCUMULATE:
         u = decay * tl.load(out_ptr + rows, mask=row_ok, other=0.0) + lr * u
     tl.store(out_ptr + rows, u, mask=row_ok)

@@ -330,6 +330,7 @@ static void step_rows(const Network &net, const float *grad, float grad_sign, vo
         for (int64_t t = 0; t < m; ++t) {
             float update = (net.bounded ? tanhf(uf[t]) : uf[t]) * net.output_scale;
             if (net.nominal != 0.0f) update += nominal_step[t];
+            if (grad[n0 + t] == 0.0f) update = 0.0f;  // a zero gradient moves nothing
             out[n0 + t] = accumulate ? out[n0 + t] * decay + lr * update : update;
         }
     }

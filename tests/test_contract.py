@@ -1,0 +1,154 @@
+"""torch.optim's generic contract, as PyTorch's own optimizer tests check it: state dicts loaded any number of times
+and into copies, the four state-dict hooks, tensor ``lr``, and zero gradients, on every execution path."""
+
+import copy
+import pickle
+from unittest import mock
+
+import pytest
+import torch
+from torch import nn
+
+from learned_optim import LearnedOptimizer, kernel, list_pretrained, pretrained, triton_kernel
+
+from conftest import random_network
+
+PATHS = {  # the environment that selects each CPU execution path
+    "cpu-kernel": {kernel.ENV_VAR: "1", triton_kernel.ENV_VAR: "0"},
+    "pytorch": {kernel.ENV_VAR: "0", triton_kernel.ENV_VAR: "0"},
+    "triton": {kernel.ENV_VAR: "0", triton_kernel.ENV_VAR: "1"},  # its interpreter, on CPU tensors
+}
+
+
+@pytest.fixture(params=sorted(PATHS))
+def path(request):
+    """Each execution path in turn, checked to be the one that ran (``last_step_paths``)."""
+    if request.param == "cpu-kernel" and not kernel.available():
+        pytest.skip("the fused CPU kernel is not built here (tests/test_kernel.py requires it under CI)")
+    if request.param == "triton" and (triton_kernel.triton is None or torch.cuda.is_available()):
+        pytest.skip("Triton's interpreter runs on CPU tensors where there is no GPU")
+    with mock.patch.dict("os.environ", PATHS[request.param]):
+        yield request.param
+
+
+def model_and_optimizer(network, **options):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 2))
+    groups = [{"params": model[0].parameters()}, {"params": model[2].parameters(), "lr": 0.5}]
+    return model, LearnedOptimizer(groups, network, **options)
+
+
+def train(model, optimizer, steps, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(16, 6, generator=generator)
+        optimizer.zero_grad()
+        model(x).pow(2).mean().backward()
+        optimizer.step()
+
+
+def parameters(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("copier", ["load twice", "deepcopy", "pickle"])
+def test_a_state_dict_loads_again_and_into_copies_and_they_continue_alike(copier):
+    network = random_network(preprocessing="adam", output="tanh", nominal=0.01)
+    model, optimizer = model_and_optimizer(network)
+    train(model, optimizer, 3)
+    saved = copy.deepcopy(optimizer.state_dict())
+    twin_model = copy.deepcopy(model)
+    twin = LearnedOptimizer([{"params": twin_model[0].parameters()}, {"params": twin_model[2].parameters()}], network)
+    if copier == "load twice":
+        twin.load_state_dict(saved)
+        twin.load_state_dict(saved)
+    else:
+        clone = copy.deepcopy(optimizer) if copier == "deepcopy" else pickle.loads(pickle.dumps(optimizer))
+        clone.load_state_dict(saved)  # a copy takes a state dict too
+        twin.load_state_dict(clone.state_dict())
+    optimizer.load_state_dict(saved)  # and the original takes its own again
+    train(model, optimizer, 3, seed=1)
+    train(twin_model, twin, 3, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(parameters(model), parameters(twin_model)))
+
+
+def test_state_dict_hooks_run_as_on_adam(network):
+    model, optimizer = model_and_optimizer(network)
+    train(model, optimizer, 2)
+    calls = []
+    optimizer.register_state_dict_pre_hook(lambda opt: calls.append(("save pre", opt)))
+    optimizer.register_state_dict_post_hook(lambda opt, sd: {**sd, "extra": 1})
+    saved = optimizer.state_dict()
+    assert calls == [("save pre", optimizer)] and saved["extra"] == 1 and "group_networks" in saved
+
+    def halve_lr(opt, sd):
+        sd = copy.deepcopy(sd)
+        sd["param_groups"][0]["lr"] = 0.25
+        return sd
+
+    optimizer.register_load_state_dict_pre_hook(halve_lr)
+    optimizer.register_load_state_dict_post_hook(lambda opt: calls.append(("load post", len(opt.state))))
+    optimizer.load_state_dict(saved)
+    assert optimizer.param_groups[0]["lr"] == 0.25  # the pre-hook's state dict was the one loaded
+    assert calls[-1] == ("load post", 4)  # after the LSTM states were restored
+
+
+def test_tensor_lr_equals_float_lr_on_every_path(path, network):
+    runs = []
+    for lr in (0.5, torch.tensor(0.5)):
+        model, optimizer = model_and_optimizer(network, lr=lr)
+        train(model, optimizer, 3)
+        assert set(optimizer.last_step_paths) == {path}
+        runs.append(parameters(model))
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+def test_tensor_lr_works_with_float64_parameters_and_a_scheduler(network):
+    p = nn.Parameter(torch.randn(5, dtype=torch.float64))
+    optimizer = LearnedOptimizer([p], network, lr=torch.tensor(1.0))
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    for _ in range(3):
+        p.grad = torch.randn(5, dtype=torch.float64)
+        optimizer.step()
+        scheduler.step()
+    assert isinstance(optimizer.param_groups[0]["lr"], torch.Tensor)
+    assert optimizer.param_groups[0]["lr"].item() == 0.125 and p.isfinite().all()
+
+
+def test_a_tensor_lr_of_several_elements_is_refused_naming_the_fix(network):
+    with pytest.raises(ValueError, match="lr must be a number or a 1-element tensor"):
+        LearnedOptimizer([nn.Parameter(torch.ones(2))], network, lr=torch.tensor([0.1, 0.2]))
+
+
+@pytest.mark.parametrize("name", sorted(list_pretrained()))
+def test_zero_gradients_move_nothing_with_every_checkpoint_on_every_path(path, name):
+    """Frozen-by-zero-gradient weights, unused embedding rows and padding rows stay put; the other coordinates
+    of the same tensor move."""
+    network = pretrained.load(name)
+    torch.manual_seed(0)
+    embedding = nn.Embedding(10, 4, padding_idx=0)
+    frozen = nn.Parameter(torch.randn(3, 3))
+    optimizer = LearnedOptimizer([embedding.weight, frozen], network, lr=1.0)
+    start = embedding.weight.detach().clone(), frozen.detach().clone()
+    for _ in range(20):
+        optimizer.zero_grad()
+        embedding(torch.tensor([0, 1, 2, 2, 5])).pow(2).sum().backward()  # rows 0 (padding), 1, 2, 5 looked up
+        frozen.grad = torch.zeros_like(frozen)
+        optimizer.step()
+    assert set(optimizer.last_step_paths) == {path}
+    unused = [0, 3, 4, 6, 7, 8, 9]
+    assert torch.equal(embedding.weight[unused], start[0][unused])
+    assert torch.equal(frozen, start[1])
+    assert not torch.equal(embedding.weight[[1, 2, 5]], start[0][[1, 2, 5]])
+
+
+def test_meta_training_steps_keep_zero_gradients_still():
+    """The differentiable steps meta-training unrolls obey the same rule, so a network learns under it."""
+    from learned_optim.functional import chunked_update, reference_update
+
+    network = random_network(preprocessing="adam", output="tanh", nominal=0.01)
+    weights, grad = network.fused_weights(), torch.tensor([0.0, 1e-3, 0.0, -2.0])
+    state = (*network.initial_state(4).unbind(0), network.initial_moments(4))
+    for update in (reference_update, chunked_update):
+        step, _ = update(weights, grad, state)
+        assert step[0] == 0 and step[2] == 0 and (step[[1, 3]] != 0).all()
