@@ -1,6 +1,10 @@
 """The fused CPU kernel: equal to the PyTorch path in lockstep, its build cache, and the fallback."""
 
+import ctypes
+import os
+import stat
 import subprocess
+import time
 import warnings
 from pathlib import Path
 from unittest import mock
@@ -310,6 +314,56 @@ def test_kernel_runs_in_torchs_openmp_runtime():
     if not runtimes or not kernel._library.splits_with_openmp:
         pytest.skip("torch was built without OpenMP here, or the compiler has none")
     assert len(runtimes) == 1, runtimes
+
+
+def test_build_is_readable_by_every_user_and_stale_builds_are_pruned(fresh_kernel):
+    if kernel._compiler() is None:
+        missing("a C++ compiler")
+    fresh_kernel.mkdir(parents=True)
+    stale, recent, foreign = (fresh_kernel / f"lstm_step-{name}" for name in ("old.so", "recent.so", "x.partial"))
+    for path in (stale, recent, foreign):
+        path.write_bytes(b"not a library")
+    month_ago = time.time() - (kernel.STALE_DAYS + 1) * 86_400
+    os.utime(stale, (month_ago, month_ago))
+    os.utime(foreign, (month_ago, month_ago))
+    assert kernel.available()
+    built = kernel._build(kernel._compiler(), kernel.FLAGS + kernel.OPENMP_FLAGS)
+    assert stat.S_IMODE(built.stat().st_mode) == 0o755
+    assert sorted(path.name for path in fresh_kernel.iterdir()) == sorted([built.name, recent.name])
+
+
+def test_cache_follows_xdg_cache_home_unless_learned_optim_cache_is_set(monkeypatch, tmp_path):
+    monkeypatch.delenv(kernel.CACHE_ENV_VAR, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert kernel._cache_dir() == tmp_path / "xdg" / "learned_optim" / "kernels"
+    monkeypatch.setenv(kernel.CACHE_ENV_VAR, str(tmp_path / "mine"))
+    assert kernel._cache_dir() == tmp_path / "mine" / "kernels"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.delenv(kernel.CACHE_ENV_VAR)
+    assert kernel._cache_dir() == Path.home() / ".cache" / "learned_optim" / "kernels"
+
+
+@pytest.mark.parametrize("reason, serial", [("libgomp.so.1: cannot open shared object file", True),
+                                            ("lstm_step.so: invalid ELF header", False)])
+def test_a_library_that_does_not_load_is_rebuilt_only_for_a_missing_openmp(fresh_kernel, monkeypatch, reason, serial):
+    """Without OpenMP's runtime the serial build is the fix; any other load failure is said, not worked around."""
+    if kernel._compiler() is None:
+        missing("a C++ compiler")
+    real, loaded = ctypes.CDLL, []
+
+    def cdll(path):
+        loaded.append(path)
+        if len(loaded) == 1:
+            raise OSError(reason)
+        return real(path)
+
+    monkeypatch.setattr(ctypes, "CDLL", cdll)
+    if serial:
+        assert kernel.available() and not kernel._library.splits_with_openmp and len(loaded) == 2
+    else:
+        with pytest.warns(RuntimeWarning, match="invalid ELF header"):
+            assert not kernel.available()
+        assert len(loaded) == 1
 
 
 def test_missing_compiler_falls_back_with_one_warning(fresh_kernel, monkeypatch, network):

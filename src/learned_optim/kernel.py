@@ -4,8 +4,10 @@ Per tile of coordinates (16 with AVX2, 32 with AVX-512) the kernel runs the grad
 the head and the parameter update in one pass, reading and writing each coordinate's state once (the chunked
 PyTorch path makes ~10 passes over each chunk); see the source for how. It is compiled with the system's C++
 compiler (``$CXX``, else ``c++``, ``g++`` or ``clang++``) for this CPU (``-march=native``) into
-``$LEARNED_OPTIM_CACHE`` (default ``~/.cache/learned_optim``), keyed by the source, the flags and
-the CPU, written atomically, so it is built once per machine in about a second. Without a compiler,
+``$LEARNED_OPTIM_CACHE/kernels`` (default ``$XDG_CACHE_HOME/learned_optim/kernels``, ``XDG_CACHE_HOME`` defaulting to
+``~/.cache``), keyed by the source, the flags and the CPU, written atomically and readable by every user, so it is
+built once per machine in about a second; builds unused for :data:`STALE_DAYS` days are deleted when a new one is
+made. Without a compiler,
 or with ``LEARNED_OPTIM_KERNEL=0``, :func:`available` is False and callers use the PyTorch path
 (one warning says why, when the compiler is missing or fails). The gate matmuls multiply in float32, or, with
 ``precision="bf16"`` on a CPU with AVX-512-BF16 (:func:`bf16_dot`), in bfloat16 pairs with float32 sums.
@@ -30,6 +32,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,9 @@ FLAGS = ("-O3", "-march=native", "-std=c++17", "-fno-math-errno", "-shared", "-f
 OPENMP_FLAGS = ("-fopenmp",)
 ENV_VAR = "LEARNED_OPTIM_KERNEL"
 CACHE_ENV_VAR = "LEARNED_OPTIM_CACHE"
+STALE_DAYS = 30
+"""A cached build not loaded for this many days is deleted when another is built (a machine's own builds are
+touched at every load; builds for other CPUs sharing the folder age out)."""
 MIN_COORDINATES_PER_THREAD = 4_096
 """Below this many coordinates per thread, handing a thread its share costs more than it saves."""
 NO_OPENMP = re.compile(r"openmp|gomp|libomp|-lomp|omp\.h", re.IGNORECASE)
@@ -78,7 +84,20 @@ def _cpu_identity() -> str:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "learned_optim") / "kernels"
+    """``$LEARNED_OPTIM_CACHE/kernels``, else ``$XDG_CACHE_HOME/learned_optim/kernels`` (``~/.cache`` by default)."""
+    user_cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(os.environ.get(CACHE_ENV_VAR) or Path(user_cache) / "learned_optim") / "kernels"
+
+
+def _prune(folder: Path, keep: Path) -> None:
+    """Delete builds (and abandoned partial files) in ``folder`` untouched for :data:`STALE_DAYS` days."""
+    oldest = time.time() - STALE_DAYS * 86_400
+    for path in [*folder.glob("lstm_step-*.so"), *folder.glob("lstm_step-*.partial")]:
+        try:
+            if path != keep and path.stat().st_mtime < oldest:
+                path.unlink()
+        except OSError:  # another process pruned it, or it is not ours to delete
+            pass
 
 
 def _build(compiler: str, flags: tuple[str, ...]) -> Path:
@@ -87,6 +106,10 @@ def _build(compiler: str, flags: tuple[str, ...]) -> Path:
                                      _cpu_identity().encode()])).hexdigest()[:16]
     target = _cache_dir() / f"lstm_step-{key}.so"
     if target.exists():
+        try:
+            os.utime(target)  # in use: not stale
+        except OSError:  # a shared, read-only cache
+            pass
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(prefix=target.name, suffix=".partial", dir=target.parent)
@@ -96,10 +119,12 @@ def _build(compiler: str, flags: tuple[str, ...]) -> Path:
                                 timeout=300)
         if result.returncode != 0:
             raise CompilerError(compiler, result.stderr)
+        os.chmod(partial, 0o755)  # mkstemp's file is private; the cache may be shared
         os.replace(partial, target)  # atomic: other processes see no library or the whole one
     finally:
         if os.path.exists(partial):
             os.remove(partial)
+    _prune(target.parent, keep=target)
     return target
 
 
@@ -110,8 +135,8 @@ def _load() -> Any:
     try:
         library = ctypes.CDLL(str(_build(compiler, FLAGS + OPENMP_FLAGS)))
     except (OSError, CompilerError) as error:  # no OpenMP here (or no libgomp): Python threads split the work
-        if isinstance(error, CompilerError) and not NO_OPENMP.search(error.stderr):
-            raise  # the compiler fails whatever the flags: not worth a second build
+        if not NO_OPENMP.search(error.stderr if isinstance(error, CompilerError) else str(error)):
+            raise  # a compiler that fails whatever the flags, or a library that cannot load: said, not worked around
         library = ctypes.CDLL(str(_build(compiler, FLAGS)))
     i64, f32, i32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
     library.learned_optim_step.argtypes = [i64, i64, i64, i32, f32, f32, f32, ptr, ptr, ptr, f32, f32, i32, f32,
