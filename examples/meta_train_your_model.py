@@ -1,12 +1,14 @@
 """Meta-train a learned optimizer for your own model family, then use it in a training loop.
 
-    python examples/meta_train_your_model.py
+    python examples/meta_train_your_model.py [--episodes 100] [--out outputs/teacher-regression]
 
 A ModuleTask needs a model factory (a fresh model per problem) and a minibatch sampler; the
 meta-training loop, validation, checkpoints and resume are the library's. The run goes to
 outputs/teacher-regression (run again to resume it); the end compares the learned optimizer with
 Adam, its learning rate tuned on other problems of the same family.
 """
+
+import argparse
 
 import torch
 from torch import nn
@@ -31,16 +33,20 @@ def make_model() -> nn.Module:
     return nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 1))
 
 
+parser = argparse.ArgumentParser()
+parser.add_argument("--episodes", type=int, default=100, help="meta-training episodes (default: 100)")
+parser.add_argument("--out", default="outputs/teacher-regression", help="the run folder (run again to resume)")
+args = parser.parse_args()
 task = ModuleTask(make_model, sample_batch, loss_fn=nn.functional.mse_loss)
 config = RunConfig(
     task={"name": "teacher-regression"},  # a label for run.json; the task object is passed below
     network={"hidden_size": 20, "num_layers": 2, "preprocessing": "log_sign", "p": 10.0, "output_scale": 0.1},
     recipe=Recipe(horizon=100, unroll=20, meta_lr=3e-3, meta_batch=4),  # 4 models per meta-step
-    episodes=100,
-    validate_every=25,
+    episodes=args.episodes,
+    validate_every=min(25, args.episodes),
     num_validation=5,
 )
-run = train(config, "outputs/teacher-regression", resume=True, task=task)
+run = train(config, args.out, resume=True, task=task)
 
 # The best network is a checkpoint folder: use it like any other.
 model = make_model()

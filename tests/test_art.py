@@ -208,10 +208,10 @@ def _tiny_checkpoint(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_l2l_art_ends_below_tuned_adam_and_its_nominal_step():
-    """The model card's claims, on one test problem at 64x64: l2l-art's final loss (mean of the last 10 steps) is
-    below Adam's at the suite's tuned rate (0.1) and below its nominal step's alone (the head zeroed, so the LSTM
-    adds nothing), having taken the loss from the content photo's to below 0.2% of it."""
+def test_l2l_art_ends_below_its_nominal_step():
+    """The model card's ablation, on one test problem at 64x64: l2l-art's final loss (mean of the last 10 steps) is
+    below its nominal step's alone (the head zeroed, so the LSTM adds nothing), having taken the loss from the
+    content photo's to below 0.2% of it. (Its claim against tuned baselines: test_claims.py.)"""
     from learned_optim import LearnedOptimizer, pretrained
     from learned_optim.meta.evaluation import EVALUATION_SEED, run_optimizer
 
@@ -221,10 +221,9 @@ def test_l2l_art_ends_below_tuned_adam_and_its_nominal_step():
         nominal.head.weight.zero_()
         nominal.head.bias.zero_()
     optimizers = {"l2l-art": lambda params: LearnedOptimizer(params, pretrained.load("l2l-art")),
-                  "nominal": lambda params: LearnedOptimizer(params, nominal),
-                  "adam": lambda params: torch.optim.Adam(params, lr=0.1)}
+                  "nominal": lambda params: LearnedOptimizer(params, nominal)}
     losses = {name: run_optimizer(task.sample(seeded(EVALUATION_SEED)), make, 128).losses
               for name, make in optimizers.items()}
     final = {name: sum(curve[-10:]) / 10 for name, curve in losses.items()}
-    assert final["l2l-art"] < final["adam"] and final["l2l-art"] < final["nominal"]
+    assert final["l2l-art"] < final["nominal"]
     assert losses["l2l-art"][-1] < 0.002 * losses["l2l-art"][0]

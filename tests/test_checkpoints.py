@@ -1,4 +1,4 @@
-"""Golden numbers of the bundled checkpoints: pinned losses on seeded problems, and their claims."""
+"""Golden numbers of the bundled checkpoints: pinned losses on seeded problems (their claims: test_claims.py)."""
 
 import pytest
 import torch
@@ -7,7 +7,6 @@ from learned_optim import LearnedOptimizer, pretrained
 from learned_optim.meta.evaluation import run_optimizer
 from learned_optim.meta.tasks import QuadraticTask, seeded
 
-from conftest import mnist_root
 
 PINNED = {
     # checkpoint: (loss at step 100, sum over 100 steps) on QuadraticTask() seeds 0, 1, 2
@@ -26,17 +25,3 @@ def test_pinned_losses_on_seeded_quadratics(name):
     last, total = PINNED[name]
     torch.testing.assert_close(torch.tensor([r[-1] for r in runs]), torch.tensor(last), rtol=1e-3, atol=1e-5)
     torch.testing.assert_close(torch.tensor([sum(r) for r in runs]), torch.tensor(total), rtol=1e-4, atol=0)
-
-
-@pytest.mark.slow
-def test_l2l_mnist_model_card_claims_on_the_40_unit_panel():
-    """The card's claims, on fewer problems: on MLPs with 40 sigmoid units trained on the test images,
-    the lowest final loss and the lowest sum of losses of all tuned optimizers."""
-    from learned_optim.meta.evaluation import compare
-    from learned_optim.meta.registry import DEFAULTS, make_task
-
-    task = make_task({**DEFAULTS["mnist"]["task"], "hidden_sizes": [40]}, "test")
-    summaries = compare(pretrained.load("l2l-mnist"), task, steps=100, num_problems=10, num_tuning_problems=5)
-    metrics = {s.name: s.metrics for s in summaries}
-    for metric in ("final", "sum"):
-        assert metrics["LSTM"][metric] < min(m[metric] for name, m in metrics.items() if name != "LSTM")
