@@ -51,7 +51,16 @@ CANDIDATES = {  # name: (optimizer, whether the fused kernel may run)
 }
 
 
-def median_step_ms(make, use_kernel: bool, steps: int) -> float:
+def median_step_ms(name: str, steps: int) -> float:
+    """Candidate ``name``'s median step, measured in a fresh process: thread settings one candidate leaves behind
+    (the PyTorch path's one-thread steps resize torch's OpenMP pool) would otherwise slow the next one down."""
+    result = subprocess.run([sys.executable, __file__, "--measure", name, "--steps", str(steps)],
+                            capture_output=True, text=True, check=True)
+    return float(result.stdout.split()[-1])
+
+
+def _measure(name: str, steps: int) -> float:
+    make, use_kernel = CANDIDATES[name]
     with mock.patch.dict(os.environ, {} if use_kernel else {kernel.ENV_VAR: "0"}):
         return _median_step_ms(make, steps)
 
@@ -75,14 +84,18 @@ def _median_step_ms(make, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200, help="timed steps per measurement (default: 200)")
+    parser.add_argument("--measure", choices=list(CANDIDATES), help=argparse.SUPPRESS)  # one candidate, in this process
     args = report.parse_args(parser)
-    idle = {name: median_step_ms(*candidate, args.steps) for name, candidate in CANDIDATES.items()}
+    if args.measure:
+        print(_measure(args.measure, args.steps))
+        return
+    idle = {name: median_step_ms(name, args.steps) for name in CANDIDATES}
     busy = {}
     for competitor in ("Adam", "LearnedOptimizer"):
         process = subprocess.Popen([sys.executable, "-c", COMPETITOR, competitor])
         try:
             time.sleep(3)  # let it start training
-            busy[competitor] = {name: median_step_ms(*candidate, args.steps) for name, candidate in CANDIDATES.items()}
+            busy[competitor] = {name: median_step_ms(name, args.steps) for name in CANDIDATES}
         finally:
             process.kill()
             process.wait()

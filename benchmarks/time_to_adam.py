@@ -77,7 +77,8 @@ def time_to_target(problem, make_optimizer, target: float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", nargs="+", default=["l2l-mnist"], help="one or more, raced together")
+    parser.add_argument("--checkpoint", nargs="+", default=[pretrained.DEFAULT_CHECKPOINT],
+                        help="one or more, raced together (default: the default network)")
     parser.add_argument("--problems", type=int, default=5)
     parser.add_argument("--max-steps", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
