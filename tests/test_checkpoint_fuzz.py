@@ -70,13 +70,19 @@ def mutate(files: dict[str, bytes], rng: random.Random) -> tuple[dict[str, bytes
         values = json.loads(config)
         key = rng.choice(list(values))
         value = rng.choice([0, -1, 10**9, 2**40, 1.5, "20", None, True, float("inf"), [20], {"a": 1}])
-        if rng.random() < 0.9:
-            certain = values[key] != value or type(values[key]) is not type(value)
-            values[key] = value
-            config = json.dumps(values).encode()
-        else:
-            config = config[:rng.randrange(len(config))]
-    return {WEIGHTS: weights, CONFIG: config}, certain
+        values[key] = value
+        config = json.dumps(values).encode() if rng.random() < 0.9 else config[:rng.randrange(len(config))]
+        certain = _meaning(config) != _meaning(files[CONFIG])  # a cut of the final newline changes nothing
+    damaged = {WEIGHTS: weights, CONFIG: config}
+    return damaged, certain and damaged != files  # e.g. a shape edit of a 0-d tensor changes nothing
+
+
+def _meaning(config: bytes) -> str | None:
+    """The config's values, types included (1, 1.0 and true differ), or None if it is not JSON."""
+    try:
+        return json.dumps(json.loads(config), sort_keys=True)
+    except ValueError:
+        return None
 
 
 def load_copy(folder, files: dict[str, bytes]):
