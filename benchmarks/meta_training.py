@@ -8,7 +8,8 @@ give: a straightforward ``nn.LSTMCell`` version, the previous engine, today's en
 optimizee (the chunked hand-written backward) and with ``K`` optimizees run together in one
 meta-batch. A second table times the validation rollouts (the rule applied without a meta-graph, K
 problems at once): the chunked forward they ran before against the no-grad step they run now, with
-and without the fused CPU kernel. Needs MNIST (see learned_optim.meta.data).
+and without the fused CPU kernel. A third races the gradient estimators on K problems: truncated BPTT
+against persistent evolution strategies (learned_optim.meta.pes). Needs MNIST (see learned_optim.meta.data).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from learned_optim import CoordinatewiseLSTM, kernel
 from learned_optim.functional import chunked_update, reference_update
 from learned_optim.meta.registry import DEFAULTS, make_task
 from learned_optim.meta.tasks import seeded
-from learned_optim.meta.truncated import Recipe, Unroller, train_episode
+from learned_optim.meta.estimators import ESTIMATORS
+from learned_optim.meta.truncated import Recipe, Unroller
 from learned_optim.preprocessing import PREPROCESSINGS
 
 import _report as report  # benchmarks/_report.py, beside this script
@@ -77,17 +79,21 @@ def rollout_steps_per_second(rule: nn.Module, task, problems: int, repeats: int,
     return problems * horizon / statistics.median(times[1:])
 
 
-def optimizee_steps_per_second(rule: nn.Module, task, meta_batch: int, episodes: int, horizon: int) -> float:
-    """Median over ``episodes`` meta-batches (after one warm-up) of optimizee-steps per second."""
+def optimizee_steps_per_second(rule: nn.Module, task, meta_batch: int, episodes: int, horizon: int,
+                               estimator: str = "bptt") -> float:
+    """Median over ``episodes`` meta-batches (after one warm-up) of optimizee-steps per second (PES steps two
+    particles per problem, and both count)."""
     meta_optimizer = torch.optim.Adam(rule.parameters(), lr=1e-3)
-    recipe = Recipe(horizon=horizon)
+    recipe = Recipe(horizon=horizon, estimator=estimator)
+    particles = 2 if estimator == "pes" else 1
     times = []
     for episode in range(episodes + 1):
-        problems = task.sample_many([seeded(1000 * episode + k) for k in range(meta_batch)])
+        generators = [seeded(1000 * episode + k) for k in range(meta_batch)]
+        problems = task.sample_many(generators)
         started = time.perf_counter()
-        train_episode(rule, meta_optimizer, problems, recipe)
+        ESTIMATORS[estimator](rule, meta_optimizer, problems, recipe, generators=generators)
         times.append(time.perf_counter() - started)
-    return meta_batch * horizon / statistics.median(times[1:])
+    return particles * meta_batch * horizon / statistics.median(times[1:])
 
 
 def main() -> None:
@@ -100,7 +106,8 @@ def main() -> None:
     task = make_task(DEFAULTS["mnist"]["task"], device=args.device)
     torch.manual_seed(0)
     network = CoordinatewiseLSTM(**DEFAULTS["mnist"]["network"]).to(args.device)
-    measure = lambda rule, k: optimizee_steps_per_second(rule, task, k, args.episodes, args.horizon)  # noqa: E731
+    measure = lambda rule, k, estimator="bptt": optimizee_steps_per_second(  # noqa: E731
+        rule, task, k, args.episodes, args.horizon, estimator)
     results = {"straightforward (nn.LSTMCell), 1 optimizee": measure(StraightforwardLSTM(network), 1)}
     with mock.patch("learned_optim.network.chunked_update",
                     lambda weights, grad, state: reference_update(weights, grad, state)):
@@ -122,6 +129,11 @@ def main() -> None:
     rollouts["no-grad step, fused kernel" if kernel.available() else "no-grad step (no kernel here)"] = rollout(network)
     print(f"\nvalidation rollouts, {k} problems at once, no meta-graph")
     print_rates(rollouts, "chunked differentiable forward (before)", "x before")
+
+    estimators = {f"truncated BPTT, meta-batch of {k}": results[f"learned_optim, meta-batch of {k}"],
+                  f"PES, {k} antithetic pairs": measure(network, k, "pes")}
+    print(f"\ngradient estimators, {k} problems per episode (PES: two particles each, forward passes of the rule)")
+    print_rates(estimators, f"truncated BPTT, meta-batch of {k}", "x truncated BPTT")
 
 
 def print_rates(rates: dict[str, float], reference: str, ratio_header: str, extra=None) -> None:

@@ -51,11 +51,11 @@ CANDIDATES = {  # name: (optimizer, whether the fused kernel may run)
 }
 
 
-def median_step_ms(name: str, steps: int) -> float:
+def median_step_ms(name: str, steps: int, env: dict[str, str]) -> float:
     """Candidate ``name``'s median step, measured in a fresh process: thread settings one candidate leaves behind
     (the PyTorch path's one-thread steps resize torch's OpenMP pool) would otherwise slow the next one down."""
     result = subprocess.run([sys.executable, __file__, "--measure", name, "--steps", str(steps)],
-                            capture_output=True, text=True, check=True)
+                            capture_output=True, text=True, check=True, env=env)
     return float(result.stdout.split()[-1])
 
 
@@ -84,22 +84,27 @@ def _median_step_ms(make, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200, help="timed steps per measurement (default: 200)")
+    parser.add_argument("--wait-policy", choices=["default", "passive"], default="default",
+                        help="OpenMP's wait policy in every process: torch's threads spin after each parallel region "
+                             "(default) or sleep (passive, OMP_WAIT_POLICY=PASSIVE)")
     parser.add_argument("--measure", choices=list(CANDIDATES), help=argparse.SUPPRESS)  # one candidate, in this process
     args = report.parse_args(parser)
     if args.measure:
         print(_measure(args.measure, args.steps))
         return
-    idle = {name: median_step_ms(name, args.steps) for name in CANDIDATES}
+    env = {**os.environ, **({"OMP_WAIT_POLICY": "PASSIVE"} if args.wait_policy == "passive" else {})}
+    idle = {name: median_step_ms(name, args.steps, env) for name in CANDIDATES}
     busy = {}
     for competitor in ("Adam", "LearnedOptimizer"):
-        process = subprocess.Popen([sys.executable, "-c", COMPETITOR, competitor])
+        process = subprocess.Popen([sys.executable, "-c", COMPETITOR, competitor], env=env)
         try:
             time.sleep(3)  # let it start training
-            busy[competitor] = {name: median_step_ms(name, args.steps) for name in CANDIDATES}
+            busy[competitor] = {name: median_step_ms(name, args.steps, env) for name in CANDIDATES}
         finally:
             process.kill()
             process.wait()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; step of a 15,910-parameter MLP, median ms")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OpenMP wait policy {args.wait_policy}; "
+          "step of a 15,910-parameter MLP, median ms")
     print("| optimizer | idle | beside Adam training | slowdown | beside LearnedOptimizer training | slowdown |")
     print("|---|---|---|---|---|---|")
     for name, base in idle.items():

@@ -36,8 +36,8 @@ import torch
 
 from learned_optim import LearnedOptimizer, pretrained
 from learned_optim.fusion import DEFAULT_PRECISION, PRECISIONS
-from learned_optim.meta.evaluation import (BASELINES, EVALUATION_SEED, FINAL_STEPS, METRICS, TUNING_SEED,
-                                           run_optimizer, tune)
+from learned_optim.meta.evaluation import BASELINES, EVALUATION_SEED, TUNING_SEED, run_optimizer, tune
+from learned_optim.meta.metrics import FINAL_STEPS, METRICS
 from learned_optim.meta.registry import DEFAULTS, make_task
 from learned_optim.meta.tasks import mnist_task, paper_convnet, seeded
 

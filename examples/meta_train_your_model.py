@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from learned_optim import LearnedOptimizer
-from learned_optim.meta.evaluation import BASELINES, METRICS, run_optimizer, tune
+from learned_optim.meta.evaluation import BASELINES, run_optimizer, tune
+from learned_optim.meta.metrics import METRICS
 from learned_optim.meta.tasks import ModuleTask, seeded
 from learned_optim.meta.train import RunConfig, train
 from learned_optim.meta.truncated import Recipe

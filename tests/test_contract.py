@@ -152,3 +152,19 @@ def test_meta_training_steps_keep_zero_gradients_still():
     for update in (reference_update, chunked_update):
         step, _ = update(weights, grad, state)
         assert step[0] == 0 and step[2] == 0 and (step[[1, 3]] != 0).all()
+
+
+def test_one_cycle_lr_runs_with_cycle_momentum_off_as_documented(network):
+    """The rule has no momentum option for OneCycleLR to cycle: ``cycle_momentum=False`` is the documented fix."""
+    p = nn.Parameter(torch.randn(4))
+    optimizer = LearnedOptimizer([p], network)
+    with pytest.raises(ValueError, match="momentum"):
+        torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1.0, total_steps=10)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1.0, total_steps=10, cycle_momentum=False)
+    lrs = []
+    for _ in range(9):
+        p.grad = torch.randn(4)
+        optimizer.step()
+        scheduler.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[0] < max(lrs) > lrs[-1] and p.isfinite().all()  # up, then down

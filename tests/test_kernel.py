@@ -123,7 +123,7 @@ def test_many_tensors_in_one_call_equal_one_call_each(config, monkeypatch):
     copies = [[None if t is None else t.clone() for t in tensors] for tensors in (states, moments, params)]
     options = dict(lr=0.7, decay=0.99, maximize=True)
     for grad, state, moment, param in zip(grads, *copies):
-        kernel.fused_update_(weights, grad, state, param, moments=moment, **options)
+        kernel.fused_update_(weights, grad, state, out=param, moments=moment, **options)
     monkeypatch.setattr(kernel, "MIN_COORDINATES_PER_THREAD", 16)
     before = torch.get_num_threads()
     torch.set_num_threads(2)

@@ -1,10 +1,8 @@
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
-import time
 from unittest import mock
 
 import pytest
@@ -216,6 +214,7 @@ def test_resume_after_a_kill_ends_with_the_uninterrupted_weights(tmp_path):
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
     episodes = [e["episode"] for e in Run(killed).log() if "meta_loss" in e]
     assert episodes == list(range(1, 9))
+    assert sorted(path.name for path in Run(killed).best_path.iterdir()) == ["config.json", "model.safetensors"]
 
 
 def test_train_refuses_to_overwrite_a_run(tmp_path):

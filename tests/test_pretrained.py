@@ -33,7 +33,8 @@ def test_bundled_checkpoints_are_listed_with_descriptions():
 def test_default_optimizer_runs_the_generalist():
     optimizer = LearnedOptimizer([torch.nn.Parameter(torch.ones(2))])
     assert DEFAULT_CHECKPOINT == "l2o-generalist"
-    assert optimizer.network.fingerprint() == CoordinatewiseLSTM.from_pretrained(resolve("l2o-generalist")).fingerprint()
+    generalist = CoordinatewiseLSTM.from_pretrained(resolve("l2o-generalist"))
+    assert optimizer.network.fingerprint() == generalist.fingerprint()
 
 
 def test_local_folder(checkpoint, network):

@@ -48,7 +48,7 @@ def lockstep(config, size, state_dtype, device, precision="tf32x3", tolerance=No
         grad = torch.randn(size, device=device) * 10.0 ** torch.randint(-9, 3, (size,), device=device)
         options = dict(lr=0.7, decay=0.99, maximize=step == 1)
         assert triton_kernel.supports(weights, grad, state, param, moments)
-        triton_kernel.fused_update_(weights, grad, state, param, moments=moments, precision=precision, **options)
+        triton_kernel.fused_update_(weights, grad, state, out=param, moments=moments, precision=precision, **options)
         pytorch_path(weights, grad, reference[0], out=reference[1], moments=reference[2], **options)
         torch.testing.assert_close(param, reference[1], **tolerance)
         torch.testing.assert_close(state.float(), reference[0].float(), **tolerance)

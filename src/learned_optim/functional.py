@@ -10,8 +10,9 @@ For a flat gradient :math:`\nabla \in \mathbb{R}^N` and per-coordinate LSTM stat
 
 with :math:`s` the output scale and :math:`o` the output nonlinearity (:data:`OUTPUTS`), except that
 :math:`g_t = 0` where :math:`\nabla = 0` (a coordinate with a zero gradient does not move: frozen weights, unused
-embedding rows), and the caller applies :math:`\theta_{t+1} = \theta_t + g_t`. A stateful encoding (``"adam"``) also updates per-coordinate moments.
-Coordinates are the batch dimension, so every coordinate is updated independently.
+embedding rows), and the caller applies :math:`\theta_{t+1} = \theta_t + g_t`. A stateful encoding (``"adam"``)
+also updates per-coordinate moments. Coordinates are the batch dimension, so every coordinate is updated
+independently.
 
 There is one definition of the step (:func:`_step`) and three ways to run it:
 
@@ -222,11 +223,11 @@ def fast_update_(
                          f"({weights.num_moments}, {grad.shape[0]}), got "
                          f"{None if moments is None else tuple(moments.shape)}: "
                          "pass CoordinatewiseLSTM.initial_moments()")
-    path = execution_path(weights, grad, state, out, moments)
-    if path == "cpu-kernel":
-        return kernel.fused_update_(weights, grad, state, out, lr, decay, maximize, moments, precision)
-    if path == "triton":
-        return triton_kernel.fused_update_(weights, grad, state, out, lr, decay, maximize, moments, precision)
+    fused = {"cpu-kernel": kernel.fused_update_, "triton": triton_kernel.fused_update_}.get(
+        execution_path(weights, grad, state, out, moments))
+    if fused is not None:
+        return fused(weights, grad, state, out=out, lr=lr, decay=decay, maximize=maximize, moments=moments,
+                     precision=precision)
     dtype, device = weights.head_weight.dtype, grad.device
     total, hidden = grad.shape[0], state.shape[-1]
     chunk = max(1, min(chunk_size, total))

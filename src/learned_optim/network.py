@@ -195,10 +195,16 @@ class CoordinatewiseLSTM(
             digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
-    def _save_pretrained(self, save_directory: Path) -> None:
-        save_model(self, os.fspath(save_directory / constants.SAFETENSORS_SINGLE_FILE),
+    def save_weights(self, folder: str | os.PathLike) -> None:
+        """``config.json`` and ``model.safetensors`` (with the fingerprint) in ``folder``: a checkpoint folder without
+        the model card that ``save_pretrained`` adds (run folders' ``best/``)."""
+        folder = Path(folder)
+        save_model(self, os.fspath(folder / constants.SAFETENSORS_SINGLE_FILE),
                    metadata={"format": "pt", "fingerprint": self.fingerprint()})
-        (save_directory / constants.CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n")
+        (folder / constants.CONFIG_NAME).write_text(json.dumps(self.config, indent=2) + "\n")
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        self.save_weights(save_directory)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args, **kwargs) -> "CoordinatewiseLSTM":

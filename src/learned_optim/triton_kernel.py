@@ -176,7 +176,7 @@ _packed = PreparedWeights(_pack)
 
 
 @torch.no_grad()
-def fused_update_(weights: Any, grad: Tensor, state: Tensor, out: Tensor | None = None, lr: float = 1.0,
+def fused_update_(weights: Any, grad: Tensor, state: Tensor, *, out: Tensor | None = None, lr: float = 1.0,
                   decay: float = 1.0, maximize: bool = False, moments: Tensor | None = None,
                   precision: str = DEFAULT_PRECISION) -> Tensor:
     """The no-grad step of :func:`~learned_optim.functional.fast_update_`, one program per block of coordinates.

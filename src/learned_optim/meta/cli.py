@@ -14,9 +14,11 @@ from pathlib import Path
 
 from .. import pretrained
 from ..functional import OUTPUTS
+from ..network import CONFIG_KEYS
 from ..preprocessing import PREPROCESSINGS
 from .data import DataError
 from .evaluation import BASELINES, LR_GRID
+from .metrics import FINAL_STEPS
 from .publish import publish
 from .registry import DEFAULTS, TASK_NAMES
 from .tasks import ACTIVATIONS
@@ -77,8 +79,7 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
 
 
 RECIPE_OPTIONS = [f.name for f in dataclasses.fields(Recipe)]
-RUN_OPTIONS = ["episodes", "seed", "validate_every", "num_validation", "validation_metric", "meta_lr_schedule",
-               "meta_lr_warmup", "init", "init_step_scale", "network_init", "curriculum", "curriculum_patience"]
+RUN_OPTIONS = [f.name for f in dataclasses.fields(RunConfig) if f.name not in ("task", "network", "recipe")]
 
 
 def _default(key: str) -> str:
@@ -89,15 +90,12 @@ def _default(key: str) -> str:
     return f"(default: {'; '.join([str(base), *families])})"
 
 
-NETWORK_OPTIONS = ("hidden_size", "num_layers", "preprocessing", "p", "output_scale", "output", "nominal")
-
-
 def run_config(args: argparse.Namespace) -> RunConfig:
     """The run the arguments ask for: the task family's training defaults, overridden by the options given."""
     given = {key: getattr(args, key) for key in RECIPE_OPTIONS + RUN_OPTIONS if getattr(args, key) is not None}
     options = {**DEFAULTS[args.task].get("training", {}), **given}
     network = dict(DEFAULTS[args.task]["network"])
-    network.update({key: getattr(args, key) for key in NETWORK_OPTIONS if getattr(args, key) is not None})
+    network.update({key: getattr(args, key) for key in CONFIG_KEYS if getattr(args, key) is not None})
     return RunConfig(task=_task_spec(args), network=network,
                      recipe=Recipe(**{key: value for key, value in options.items() if key in RECIPE_OPTIONS}),
                      **{key: value for key, value in options.items() if key in RUN_OPTIONS})
@@ -108,7 +106,7 @@ def cmd_train(args: argparse.Namespace) -> Run:
         run = Run(args.run_dir)
         if not run.config_path.is_file():
             raise SystemExit(f"error: --resume: {args.run_dir} holds no run to resume")
-        return train(RunConfig(), args.run_dir, resume=True, command=command_line(), device=args.device,
+        return train(None, args.run_dir, resume=True, command=command_line(), device=args.device,
                      episodes=args.episodes)
     return train(run_config(args), args.run_dir, command=command_line(), device=args.device)
 
@@ -179,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.set_defaults(handler=cmd_default)
     commands = parser.add_subparsers(title="commands")
 
-    p = commands.add_parser("train", help="meta-train by truncated BPTT into a run folder",
-                            description="Meta-train a coordinatewise LSTM by truncated BPTT. Defaults: the task "
+    p = commands.add_parser("train", help="meta-train into a run folder",
+                            description="Meta-train a coordinatewise LSTM (truncated BPTT or PES). Defaults: the task "
                             "family's network constants and training recipe: the paper's, overridden per family where "
                             "each option says (for mnist and art one that learns: log objective, meta-lr 1e-3 with "
                             "warm-up and cosine decay, Sonnet init).")
@@ -195,12 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unroll", type=int, help=f"steps per truncation {_default('unroll')}")
     p.add_argument("--meta-lr", type=float, help=f"Adam lr on the network {_default('meta_lr')}")
     p.add_argument("--clip", type=float, help=f"clip the meta-gradient norm {_default('clip')}")
+    p.add_argument("--estimator", choices=["bptt", "pes"],
+                   help="meta-gradient: truncated BPTT (the paper) or persistent evolution strategies (Vicol et al. "
+                   f"2021: antithetic perturbations of the weights, forward passes only) {_default('estimator')}")
+    p.add_argument("--pes-sigma", type=float, help=f"PES's perturbation scale {_default('pes_sigma')}")
     p.add_argument("--second-order", action="store_true", default=None,
                    help="keep second derivatives (default: dropped)")
     p.add_argument("--objective", choices=list(OBJECTIVES),
                    help="meta-loss per step: the loss (the paper), its log, log(f_t / f_0) / T "
-                   "(Wichrowska et al. 2017), or the log on the horizon's last 10 steps only (needs --unroll equal "
-                   f"to the horizon) {_default('objective')}")
+                   f"(Wichrowska et al. 2017), or the log on the horizon's last {FINAL_STEPS} steps only (needs "
+                   f"--unroll equal to the horizon) {_default('objective')}")
     p.add_argument("--meta-batch", type=int,
                    help="optimizees per meta-step, run together; split over torchrun's processes "
                    f"{_default('meta_batch')}")

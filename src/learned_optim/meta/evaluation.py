@@ -19,6 +19,7 @@ import torch
 
 from ..network import CoordinatewiseLSTM
 from ..optimizer import LearnedOptimizer
+from .metrics import METRICS
 from .tasks import Problem, Task, seeded
 
 OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
@@ -70,15 +71,6 @@ def run_optimizer(problem: Problem, make_optimizer: OptimizerFactory, steps: int
             heldout = float(problem.heldout_loss(params))
     return Trajectory(losses, heldout, {name: p.detach() for name, p in params.items()})
 
-
-FINAL_STEPS = 10
-"""The ``final`` metric's window: the last steps, whose mean loss it is."""
-
-METRICS: dict[str, Callable[[list[float]], float]] = {
-    "final": lambda losses: sum(losses[-FINAL_STEPS:]) / len(losses[-FINAL_STEPS:]),
-    "sum": sum,
-}
-"""``final``: mean loss over the last :data:`FINAL_STEPS` steps; ``sum``: sum of the losses over all steps."""
 
 
 def _mean(values: list[float]) -> float:

@@ -41,7 +41,7 @@ def adam_update(grad: Tensor, moments: tuple[Tensor, Tensor], step: int,
 
 def imitation_episode(network: nn.Module, meta_optimizer: torch.optim.Optimizer, problems: ProblemBatch,
                       recipe: Recipe, scale: Tensor | None = None, total_problems: int | None = None,
-                      all_reduce: AllReduce | None = None) -> dict:
+                      all_reduce: AllReduce | None = None, generators: list[torch.Generator] | None = None) -> dict:
     """One imitation episode: ``horizon / unroll`` meta-steps on the relative squared error to Adam's updates.
 
     Arguments and return value as :func:`~learned_optim.meta.truncated.train_episode`; ``meta_loss`` is the

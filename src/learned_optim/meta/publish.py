@@ -11,7 +11,8 @@ from huggingface_hub import HfApi
 
 from ..network import CONFIG_KEYS, CoordinatewiseLSTM
 from .atomic import write_folder_atomic
-from .train import Run
+from .metrics import FINAL_STEPS
+from .train import Run, RunConfig
 
 _CARD = """---
 library_name: learned_optim
@@ -57,7 +58,8 @@ numbers) of meta-training runs that differ in the settings shown, this checkpoin
 {table}
 """
 
-VALIDATION_METRIC_DESCRIPTIONS = {"mean": "mean loss over the horizon", "final": "mean loss over the last 10 steps"}
+VALIDATION_METRIC_DESCRIPTIONS = {"mean": "mean loss over the horizon",
+                                  "final": f"mean loss over the last {FINAL_STEPS} steps"}
 """What each validation metric (``RunConfig.validation_metric``) is, as a model card says it."""
 BOOKKEEPING = {"episodes", "validate_every"}
 """Run settings that say how long and how often, not how: left out of an ablation's differences."""
@@ -102,6 +104,18 @@ def _hardware(run: Run) -> str:
     return "; ".join(sorted({session["hardware"] for session in run.sessions()})) or "unknown hardware"
 
 
+ESTIMATOR_NAMES = {"bptt": "truncated BPTT", "pes": "persistent evolution strategies"}
+
+
+def _recipe(config: RunConfig) -> dict:
+    """The recipe as the card shows it: the estimator's options only for PES (so truncated-BPTT cards read as they
+    did before there was a choice)."""
+    recipe = config.to_json()["recipe"]
+    if recipe["estimator"] == "bptt":
+        del recipe["estimator"], recipe["pes_sigma"]
+    return recipe
+
+
 def _meta_training(run: Run) -> str:
     """How ``run`` was meta-trained, as model-card bullets."""
     config, checkpoint, stages = run.config, run.checkpoint(), lineage(run)
@@ -111,7 +125,8 @@ def _meta_training(run: Run) -> str:
     metric = VALIDATION_METRIC_DESCRIPTIONS[config.validation_metric]
     lines = [
         f"- Task: `{json.dumps(config.task)}`; data used for meta-training: {training_data}.",
-        f"- Recipe (truncated BPTT): `{json.dumps(config.to_json()['recipe'])}`, meta learning rate schedule "
+        f"- Recipe ({ESTIMATOR_NAMES[config.recipe.estimator]}): `{json.dumps(_recipe(config))}`, meta learning rate "
+        "schedule "
         f"`{config.meta_lr_schedule}` with {config.meta_lr_warmup} warm-up episodes; horizon curriculum "
         f"`{config.curriculum or 'none'}`; seed {config.seed}{start}",
         f"- Episodes: {checkpoint['episode']}; the best network by validation loss ({metric} on "

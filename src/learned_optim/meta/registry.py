@@ -11,20 +11,26 @@ from .art import style_transfer_task
 from .families import MixtureTask, MNISTConvNetFamily, MNISTMLPFamily
 from .tasks import QuadraticTask, SimpleTask, Task, mnist_mlp_task, mnist_task, paper_convnet
 
+_MNIST_RECIPE = {
+    "network": {"hidden_size": 20, "num_layers": 2, "preprocessing": "log_sign", "p": 10.0, "output_scale": 0.1},
+    "training": {"objective": "log", "meta_lr": 1e-3, "meta_lr_warmup": 20, "meta_lr_schedule": "cosine",
+                 "network_init": "sonnet", "validation_metric": "final", "num_validation": 50, "validate_every": 25},
+    "evaluation": {"steps": 100, "problems": 20, "tuning_problems": 10},
+}
+"""MNIST's network, training options and protocol, which every MNIST-based family shares."""
+
+
+def _like_mnist(task: dict[str, Any]) -> dict[str, Any]:
+    return {"task": task, **copy.deepcopy(_MNIST_RECIPE)}
+
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "quadratic": {
         "task": {"name": "quadratic", "num_functions": 32},
         "network": {"hidden_size": 20, "num_layers": 2, "preprocessing": "none", "p": 10.0, "output_scale": 1.0},
         "evaluation": {"steps": 100, "problems": 100, "tuning_problems": 20},
     },
-    "mnist": {
-        "task": {"name": "mnist", "hidden_sizes": [20], "activation": "sigmoid"},
-        "network": {"hidden_size": 20, "num_layers": 2, "preprocessing": "log_sign", "p": 10.0, "output_scale": 0.1},
-        "training": {"objective": "log", "meta_lr": 1e-3, "meta_lr_warmup": 20, "meta_lr_schedule": "cosine",
-                     "network_init": "sonnet", "validation_metric": "final", "num_validation": 50,
-                     "validate_every": 25},
-        "evaluation": {"steps": 100, "problems": 20, "tuning_problems": 10},
-    },
+    "mnist": _like_mnist({"name": "mnist", "hidden_sizes": [20], "activation": "sigmoid"}),
     "art": {
         "task": {"name": "art", "style": "starry_night.jpg", "size": 64},
         "network": {"hidden_size": 20, "num_layers": 2, "preprocessing": "log_sign", "p": 10.0, "output_scale": 0.1},
@@ -39,6 +45,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "network": {"hidden_size": 20, "num_layers": 2, "preprocessing": "none", "p": 10.0, "output_scale": 1.0},
         "evaluation": {"steps": 100, "problems": 1, "tuning_problems": 1},
     },
+    "mnist-convnet": _like_mnist({"name": "mnist-convnet"}),  # the paper's CIFAR ConvNet on MNIST
+    "mnist-mlps": _like_mnist({"name": "mnist-mlps"}),  # sampled architectures (families.py)
+    "mnist-convnets": _like_mnist({"name": "mnist-convnets"}),
+    "mixture": _like_mnist({"name": "mixture", "components": [{"name": "mnist-mlps", "weight": 0.7},
+                                                              {"name": "mnist-convnets", "weight": 0.3}]}),
 }
 """Per task family: the task options used for meta-training, the paper's network constants
 (paper-notes: quadratics use the raw gradient and output scale 1; MNIST log/sign with p = 10 and
@@ -48,14 +59,6 @@ output scale 0.1; neural art, whose constants the paper does not give, MNIST's),
 learned in every run we made; neural art: the paper's horizon 128 and unroll 32) and the evaluation
 protocol (art: baselines tuned on the validation photos, over a half-decade grid 1e-3..3.2 that holds every
 baseline's best rate, to keep VGG-16's cost in reach)."""
-
-for _family, _task in [("mnist-convnet", {}),  # the paper's CIFAR ConvNet on MNIST
-                       ("mnist-mlps", {}), ("mnist-convnets", {}),  # sampled architectures (families.py)
-                       ("mixture", {"components": [{"name": "mnist-mlps", "weight": 0.7},
-                                                   {"name": "mnist-convnets", "weight": 0.3}]})]:
-    DEFAULTS[_family] = {"task": {"name": _family, **_task},  # with MNIST's network, recipe and protocol
-                         **copy.deepcopy({key: DEFAULTS["mnist"][key]
-                                          for key in ("network", "training", "evaluation")})}
 
 TASK_NAMES = tuple(DEFAULTS)
 _EXTRA_OPTIONS = {"quadratic": {"dim"}, "mnist": {"batch_size", "init_std", "root"},

@@ -14,7 +14,8 @@ from typing import Any, NamedTuple
 import torch
 
 from ..network import CoordinatewiseLSTM
-from .evaluation import BASELINES, EVALUATION_SEED, LR_GRID, METRICS, Summary, compare, write_results
+from .evaluation import BASELINES, EVALUATION_SEED, LR_GRID, Summary, compare, write_results
+from .metrics import FINAL_STEPS, METRICS
 from .registry import make_task
 from .tasks import Task, seeded
 
@@ -137,7 +138,8 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: d
     (out / "README.md").write_text(
         f"# Evaluation: {len(panels)} panel{'s' * (len(panels) > 1)}\n\nRegenerate with `{command}`.\n\n"
         "Each panel: fresh problems; baselines' learning rates tuned on other problems over a log grid, "
-        "separately for `final` (mean loss over the last 10 steps) and `sum` (sum over all steps); `loss@t` is the "
+        f"separately for `final` (mean loss over the last {FINAL_STEPS} steps) and `sum` (sum over all steps); "
+        "`loss@t` is the "
         f"(minibatch) loss computed at step t; ± is the standard error. Data: {splits}.\n\n{summary}\n\n"
         + "\n".join(index))
     print(f"\nresults written to {out}/")

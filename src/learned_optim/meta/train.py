@@ -9,7 +9,8 @@ A run lives in one folder:
 * ``checkpoint.pt``: network, meta-optimizer, curriculum, best network so far, seconds spent in
   episodes (``elapsed_s``) and in validation (``validation_s``);
   written atomically after every episode and loaded with ``weights_only=True`` on ``resume``;
-* ``best/``: the best network by validation loss, as a checkpoint folder (``save_pretrained``).
+* ``best/``: the best network by validation loss, as a checkpoint folder (``config.json`` and
+  ``model.safetensors``, no model card).
 
 Problem ``k`` of episode ``e`` is drawn with a seed of ``(seed, e, k)`` alone, so a resumed run ends
 with the same weights as an uninterrupted one, and a run split over processes by ``torchrun``
@@ -37,17 +38,17 @@ from .. import pretrained
 from ..network import CoordinatewiseLSTM
 from .atomic import write_file_atomic, write_folder_atomic
 from .distributed import Distribution, from_environment
-from .evaluation import METRICS
+from .estimators import ESTIMATORS
 from .families import SampledArchitectureTask
-from .imitation import imitation_episode
+from .metrics import METRICS
 from .registry import make_task
 from .schedules import META_LR_SCHEDULES, HorizonCurriculum, meta_lr
 from .tasks import Task, seeded
-from .truncated import BatchLayout, Recipe, Unroller, random_scales, train_episode
+from .truncated import BatchLayout, Recipe, Unroller, random_scales
 
 VALIDATION_METRICS = {"mean": lambda losses: METRICS["sum"](losses) / len(losses), "final": METRICS["final"]}
 """Validation criteria: mean loss over the horizon or evaluation's ``final`` (the mean of the last
-:data:`~learned_optim.meta.evaluation.FINAL_STEPS` steps)."""
+:data:`~learned_optim.meta.metrics.FINAL_STEPS` steps)."""
 VALIDATION_SEED = 1_000_000_007
 """Validation problem ``i`` is drawn with seed ``VALIDATION_SEED + i`` (disjoint from training seeds)."""
 VALIDATION_CHUNK = 25
@@ -152,13 +153,16 @@ class RunConfig:
         return meta_lr(self.recipe.meta_lr, episode, self.episodes, self.meta_lr_schedule, self.meta_lr_warmup)
 
     def make_curriculum(self) -> HorizonCurriculum:
+        """The horizon curriculum of this run (one stage at the recipe's horizon without ``curriculum``)."""
         return HorizonCurriculum(self.curriculum or [self.recipe.horizon], self.curriculum_patience)
 
     def to_json(self) -> dict[str, Any]:
+        """The config as ``run.json`` stores it."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunConfig":
+        """The config ``run.json`` stored (:meth:`to_json`)."""
         return cls(**{**data, "recipe": Recipe(**data["recipe"])})
 
 
@@ -242,7 +246,7 @@ class Run:
 
 
 def train(
-    config: RunConfig,
+    config: RunConfig | None,
     folder: str | os.PathLike,
     resume: bool = False,
     progress: bool = True,
@@ -255,153 +259,187 @@ def train(
 ) -> Run:
     """Meta-train as ``config`` says into ``folder``; with ``resume``, continue the run found there.
 
-    ``command`` is logged as the command line that started this session (default: ``sys.argv``).
-    ``task`` (and ``validation_task``, default: ``task``) meta-train on your own task instead of the
-    built-in one named by ``config.task``; pass the same objects again to resume. ``device`` is where
-    the network and the problems live; ``distribution`` the process group (default: the one
-    ``torchrun`` set up, or a single process). ``episodes`` with ``resume`` extends (or shortens) the
-    run to that many episodes; everything else stays as it was.
+    A resumed run keeps the config recorded in its ``run.json``: ``config`` may then be None, or must equal the
+    recorded one except for ``episodes``, which (like the ``episodes`` argument) extends or shortens the run.
+    With ``resume`` and no run in ``folder``, ``config`` starts one. ``command`` is logged as the command line that
+    started this session (default: ``sys.argv``). ``task`` (and ``validation_task``, default: ``task``) meta-train
+    on your own task instead of the built-in one named by ``config.task``; pass the same objects again to resume.
+    ``device`` is where the network and the problems live; ``distribution`` the process group (default: the one
+    ``torchrun`` set up, or a single process).
 
     Raises:
         FileExistsError: ``folder`` already holds a run and ``resume`` is False.
+        ValueError: ``config`` is None with no run to resume, or differs from the run's recorded config.
     """
-    dist = distribution or from_environment(device)
     run = Run(folder)
     if resume and run.config_path.is_file():
-        config = run.config
-        if episodes is not None:
-            config = dataclasses.replace(config, episodes=episodes)
+        recorded = run.config
+        if config is not None and dataclasses.replace(config, episodes=recorded.episodes) != recorded:
+            raise ValueError(f"{run.folder} holds a run with another config ({run.config_path}); resume it with "
+                             "config=None or the same config, or start the new one in another folder")
+        config = dataclasses.replace(recorded, episodes=episodes or (config or recorded).episodes)
     elif run.config_path.exists():
         raise FileExistsError(f"{run.folder} already holds a run; pass resume=True (--resume) or use a new folder")
-    recipe = config.recipe
-    if recipe.meta_batch < dist.world_size:
-        raise ValueError(f"meta_batch {recipe.meta_batch} is smaller than the {dist.world_size} processes; "
-                         "give every process at least one problem")
-    # Everything that can reject the config happens before anything is written.
-    if task is None:
-        task = make_task(config.task, "train", device=device)
-        validation_task = make_task(config.task, "validation", device=device)
-    validation_task = validation_task or task
-    torch.manual_seed(config.seed)
-    network = NETWORK_INITS[config.network_init](CoordinatewiseLSTM(**config.network)).to(device)
-    meta_optimizer = torch.optim.Adam(network.parameters(), lr=recipe.meta_lr)
-    curriculum = config.make_curriculum()
+    elif config is None:
+        raise ValueError(f"{run.folder} holds no run to resume; give the RunConfig of a new one")
+    trainer = Trainer(config, run, distribution or from_environment(device), device, task, validation_task)
+    trainer.restore(run.checkpoint() if resume and run.checkpoint_path.is_file() else None)
+    trainer.fit(progress, command)
+    return run
 
-    checkpoint = run.checkpoint() if resume and run.checkpoint_path.is_file() else None
-    dist.barrier()  # every process has read the folder before rank 0 writes to it
-    if checkpoint is None:
-        if config.init is not None:  # a resumed run has its weights in the checkpoint instead
-            start = pretrained.load(config.init).with_step_scale(config.init_step_scale)
-            if start.config != network.config:
-                raise ValueError(f"init checkpoint {config.init!r}{config.step_scaled} has config {start.config}, but "
-                                 f"the run's network is {network.config}; pass the checkpoint's network options")
-            network.load_state_dict(start.state_dict())
-        if dist.is_main:
-            run.folder.mkdir(parents=True, exist_ok=True)
-            run.config_path.write_text(json.dumps(config.to_json(), indent=2) + "\n")
-            run.log_path.write_text("")
-        episode, elapsed, validation_s, best = 0, 0.0, 0.0, None
-    else:
-        if dist.is_main:  # drop log lines of episodes after the checkpoint: they are run again
+
+class Trainer:
+    """One run's meta-training: the network, its meta-optimizer and curriculum, and where the run stands (episode,
+    seconds spent, best validation so far), with a method for each thing the loop does."""
+
+    def __init__(self, config: RunConfig, run: Run, dist: Distribution, device: torch.device | str,
+                 task: Task | None = None, validation_task: Task | None = None) -> None:
+        if config.recipe.meta_batch < dist.world_size:
+            raise ValueError(f"meta_batch {config.recipe.meta_batch} is smaller than the {dist.world_size} "
+                             "processes; give every process at least one problem")
+        # Everything that can reject the config happens before anything is written.
+        if task is None:
+            task = make_task(config.task, "train", device=device)
+            validation_task = make_task(config.task, "validation", device=device)
+        self.config, self.run, self.dist, self.device = config, run, dist, device
+        self.task, self.validation_task = task, validation_task or task
+        torch.manual_seed(config.seed)
+        self.network = NETWORK_INITS[config.network_init](CoordinatewiseLSTM(**config.network)).to(device)
+        self.meta_optimizer = torch.optim.Adam(self.network.parameters(), lr=config.recipe.meta_lr)
+        self.curriculum = config.make_curriculum()
+        self.episode, self.elapsed, self.validation_s = 0, 0.0, 0.0
+        self.best: dict[str, Any] | None = None
+
+    def restore(self, checkpoint: dict[str, Any] | None) -> None:
+        """Start the run folder (from ``config.init`` if given), or continue from ``checkpoint``."""
+        config, run = self.config, self.run
+        self.dist.barrier()  # every process has read the folder before rank 0 writes to it
+        if checkpoint is None:
+            if config.init is not None:
+                start = pretrained.load(config.init).with_step_scale(config.init_step_scale)
+                if start.config != self.network.config:
+                    raise ValueError(f"init checkpoint {config.init!r}{config.step_scaled} has config {start.config}, "
+                                     f"but the run's network is {self.network.config}; pass the checkpoint's network "
+                                     "options")
+                self.network.load_state_dict(start.state_dict())
+            if self.dist.is_main:
+                run.folder.mkdir(parents=True, exist_ok=True)
+                run.config_path.write_text(json.dumps(config.to_json(), indent=2) + "\n")
+                run.log_path.write_text("")
+            return
+        if self.dist.is_main:  # drop log lines of episodes after the checkpoint: they are run again
             run.config_path.write_text(json.dumps(config.to_json(), indent=2) + "\n")
             run.log_path.write_text(
-                "".join(json.dumps(e) + "\n" for e in run.log() if e["episode"] <= checkpoint["episode"])
-            )
-        network.load_state_dict(checkpoint["network"])
-        meta_optimizer.load_state_dict(checkpoint["meta_optimizer"])
-        curriculum.load_state_dict(checkpoint.get("curriculum", curriculum.state_dict()))
-        episode, elapsed, best = checkpoint["episode"], checkpoint["elapsed_s"], checkpoint["best"]
-        validation_s = checkpoint.get("validation_s")  # None: a run from before validation was timed
+                "".join(json.dumps(e) + "\n" for e in run.log() if e["episode"] <= checkpoint["episode"]))
+        self.network.load_state_dict(checkpoint["network"])
+        self.meta_optimizer.load_state_dict(checkpoint["meta_optimizer"])
+        self.curriculum.load_state_dict(checkpoint.get("curriculum", self.curriculum.state_dict()))
+        self.episode, self.elapsed, self.best = checkpoint["episode"], checkpoint["elapsed_s"], checkpoint["best"]
+        self.validation_s = checkpoint.get("validation_s")  # None: a run from before validation was timed
 
-    def log(entry: dict[str, Any]) -> None:
-        if dist.is_main:
-            _append(run.log_path, entry)
+    def fit(self, progress: bool = True, command: str | None = None) -> None:
+        """Episodes until ``config.episodes``, validating every ``validate_every`` and checkpointing after each."""
+        from tqdm.auto import tqdm
 
-    def validate() -> None:
-        nonlocal best, validation_s
+        config, dist, recipe = self.config, self.dist, self.config.recipe
+        if progress and dist.is_main:
+            print(f"meta-training on {json.dumps(config.task)} into {self.run.folder}/: "
+                  f"episodes {self.episode + 1}-{config.episodes} of {recipe.meta_batch} optimizee(s), horizon "
+                  f"{self.curriculum.horizon}, unroll {recipe.unroll}, on {self.device}"
+                  f"{f' x {dist.world_size} processes' if dist.world_size > 1 else ''}; validation on "
+                  f"{config.num_validation} problems every {config.validate_every} episodes (the bar gives the time "
+                  "left)", flush=True)
+        bar = tqdm(total=config.episodes, initial=self.episode, disable=not (progress and dist.is_main),
+                   desc="meta-training", unit="ep")
+        self.log({"episode": self.episode, "event": "start", "command": command or " ".join(sys.argv),
+                  "hardware": describe_hardware(self.device, dist.world_size)})
+        if self.episode == 0:
+            self.validate()
+            self.save()
+        running = None
+        while self.episode < config.episodes:
+            name, result = self.train_episode()
+            if self.episode % config.validate_every == 0 or self.episode == config.episodes:
+                self.validate()
+            self.save()
+            if name != "imitation":
+                running = result["meta_loss"] if running is None else 0.95 * running + 0.05 * result["meta_loss"]
+            bar.set_postfix(meta_loss=f"{float('nan') if running is None else running:.4g}",
+                            val=f"{self.best['validation_loss']:.4g}", best_ep=self.best["episode"],
+                            horizon=self.curriculum.horizon)
+            bar.update()
+        bar.close()
+        dist.barrier()
+        if progress and dist.is_main:
+            print(f"meta-training done: best validation loss {self.best['validation_loss']:.4g} at episode "
+                  f"{self.best['episode']}; the network is in {self.run.best_path}/, the log in {self.run.log_path}",
+                  flush=True)
+
+    def train_episode(self) -> tuple[str, dict]:
+        """One episode of this process's share of the meta-batch; returns the estimator's name and result."""
+        config, recipe = self.config, self.config.recipe
+        for group in self.meta_optimizer.param_groups:
+            group["lr"] = config.meta_lr(self.episode)
         started = time.perf_counter()
-        horizon = curriculum.validation_horizon
-        curves = validation_losses(network, validation_task, dist.shard(config.num_validation), horizon)
+        generators = [problem_generator(config.seed, self.episode, k) for k in self.dist.shard(recipe.meta_batch)]
+        problems = self.task.sample_many(generators)
+        scale = random_scales(BatchLayout(problems.params), recipe.random_scale, generators)
+        name = "imitation" if is_imitation_episode(config, self.episode) else recipe.estimator
+        result = ESTIMATORS[name](self.network, self.meta_optimizer, problems,
+                                  dataclasses.replace(recipe, horizon=self.curriculum.horizon),
+                                  scale.to(self.device) if scale is not None else None, recipe.meta_batch,
+                                  self.dist.all_reduce, generators)
+        self.episode += 1
+        self.elapsed += time.perf_counter() - started
+        self.log({"episode": self.episode, "estimator": name, "horizon": self.curriculum.horizon,
+                  "meta_loss": result["meta_loss"], "final_loss": result["losses"][-1], "skipped": result["skipped"]})
+        return name, result
+
+    def validate(self) -> None:
+        """Both validation metrics on the fixed held-out problems; a better network becomes ``best/``."""
+        config, dist, run = self.config, self.dist, self.run
+        started = time.perf_counter()
+        horizon = self.curriculum.validation_horizon
+        curves = validation_losses(self.network, self.validation_task, dist.shard(config.num_validation), horizon)
         sums = torch.tensor([[VALIDATION_METRICS[m](c) for m in VALIDATION_METRICS] for c in curves] or
                             [[0.0] * len(VALIDATION_METRICS)], dtype=torch.float64).sum(0)
         dist.all_reduce(sums)
         values = dict(zip(VALIDATION_METRICS, (sums / config.num_validation).tolist()))
         loss = values[config.validation_metric]
-        log({"episode": episode, "validation_loss": loss, "validation_mean": values["mean"],
-             "validation_final": values["final"], "validation_horizon": horizon})
+        self.log({"episode": self.episode, "validation_loss": loss, "validation_mean": values["mean"],
+                  "validation_final": values["final"], "validation_horizon": horizon})
+        best = self.best
         if best is None or best.get("horizon", horizon) != horizon or loss < best["validation_loss"]:
-            best = {"episode": episode, "validation_loss": loss, "horizon": horizon}  # its weights: best/
+            self.best = {"episode": self.episode, "validation_loss": loss, "horizon": horizon}  # its weights: best/
             if dist.is_main:
-                write_folder_atomic(run.best_path, network.save_pretrained)
-        if dist.is_main and episode >= STALL_EPISODES > episode - config.validate_every:
+                write_folder_atomic(run.best_path, self.network.save_weights)
+        if dist.is_main and self.episode >= STALL_EPISODES > self.episode - config.validate_every:
             initial = next(e["validation_loss"] for e in run.log() if "validation_loss" in e)
-            if best["validation_loss"] >= 0.98 * initial:
+            if self.best["validation_loss"] >= 0.98 * initial:
                 warnings.warn(
-                    f"meta-training has not moved validation from its initial {initial:.4g} in {episode} episodes: "
-                    "the meta learning rate is likely too high (on MNIST such runs stay at ln 10; try --meta-lr 1e-3 "
-                    "--meta-lr-warmup 20 --network-init sonnet) or the objective unsuited (--objective log); "
-                    f"see {run.log_path}", RuntimeWarning, stacklevel=2)
-        if curriculum.observe(episode, loss):
-            log({"episode": episode, "event": "curriculum", "horizon": curriculum.horizon,
-                 "validation_horizon": curriculum.validation_horizon})
-        if validation_s is not None:
-            validation_s += time.perf_counter() - started
+                    f"meta-training has not moved validation from its initial {initial:.4g} in {self.episode} "
+                    "episodes: the meta learning rate is likely too high (on MNIST such runs stay at ln 10; try "
+                    "--meta-lr 1e-3 --meta-lr-warmup 20 --network-init sonnet) or the objective unsuited (--objective "
+                    f"log); see {run.log_path}", RuntimeWarning, stacklevel=2)
+        if self.curriculum.observe(self.episode, loss):
+            self.log({"episode": self.episode, "event": "curriculum", "horizon": self.curriculum.horizon,
+                      "validation_horizon": self.curriculum.validation_horizon})
+        if self.validation_s is not None:
+            self.validation_s += time.perf_counter() - started
 
-    def save() -> None:
-        if not dist.is_main:
+    def save(self) -> None:
+        """The checkpoint, written atomically (by the main process)."""
+        if not self.dist.is_main:
             return
-        snapshot = {"episode": episode, "elapsed_s": elapsed, "validation_s": validation_s, "best": best,
-                    "network": network.state_dict(), "meta_optimizer": meta_optimizer.state_dict(),
-                    "curriculum": curriculum.state_dict()}
-        write_file_atomic(run.checkpoint_path, lambda handle: torch.save(snapshot, handle))
+        snapshot = {"episode": self.episode, "elapsed_s": self.elapsed, "validation_s": self.validation_s,
+                    "best": self.best, "network": self.network.state_dict(),
+                    "meta_optimizer": self.meta_optimizer.state_dict(), "curriculum": self.curriculum.state_dict()}
+        write_file_atomic(self.run.checkpoint_path, lambda handle: torch.save(snapshot, handle))
 
-    from tqdm.auto import tqdm
-
-    if progress and dist.is_main:
-        print(f"meta-training on {json.dumps(config.task)} into {run.folder}/: "
-              f"episodes {episode + 1}-{config.episodes} "
-              f"of {recipe.meta_batch} optimizee(s), horizon {curriculum.horizon}, unroll {recipe.unroll}, on {device}"
-              f"{f' x {dist.world_size} processes' if dist.world_size > 1 else ''}; validation on "
-              f"{config.num_validation} problems every {config.validate_every} episodes (the bar gives the time left)",
-              flush=True)
-    bar = tqdm(total=config.episodes, initial=episode, disable=not (progress and dist.is_main), desc="meta-training",
-               unit="ep")
-    log({"episode": episode, "event": "start", "command": command or " ".join(sys.argv),
-         "hardware": describe_hardware(device, dist.world_size)})
-    if episode == 0:
-        validate()
-        save()
-    running = None
-    shard = dist.shard(recipe.meta_batch)
-    while episode < config.episodes:
-        for group in meta_optimizer.param_groups:
-            group["lr"] = config.meta_lr(episode)
-        started = time.perf_counter()
-        generators = [problem_generator(config.seed, episode, k) for k in shard]
-        problems = task.sample_many(generators)
-        scale = random_scales(BatchLayout(problems.params), recipe.random_scale, generators)
-        imitation = is_imitation_episode(config, episode)
-        estimator = imitation_episode if imitation else train_episode
-        result = estimator(network, meta_optimizer, problems, dataclasses.replace(recipe, horizon=curriculum.horizon),
-                           scale.to(device) if scale is not None else None, recipe.meta_batch, dist.all_reduce)
-        episode += 1
-        elapsed += time.perf_counter() - started
-        log({"episode": episode, "estimator": "imitation" if imitation else "bptt", "horizon": curriculum.horizon,
-             "meta_loss": result["meta_loss"], "final_loss": result["losses"][-1], "skipped": result["skipped"]})
-        if episode % config.validate_every == 0 or episode == config.episodes:
-            validate()
-        save()
-        if not imitation:
-            running = result["meta_loss"] if running is None else 0.95 * running + 0.05 * result["meta_loss"]
-        bar.set_postfix(meta_loss=f"{float('nan') if running is None else running:.4g}",
-                        val=f"{best['validation_loss']:.4g}", best_ep=best["episode"], horizon=curriculum.horizon)
-        bar.update()
-    bar.close()
-    dist.barrier()
-    if progress and dist.is_main:
-        print(f"meta-training done: best validation loss {best['validation_loss']:.4g} at episode {best['episode']}; "
-              f"the network is in {run.best_path}/, the log in {run.log_path}", flush=True)
-    return run
+    def log(self, entry: dict[str, Any]) -> None:
+        """One line of ``log.jsonl`` (by the main process)."""
+        if self.dist.is_main:
+            _append(self.run.log_path, entry)
 
 
 def _append(path: Path, entry: dict[str, Any]) -> None:

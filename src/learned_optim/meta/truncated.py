@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .evaluation import FINAL_STEPS
+from .metrics import FINAL_STEPS
 from .tasks import Params, Problem, ProblemBatch, stack_problems
 
 OBJECTIVES: dict[str, Callable[[Tensor, Tensor, int, int], Tensor]] = {
@@ -44,7 +44,7 @@ horizon :math:`T`. ``"sum"``: :math:`f_t` (the paper). ``"log"``: :math:`\log f_
 drowned out by the large early ones. ``"log_ratio"``: :math:`\log(f_t / f_0) / T`, summing to
 :math:`\operatorname{mean}_t \log(f_t / f_0)` over the horizon (Wichrowska et al., 2017): the same
 direction as ``"log"``, on a scale comparable across problems and horizons. ``"log_final"``: :math:`\log f_t`
-for the last :data:`~learned_optim.meta.evaluation.FINAL_STEPS` steps of the horizon, 0 before: the logs of the
+for the last :data:`~learned_optim.meta.metrics.FINAL_STEPS` steps of the horizon, 0 before: the logs of the
 losses whose mean is the ``final`` metric that evaluation reports and validation selects on (the paper's weights
 :math:`w_t` of its eq. 3, 1 on those steps only); it needs one unroll over the whole horizon, through which its
 meta-gradient reaches the early updates. The logs need positive losses."""
@@ -67,6 +67,10 @@ class Recipe:
         imitation (float): fraction of episodes that imitate a tuned Adam instead
             (:mod:`~learned_optim.meta.imitation`; Chen et al., 2020) (default: 0).
         imitation_lr (float): the imitated Adam's learning rate, tuned on the task (default: 0.01).
+        estimator (str): how the other episodes estimate the meta-gradient: ``"bptt"``, truncated
+            backpropagation through time, or ``"pes"``, persistent evolution strategies
+            (:mod:`~learned_optim.meta.pes`), which runs forward passes only (default: ``"bptt"``).
+        pes_sigma (float): the standard deviation of PES's perturbations of the weights (default: 0.01).
     """
 
     horizon: int = 100
@@ -79,6 +83,8 @@ class Recipe:
     random_scale: float = 0.0
     imitation: float = 0.0
     imitation_lr: float = 0.01
+    estimator: str = "bptt"
+    pes_sigma: float = 0.01
 
     def __post_init__(self) -> None:
         if self.horizon < 1 or self.unroll < 1:
@@ -87,10 +93,15 @@ class Recipe:
             raise ValueError(f"Invalid meta learning rate: {self.meta_lr}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"Invalid objective: {self.objective!r}; choose one of {list(OBJECTIVES)}")
-        if self.objective == "log_final" and self.unroll < self.horizon:
+        if self.estimator not in ("bptt", "pes"):
+            raise ValueError(f"Invalid estimator: {self.estimator!r}; choose 'bptt' or 'pes' (imitation episodes come "
+                             "from the imitation fraction)")
+        if not (math.isfinite(self.pes_sigma) and self.pes_sigma > 0):
+            raise ValueError(f"Invalid pes_sigma: {self.pes_sigma}; it must be finite and > 0")
+        if self.objective == "log_final" and self.unroll < self.horizon and self.estimator == "bptt":
             raise ValueError(f"The log_final objective needs one unroll over the whole horizon (unroll {self.unroll} < "
                              f"horizon {self.horizon}): its terms are the last steps' losses, so the earlier unrolls "
-                             "would have no meta-gradient; set the unroll to the horizon")
+                             "would have no meta-gradient; set the unroll to the horizon, or use the pes estimator")
         if self.meta_batch < 1:
             raise ValueError(f"Invalid meta_batch: {self.meta_batch}; it must be a positive integer")
         if self.random_scale < 0:
@@ -252,14 +263,25 @@ def meta_step(network: nn.Module, meta_optimizer: torch.optim.Optimizer, meta_lo
     params = list(network.parameters())
     if meta_loss.requires_grad:
         meta_loss.backward()
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
-                     + [meta_loss.detach().reshape(1)])
+    gradient = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    return apply_meta_gradient(network, meta_optimizer, gradient, meta_loss.detach(), clip, all_reduce)
+
+
+def apply_meta_gradient(network: nn.Module, meta_optimizer: torch.optim.Optimizer, gradient: Tensor,
+                        meta_loss: Tensor, clip: float | None, all_reduce: AllReduce | None = None) -> float | None:
+    """One meta-step on the flat meta-gradient ``gradient`` (this process's share, summed over processes by
+    ``all_reduce`` with ``meta_loss``), its global norm clipped to ``clip``.
+
+    Returns the (summed) meta-loss, or None when it or the gradient is not finite: then nothing changes.
+    """
+    meta_optimizer.zero_grad(set_to_none=True)
+    params = list(network.parameters())
+    flat = torch.cat([gradient.reshape(-1), meta_loss.reshape(1).to(gradient)])
     if all_reduce is not None:
         all_reduce(flat)
     loss, grads = float(flat[-1]), flat[:-1]
     norm = torch.linalg.vector_norm(grads)
     if not (math.isfinite(loss) and torch.isfinite(norm)):
-        meta_optimizer.zero_grad(set_to_none=True)
         return None
     if clip is not None and norm > clip:
         grads = grads * (clip / norm)
@@ -271,11 +293,12 @@ def meta_step(network: nn.Module, meta_optimizer: torch.optim.Optimizer, meta_lo
 
 def train_episode(network: nn.Module, meta_optimizer: torch.optim.Optimizer, problems: ProblemBatch | Problem,
                   recipe: Recipe, scale: Tensor | None = None, total_problems: int | None = None,
-                  all_reduce: AllReduce | None = None) -> dict:
+                  all_reduce: AllReduce | None = None, generators: list[torch.Generator] | None = None) -> dict:
     """One episode of truncated BPTT: ``horizon / unroll`` meta-steps on the mean over the problems.
 
     In a distributed run each process passes its share of the meta-batch, ``total_problems`` the size of
-    the whole meta-batch (default: this batch's) and ``all_reduce`` to sum over processes.
+    the whole meta-batch (default: this batch's) and ``all_reduce`` to sum over processes. ``generators``
+    (the problems' own, for estimators that draw noise) are not used.
 
     Returns:
         ``{"meta_loss": mean meta-loss per unroll, "losses": mean loss over the problems per step,
