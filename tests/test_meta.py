@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import re
 import signal
@@ -221,6 +222,17 @@ def test_train_refuses_to_overwrite_a_run(tmp_path):
     main(["train", str(tmp_path / "run"), *TINY, "--episodes", "1"])
     with pytest.raises(FileExistsError, match="--resume"):
         train(RunConfig(), tmp_path / "run")
+
+
+def test_resume_keeps_the_recorded_config_and_refuses_another(tmp_path):
+    main(["train", str(tmp_path / "run"), *TINY, "--episodes", "1"])
+    recorded = Run(tmp_path / "run").config
+    with pytest.raises(ValueError, match="holds a run with another config"):
+        train(dataclasses.replace(recorded, seed=1), tmp_path / "run", resume=True, progress=False)
+    train(dataclasses.replace(recorded, episodes=2), tmp_path / "run", resume=True, progress=False)
+    assert Run(tmp_path / "run").checkpoint()["episode"] == 2 and Run(tmp_path / "run").config.episodes == 2
+    with pytest.raises(ValueError, match="holds no run to resume"):
+        train(None, tmp_path / "none", resume=True)
 
 
 def test_cli_train_evaluate_publish_and_push(tmp_path, capsys):
