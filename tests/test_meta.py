@@ -238,11 +238,15 @@ def test_resume_keeps_the_recorded_config_and_refuses_another(tmp_path):
 def test_cli_train_evaluate_publish_and_push(tmp_path, capsys):
     run = tmp_path / "run"
     main(["train", str(run), *TINY])
-    said = capsys.readouterr().out
+    said, bars = capsys.readouterr()
     assert said.startswith("meta-training on {\"name\": \"quadratic\"") and f"into {run}/" in said
     assert f"the network is in {run / 'best'}/" in said
     log = Run(run).log()
     assert [e["episode"] for e in log if "validation_loss" in e] == [0, 4, 8]
+    # not a terminal: one line per validation, no progress bar
+    lines = [line for line in said.splitlines() if line.startswith("episode ")]
+    assert [int(line.split("/")[0].split()[1]) for line in lines] == [0, 4, 8]
+    assert "\r" not in bars + said
     main(["evaluate", "--run", str(run), "--steps", "10", "--problems", "3", "--tuning-problems", "2"])
     printed = capsys.readouterr().out
     assert printed.startswith("evaluating against SGD, NAG, RMSprop and Adam, each with its learning rate tuned "

@@ -186,61 +186,78 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in run_dir with its own settings (only --episodes and --device "
                    "apply)")
-    _add_task_options(p)
     p.add_argument("--episodes", type=int,
                    help=f"episodes {_default('episodes')}; with --resume, extends the run to this many")
-    p.add_argument("--horizon", type=int, help=f"steps per episode {_default('horizon')}")
-    p.add_argument("--unroll", type=int, help=f"steps per truncation {_default('unroll')}")
-    p.add_argument("--meta-lr", type=float, help=f"Adam lr on the network {_default('meta_lr')}")
-    p.add_argument("--clip", type=float, help=f"clip the meta-gradient norm {_default('clip')}")
-    p.add_argument("--estimator", choices=["bptt", "pes"],
-                   help="meta-gradient: truncated BPTT (the paper) or persistent evolution strategies (Vicol et al. "
-                   f"2021: antithetic perturbations of the weights, forward passes only) {_default('estimator')}")
-    p.add_argument("--pes-sigma", type=float, help=f"PES's perturbation scale {_default('pes_sigma')}")
-    p.add_argument("--second-order", action="store_true", default=None,
-                   help="keep second derivatives (default: dropped)")
-    p.add_argument("--objective", choices=list(OBJECTIVES),
-                   help="meta-loss per step: the loss (the paper), its log, log(f_t / f_0) / T "
-                   f"(Wichrowska et al. 2017), or the log on the horizon's last {FINAL_STEPS} steps only (needs "
-                   f"--unroll equal to the horizon) {_default('objective')}")
-    p.add_argument("--meta-batch", type=int,
-                   help="optimizees per meta-step, run together; split over torchrun's processes "
-                   f"{_default('meta_batch')}")
-    p.add_argument("--random-scale", type=float, metavar="R",
-                   help="reparameterise each coordinate by exp(U(-R, R)) per episode (Lv et al. 2017) "
-                   f"{_default('random_scale')}")
-    p.add_argument("--imitation", type=float, metavar="FRACTION",
-                   help=f"fraction of episodes that imitate a tuned Adam (Chen et al. 2020) {_default('imitation')}")
-    p.add_argument("--imitation-lr", type=float, help=f"learning rate of the imitated Adam {_default('imitation_lr')}")
-    p.add_argument("--network-init", choices=list(NETWORK_INITS),
-                   help="fresh network: PyTorch's defaults, or Sonnet's biases (forget gate +1, zero output bias) "
-                   f"as the authors {_default('network_init')}")
-    p.add_argument("--curriculum", type=int, nargs="+", metavar="HORIZON",
-                   help="horizon curriculum, e.g. 100 200 500 1000: each stage validated on the next stage's "
-                   "horizon, moving on when validation stops improving (Chen et al. 2020; default: none)")
-    p.add_argument("--curriculum-patience", type=int,
-                   help=f"validations without improvement before the next stage {_default('curriculum_patience')}")
-    p.add_argument("--meta-lr-warmup", type=int, metavar="EPISODES",
-                   help=f"linear meta-lr warm-up {_default('meta_lr_warmup')}")
-    p.add_argument("--device", default="cpu", help="where to meta-train: cpu, cuda, cuda:1 ... (default: cpu)")
-    p.add_argument("--seed", type=int, help=f"seed {_default('seed')}")
-    p.add_argument("--validate-every", type=int, help=f"episodes between validations {_default('validate_every')}")
-    p.add_argument("--num-validation", type=int, help=f"held-out validation problems {_default('num_validation')}")
-    p.add_argument("--validation-metric", choices=["mean", "final"],
-                   help="select the best network by the mean loss over the horizon or the final loss "
-                   f"{_default('validation_metric')}")
-    p.add_argument("--meta-lr-schedule", choices=list(META_LR_SCHEDULES),
-                   help=f"meta learning rate schedule {_default('meta_lr_schedule')}")
-    p.add_argument("--init", metavar="CHECKPOINT",
-                   help="fine-tune: start from this checkpoint (bundled name, folder or Hub repo id)")
-    p.add_argument("--init-step-scale", type=float, metavar="S",
-                   help="fine-tune from --init with its step multiplied by S (a step size chosen on validation; pass "
-                   "the scaled --output-scale and --nominal) (default: 1)")
+    task = p.add_argument_group("task", "the problems meta-trained on (default: the task family's)")
+    _add_task_options(task)
+    network = p.add_argument_group("network", "the LSTM and where it starts")
+    network.add_argument("--init", metavar="CHECKPOINT",
+                         help="fine-tune: start from this checkpoint (bundled name, folder or Hub repo id)")
+    network.add_argument("--init-step-scale", type=float, metavar="S",
+                         help="fine-tune from --init with its step multiplied by S (a step size chosen on "
+                         "validation; pass the scaled --output-scale and --nominal) (default: 1)")
+    network.add_argument("--network-init", choices=list(NETWORK_INITS),
+                         help="fresh network: PyTorch's defaults, or Sonnet's biases (forget gate +1, zero output "
+                         f"bias) as the authors {_default('network_init')}")
     for key, kind in (("hidden_size", int), ("num_layers", int), ("p", float), ("output_scale", float),
                       ("nominal", float)):
-        p.add_argument(f"--{key.replace('_', '-')}", type=kind, help="network config (default: the task's)")
-    p.add_argument("--preprocessing", choices=sorted(PREPROCESSINGS), help="gradient encoding (default: the task's)")
-    p.add_argument("--output", choices=sorted(OUTPUTS), help="the head's nonlinearity (default: linear)")
+        network.add_argument(f"--{key.replace('_', '-')}", type=kind, help="network config (default: the task's)")
+    network.add_argument("--preprocessing", choices=sorted(PREPROCESSINGS),
+                         help="gradient encoding (default: the task's)")
+    network.add_argument("--output", choices=sorted(OUTPUTS), help="the head's nonlinearity (default: linear)")
+    estimator = p.add_argument_group("estimator",
+                                     "meta-gradient estimator: truncated BPTT or PES over each episode's problems")
+    estimator.add_argument("--estimator", choices=["bptt", "pes"],
+                           help="meta-gradient: truncated BPTT (the paper) or persistent evolution strategies "
+                           "(Vicol et al. 2021: antithetic perturbations of the weights, forward passes only) "
+                           f"{_default('estimator')}")
+    estimator.add_argument("--pes-sigma", type=float, help=f"PES's perturbation scale {_default('pes_sigma')}")
+    estimator.add_argument("--horizon", type=int, help=f"steps per episode {_default('horizon')}")
+    estimator.add_argument("--unroll", type=int, help=f"steps per truncation {_default('unroll')}")
+    estimator.add_argument("--objective", choices=list(OBJECTIVES),
+                           help="meta-loss per step: the loss (the paper), its log, log(f_t / f_0) / T "
+                           f"(Wichrowska et al. 2017), or the log on the horizon's last {FINAL_STEPS} steps only "
+                           "(needs "
+                           f"--unroll equal to the horizon) {_default('objective')}")
+    estimator.add_argument("--meta-batch", type=int,
+                           help="optimizees per meta-step, run together; split over torchrun's processes "
+                           f"{_default('meta_batch')}")
+    estimator.add_argument("--second-order", action="store_true", default=None,
+                           help="keep second derivatives (default: dropped)")
+    estimator.add_argument("--random-scale", type=float, metavar="R",
+                           help="reparameterise each coordinate by exp(U(-R, R)) per episode (Lv et al. 2017) "
+                           f"{_default('random_scale')}")
+    estimator.add_argument("--imitation", type=float, metavar="FRACTION",
+                           help="fraction of episodes that imitate a tuned Adam (Chen et al. 2020) "
+                           f"{_default('imitation')}")
+    estimator.add_argument("--imitation-lr", type=float,
+                           help=f"learning rate of the imitated Adam {_default('imitation_lr')}")
+    schedule = p.add_argument_group("schedule", "meta-optimizer schedule and curriculum")
+    schedule.add_argument("--meta-lr", type=float, help=f"Adam lr on the network {_default('meta_lr')}")
+    schedule.add_argument("--meta-lr-schedule", choices=list(META_LR_SCHEDULES),
+                          help=f"meta learning rate schedule {_default('meta_lr_schedule')}")
+    schedule.add_argument("--meta-lr-warmup", type=int, metavar="EPISODES",
+                          help=f"linear meta-lr warm-up {_default('meta_lr_warmup')}")
+    schedule.add_argument("--clip", type=float, help=f"clip the meta-gradient norm {_default('clip')}")
+    schedule.add_argument("--curriculum", type=int, nargs="+", metavar="HORIZON",
+                          help="horizon curriculum, e.g. 100 200 500 1000: each stage validated on the next stage's "
+                          "horizon, moving on when validation stops improving (Chen et al. 2020; default: none)")
+    schedule.add_argument("--curriculum-patience", type=int,
+                          help="validations without improvement before the next stage "
+                          f"{_default('curriculum_patience')}")
+    schedule.add_argument("--seed", type=int, help=f"seed {_default('seed')}")
+    validation = p.add_argument_group("validation", "validation and the best network")
+    validation.add_argument("--validate-every", type=int,
+                            help=f"episodes between validations {_default('validate_every')}")
+    validation.add_argument("--num-validation", type=int,
+                            help=f"held-out validation problems {_default('num_validation')}")
+    validation.add_argument("--validation-metric", choices=["mean", "final"],
+                            help="select the best network by the mean loss over the horizon or the final loss "
+                            f"{_default('validation_metric')}")
+    distribution = p.add_argument_group(
+        "distribution", "devices and processes (run under torchrun to split each meta-batch over processes)")
+    distribution.add_argument("--device", default="cpu",
+                              help="where to meta-train: cpu, cuda, cuda:1 ... (default: cpu)")
     p.set_defaults(handler=cmd_train)
 
     p = commands.add_parser("evaluate", help="compare a network with tuned baselines",
@@ -259,17 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--panels", nargs="+", metavar="NAME", help="only these panels of the suite (default: all)")
     p.add_argument("--baselines", nargs="*", choices=list(BASELINES), metavar="NAME",
                    help=f"the tuned baselines, of {', '.join(BASELINES)} (default: all; none: the network alone, "
-                        "to compare networks)")
+                   "to compare networks)")
     p.add_argument("--split", choices=["test", "validation"],
                    help="the data the problems come from: test (default; for reports) or validation (for choosing "
-                        "between networks without touching the test data)")
+                   "between networks without touching the test data)")
     p.add_argument("--steps", type=int, help="optimizer steps per problem (default: the task's)")
     p.add_argument("--problems", type=int, help="evaluation problems (default: 100 quadratic, 20 mnist, 24 art)")
     p.add_argument("--tuning-problems", type=int, help="problems for tuning baseline learning rates")
     p.add_argument("--out", help="output folder (default: RUN/evaluation or evaluation-NAME)")
     p.add_argument("--baselines-from", type=Path, metavar="FOLDER",
                    help="an earlier evaluation of the same panels (problems, grid): take its tuned baselines' "
-                        "results instead of measuring them again, so only the learned optimizer runs")
+                   "results instead of measuring them again, so only the learned optimizer runs")
     p.set_defaults(handler=cmd_evaluate)
 
     p = commands.add_parser("publish", help="turn a run's best network into a checkpoint folder (and Hub repo)",

@@ -309,6 +309,7 @@ class Trainer:
         self.curriculum = config.make_curriculum()
         self.episode, self.elapsed, self.validation_s = 0, 0.0, 0.0
         self.best: dict[str, Any] | None = None
+        self.report_lines = False  # one line per validation instead of a progress bar (set by fit)
 
     def restore(self, checkpoint: dict[str, Any] | None) -> None:
         """Start the run folder (from ``config.init`` if given), or continue from ``checkpoint``."""
@@ -349,7 +350,9 @@ class Trainer:
                   f"{f' x {dist.world_size} processes' if dist.world_size > 1 else ''}; validation on "
                   f"{config.num_validation} problems every {config.validate_every} episodes (the bar gives the time "
                   "left)", flush=True)
-        bar = tqdm(total=config.episodes, initial=self.episode, disable=not (progress and dist.is_main),
+        terminal = sys.stderr.isatty()  # a bar on a terminal; in a redirected log, one line per validation
+        self.report_lines = progress and dist.is_main and not terminal
+        bar = tqdm(total=config.episodes, initial=self.episode, disable=not (progress and dist.is_main and terminal),
                    desc="meta-training", unit="ep")
         self.log({"episode": self.episode, "event": "start", "command": command or " ".join(sys.argv),
                   "hardware": describe_hardware(self.device, dist.world_size)})
@@ -421,6 +424,10 @@ class Trainer:
                     "episodes: the meta learning rate is likely too high (on MNIST such runs stay at ln 10; try "
                     "--meta-lr 1e-3 --meta-lr-warmup 20 --network-init sonnet) or the objective unsuited (--objective "
                     f"log); see {run.log_path}", RuntimeWarning, stacklevel=2)
+        if self.report_lines:
+            print(f"episode {self.episode}/{config.episodes}: validation {config.validation_metric} {loss:.4g} "
+                  f"(best {self.best['validation_loss']:.4g} at episode {self.best['episode']}), "
+                  f"{self.elapsed:.0f} s of episodes", flush=True)
         if self.curriculum.observe(self.episode, loss):
             self.log({"episode": self.episode, "event": "curriculum", "horizon": self.curriculum.horizon,
                       "validation_horizon": self.curriculum.validation_horizon})
