@@ -69,6 +69,23 @@ def test_batch_layout_is_problem_major_and_round_trips():
     assert all(torch.equal(layout.unflatten(flat)[name], params[name]) for name in params)
 
 
+def test_random_scaling_per_tensor_gives_each_tensor_of_each_problem_one_scale():
+    """Per tensor (a layer's weights scaled together): constant within a tensor, different between tensors and
+    problems, the same draws on every call."""
+    params = {"w": torch.zeros(2, 3, 4), "b": torch.zeros(2, 5)}  # two problems
+    layout = BatchLayout(params)
+    scale = random_scales(layout, 3.0, [seeded(1), seeded(2)], per="tensor")
+    assert torch.equal(scale, random_scales(layout, 3.0, [seeded(1), seeded(2)], per="tensor"))
+    per_problem = layout.per_problem(scale)
+    for k in range(2):
+        w, b = per_problem[k, :12], per_problem[k, 12:]
+        assert (w == w[0]).all() and (b == b[0]).all() and w[0] != b[0]
+    assert per_problem[0, 0] != per_problem[1, 0]
+    assert scale.min() >= torch.exp(torch.tensor(-3.0)) and scale.max() <= torch.exp(torch.tensor(3.0))
+    with pytest.raises(ValueError, match="Invalid random_scale_per: 'layer'"):
+        Recipe(random_scale_per="layer")
+
+
 def test_random_scaling_reparameterises_each_coordinate():
     problem = QuadraticTask(dim=4).sample(seeded(0))
     batch = stack_problems([problem])

@@ -18,7 +18,7 @@ from conftest import random_network
 
 PES = ["--task", "quadratic", "--num-functions", "2", "--episodes", "4", "--horizon", "12", "--unroll", "4",
        "--validate-every", "2", "--num-validation", "2", "--meta-batch", "4", "--estimator", "pes",
-       "--pes-sigma", "0.05", "--random-scale", "1", "--objective", "log"]
+       "--pes-sigma", "0.05", "--random-scale", "1", "--random-scale-per", "tensor", "--objective", "log"]
 
 
 def test_pes_estimate_points_along_the_exact_meta_gradient():

@@ -227,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     estimator.add_argument("--random-scale", type=float, metavar="R",
                            help="reparameterise each coordinate by exp(U(-R, R)) per episode (Lv et al. 2017) "
                            f"{_default('random_scale')}")
+    estimator.add_argument("--random-scale-per", choices=["coordinate", "tensor"],
+                           help="one random scale per coordinate (Lv et al.) or per tensor, a layer's weights "
+                           f"together (Chen et al. 2020) {_default('random_scale_per')}")
     estimator.add_argument("--imitation", type=float, metavar="FRACTION",
                            help="fraction of episodes that imitate a tuned Adam (Chen et al. 2020) "
                            f"{_default('imitation')}")

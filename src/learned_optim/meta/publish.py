@@ -108,11 +108,13 @@ ESTIMATOR_NAMES = {"bptt": "truncated BPTT", "pes": "persistent evolution strate
 
 
 def _recipe(config: RunConfig) -> dict:
-    """The recipe as the card shows it: the estimator's options only for PES (so truncated-BPTT cards read as they
-    did before there was a choice)."""
+    """The recipe as the card shows it: the estimator's options only for PES, the random scale's granularity only
+    when per tensor (so the cards of earlier runs read as they did before these options)."""
     recipe = config.to_json()["recipe"]
     if recipe["estimator"] == "bptt":
         del recipe["estimator"], recipe["pes_sigma"]
+    if recipe["random_scale_per"] == "coordinate":
+        del recipe["random_scale_per"]
     return recipe
 
 

@@ -386,7 +386,7 @@ class Trainer:
         started = time.perf_counter()
         generators = [problem_generator(config.seed, self.episode, k) for k in self.dist.shard(recipe.meta_batch)]
         problems = self.task.sample_many(generators)
-        scale = random_scales(BatchLayout(problems.params), recipe.random_scale, generators)
+        scale = random_scales(BatchLayout(problems.params), recipe.random_scale, generators, recipe.random_scale_per)
         name = "imitation" if is_imitation_episode(config, self.episode) else recipe.estimator
         result = ESTIMATORS[name](self.network, self.meta_optimizer, problems,
                                   dataclasses.replace(recipe, horizon=self.curriculum.horizon),

@@ -64,6 +64,8 @@ class Recipe:
         objective (str): meta-loss per step, a key of :data:`OBJECTIVES` (default: ``"sum"``).
         meta_batch (int): optimizees per meta-step, the meta-gradient averaged over them (default: 1).
         random_scale (float): :math:`r` of random scaling, 0 for none (default: 0; Lv et al. use 3).
+        random_scale_per (str): one scale per ``"coordinate"`` (Lv et al.) or per ``"tensor"`` (a layer's weights
+            scaled together, as a model's layers differ in scale; Chen et al. 2020) (default: ``"coordinate"``).
         imitation (float): fraction of episodes that imitate a tuned Adam instead
             (:mod:`~learned_optim.meta.imitation`; Chen et al., 2020) (default: 0).
         imitation_lr (float): the imitated Adam's learning rate, tuned on the task (default: 0.01).
@@ -81,6 +83,7 @@ class Recipe:
     objective: str = "sum"
     meta_batch: int = 1
     random_scale: float = 0.0
+    random_scale_per: str = "coordinate"
     imitation: float = 0.0
     imitation_lr: float = 0.01
     estimator: str = "bptt"
@@ -106,6 +109,8 @@ class Recipe:
             raise ValueError(f"Invalid meta_batch: {self.meta_batch}; it must be a positive integer")
         if self.random_scale < 0:
             raise ValueError(f"Invalid random_scale: {self.random_scale}; it must be >= 0")
+        if self.random_scale_per not in ("coordinate", "tensor"):
+            raise ValueError(f"Invalid random_scale_per: {self.random_scale_per!r}; choose 'coordinate' or 'tensor'")
         if not 0 <= self.imitation <= 1 or self.imitation_lr <= 0:
             raise ValueError(f"Invalid imitation fraction/lr: {self.imitation}/{self.imitation_lr}; "
                              "the fraction must be in [0, 1] and the lr positive")
@@ -133,13 +138,16 @@ class BatchLayout:
         return flat.view(self.problems, -1)
 
 
-def random_scales(layout: BatchLayout, radius: float, generators: list[torch.Generator]) -> Tensor | None:
-    r"""Coordinate scales :math:`e^{U(-r, r)}`, problem ``k``'s drawn with ``generators[k]`` (None if ``radius``
-    is 0)."""
+def random_scales(layout: BatchLayout, radius: float, generators: list[torch.Generator],
+                  per: str = "coordinate") -> Tensor | None:
+    r"""Coordinate scales :math:`e^{U(-r, r)}`, problem ``k``'s drawn with ``generators[k]``, one per coordinate or
+    one per tensor (repeated over its coordinates); None if ``radius`` is 0."""
     if radius == 0:
         return None
-    per_problem = sum(layout.sizes)
-    return torch.cat([(torch.rand(per_problem, generator=g) * 2 - 1).mul_(radius).exp_() for g in generators])
+    sizes = torch.tensor(layout.sizes)
+    draws = len(layout.sizes) if per == "tensor" else int(sizes.sum())
+    scales = [(torch.rand(draws, generator=g) * 2 - 1).mul_(radius).exp_() for g in generators]
+    return torch.cat([s.repeat_interleave(sizes) if per == "tensor" else s for s in scales])
 
 
 class Unroller:
