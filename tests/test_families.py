@@ -19,7 +19,6 @@ from learned_optim.meta.truncated import Recipe, train_episode
 from conftest import mnist_root, random_network
 
 
-
 def test_mlp_family_draws_reproducible_varied_configs_and_never_a_held_out_one():
     family = MNISTMLPFamily(root=mnist_root())
     configs = [family.config(seeded(seed)) for seed in range(200)]

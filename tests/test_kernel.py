@@ -20,7 +20,6 @@ from learned_optim.pretrained import load
 from conftest import missing, random_network
 
 
-
 @pytest.fixture
 def compiled_kernel():
     """Skips, or fails under CI, where the fused kernel cannot be built (no C++ compiler)."""
@@ -91,6 +90,7 @@ def test_bfloat16_state_is_the_float32_kernels_state_rounded_to_nearest_even(siz
     low_update = fast_update_(weights, grad, low, moments=network.initial_moments(size))
     torch.testing.assert_close(low.float(), state.bfloat16().float(), equal_nan=True, atol=0, rtol=0)
     torch.testing.assert_close(low_update, update, equal_nan=True, atol=0, rtol=0)
+
 
 @needs_kernel
 def test_threads_split_the_coordinates_with_identical_results(network):

@@ -65,6 +65,7 @@ class CompilerError(RuntimeError):
         super().__init__(f"{compiler} failed:\n{stderr[-2000:]}")
         self.stderr = stderr
 
+
 _lock = threading.Lock()
 _library: Any = None  # the loaded library; False once it is known to be unavailable
 

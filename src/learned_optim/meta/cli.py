@@ -27,6 +27,7 @@ from .suites import SUITES, run_suite, single_panel, suite_panels
 from .train import NETWORK_INITS, Run, RunConfig, train
 from .truncated import OBJECTIVES, Recipe
 
+
 def command_line() -> str:
     """How this process was started, as a user would type it."""
     return " ".join(["python -m learned_optim.meta", *sys.argv[1:]])

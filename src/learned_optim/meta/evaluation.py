@@ -9,10 +9,8 @@ fresh evaluation problems. The learned optimizer runs as :class:`~learned_optim.
 from __future__ import annotations
 
 import functools
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -70,7 +68,6 @@ def run_optimizer(problem: Problem, make_optimizer: OptimizerFactory, steps: int
         with torch.no_grad():
             heldout = float(problem.heldout_loss(params))
     return Trajectory(losses, heldout, {name: p.detach() for name, p in params.items()})
-
 
 
 def _mean(values: list[float]) -> float:
@@ -171,46 +168,3 @@ def compare(
     return summaries
 
 
-def format_table(summaries: list[Summary], heldout_split: str = "test") -> str:
-    """A markdown table: loss at steps 20, 40 and the last, mean of the last 10 steps, sum, and
-    the held-out loss (on the task's whole ``heldout_split`` data set, when it has one)."""
-    keys = [k for k in summaries[0].metrics if k.startswith("loss@")] + ["final", "sum"]
-    has_heldout = all("heldout" in s.metrics for s in summaries)
-    header = ["optimizer", "lr (final / sum)", *keys] + ([f"{heldout_split}-set loss"] if has_heldout else [])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for s in summaries:
-        lrs = " / ".join("–" if lr is None else f"{lr:.3g}" for lr in s.learning_rates.values())
-        cells = [f"{s.metrics[k]:.4g}" + (f" ± {s.metrics[k + '_stderr']:.2g}" if k in METRICS else "") for k in keys]
-        if has_heldout:
-            cells.append(f"{s.metrics['heldout']:.4g}")
-        lines.append("| " + " | ".join([s.name, lrs, *cells]) + " |")
-    return "\n".join(lines)
-
-
-def plot(summaries: list[Summary], path: Path, title: str) -> None:
-    """Mean loss curves on a log scale, one line per optimizer, like the paper's figures."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for s in summaries:
-        ax.plot(range(1, len(s.mean_curve) + 1), s.mean_curve, label=s.name, linewidth=2 if s.name == "LSTM" else 1)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_results(summaries: list[Summary], folder: Path, name: str, title: str, info: dict[str, Any]) -> str:
-    """Write ``name.json`` (``info`` and the results) and ``name.png`` into ``folder``; returns the
-    markdown table."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.json").write_text(json.dumps({**info, "results": [s.to_json() for s in summaries]}, indent=1))
-    plot(summaries, folder / f"{name}.png", title)
-    return format_table(summaries, info.get("split", "test"))

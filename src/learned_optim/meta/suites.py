@@ -11,13 +11,11 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import torch
-
 from ..network import CoordinatewiseLSTM
-from .evaluation import BASELINES, EVALUATION_SEED, LR_GRID, Summary, compare, write_results
-from .metrics import FINAL_STEPS, METRICS
+from .evaluation import BASELINES, LR_GRID, Summary, compare
+from .metrics import FINAL_STEPS
 from .registry import make_task
-from .tasks import Task, seeded
+from .reporting import data_description, summary_row, write_image_grid, write_results
 
 
 class Panel(NamedTuple):
@@ -64,8 +62,6 @@ GENERALIST_PANELS = {
 SUITES = {"mnist-paper": ("mnist", MNIST_PANELS), "neural-art": ("art", NEURAL_ART_PANELS),
           "generalist": ("mnist", GENERALIST_PANELS)}
 """Suite name -> (task family, panels)."""
-GRID_PROBLEMS = 3
-"""Rows of a neural-art panel's image grid."""
 
 
 def single_panel(spec: dict, steps: int) -> dict[str, Panel]:
@@ -166,70 +162,3 @@ def measured_baselines(path: Path, info: dict[str, Any]) -> list[Summary]:
     return [Summary.from_json(result) for result in earlier["results"] if result["name"] != "LSTM"]
 
 
-def summary_row(title: str, summaries: list[Summary]) -> str:
-    """A panel's line of the summary: the LSTM's final loss against the best tuned baseline's, on how many
-    problems it is below that baseline's on the same problem (common random numbers; "–" for baselines read
-    from an earlier evaluation, which keeps no per-problem runs), and on how many it is below the problem's
-    initial loss (never stuck, never worse)."""
-    lstm = next(s for s in summaries if s.name == "LSTM")
-    best = min((s for s in summaries if s.name != "LSTM"), key=lambda s: s.metrics["final"], default=None)
-    final = METRICS["final"]
-    improved = sum(final(run.losses) < run.losses[0] for run in lstm.runs)
-    if best is None:
-        against = "– | – | –"
-    else:
-        wins = (f"{sum(final(ours.losses) < final(theirs.losses) for ours, theirs in zip(lstm.runs, best.runs))} / "
-                f"{len(best.runs)}" if best.runs else "–")
-        against = (f"{best.metrics['final']:.4g} ± {best.metrics['final_stderr']:.2g} ({best.name}, lr "
-                   f"{best.learning_rates['final']:.3g}) | "
-                   f"{lstm.metrics['final'] / best.metrics['final']:.2f} | {wins}")
-    return (f"| {title} | {lstm.metrics['final']:.4g} ± {lstm.metrics['final_stderr']:.2g} | {against} | "
-            f"{improved} / {len(lstm.runs)} |")
-
-
-def data_description(family: str, task: Task, split: str = "test") -> str:
-    """Where a panel's problems come from (``split``), for its report."""
-    unseen = ("which meta-training and validation never see" if split == "test" else
-              "which meta-training never sees (for choosing between networks; reports use the test split)")
-    if family.startswith("mnist"):
-        images = "test images" if split == "test" else "validation images (the last 10,000 training images)"
-        return (f"minibatches from the 10,000 MNIST {images}, {unseen}; {split}-set loss = loss of the final "
-                "parameters on all 10,000 of them")
-    if family == "art":
-        from .art import SPLITS
-
-        return (f"random crops of the {len(SPLITS[split])} {split} photos ({', '.join(SPLITS[split])}), {unseen}; "
-                f"baselines tuned on the {len(SPLITS['validation'])} validation photos; features: "
-                f"{task.features.description}; images start at the content photo")
-    return "synthetic problems drawn from evaluation seeds"
-
-
-def write_image_grid(task: Task, summaries: list[Summary], steps: int, path: Path, title: str) -> None:
-    """The first :data:`GRID_PROBLEMS` evaluation problems: content, style, the LSTM's image and the best tuned
-    baseline's (by final loss) after ``steps`` steps, with their losses (the evaluation's own runs)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    lstm = next(s for s in summaries if s.name == "LSTM")
-    baseline = min((s for s in summaries if s.name != "LSTM"), key=lambda s: s.metrics["final"])
-    shown = {"LSTM": lstm, f"{baseline.name} (lr {baseline.learning_rates['final']:.3g})": baseline}
-    rows = min(GRID_PROBLEMS, len(lstm.runs))
-    fig, axes = plt.subplots(rows, 4, figsize=(8, 2.1 * rows + 0.4), squeeze=False)
-    for row in range(rows):
-        content = task.sample(seeded(EVALUATION_SEED + row)).params["image"]  # the problem's starting image
-        images = [("content", content), ("style", task.style)]
-        for label, summary in shown.items():
-            run = summary.runs[row]
-            diverged = run.params is None
-            images.append((f"{label}: " + ("diverged" if diverged else f"{run.losses[-1]:.3g}"),
-                           torch.zeros_like(content) if diverged else run.params["image"]))
-        for ax, (label, image) in zip(axes[row], images):
-            ax.imshow(image.detach().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
-            ax.set_title(label, fontsize=8)
-            ax.axis("off")
-    fig.suptitle(f"{title}, step {steps}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
