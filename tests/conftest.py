@@ -38,6 +38,18 @@ def checkpoint(tmp_path, network):
     return folder
 
 
+def torchrun(args: list[str]) -> None:
+    """``python -m learned_optim.meta ARGS`` on 2 CPU processes under torchrun (gloo), one thread each."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "learned_optim.meta", *args]
+    result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 """Under CI a test never skips for something the machine should have: it fails, naming what is missing."""
 SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"

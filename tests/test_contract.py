@@ -168,3 +168,13 @@ def test_one_cycle_lr_runs_with_cycle_momentum_off_as_documented(network):
         scheduler.step()
         lrs.append(optimizer.param_groups[0]["lr"])
     assert lrs[0] < max(lrs) > lrs[-1] and p.isfinite().all()  # up, then down
+
+
+def test_a_loaded_tensor_lr_is_the_optimizers_own(network):
+    """As torch.optim does, loading copies the saved options: a scheduler stepping one optimizer's tensor lr
+    in place does not change the optimizer whose state dict it came from."""
+    first = LearnedOptimizer([nn.Parameter(torch.ones(2))], network, lr=torch.tensor(0.5))
+    second = LearnedOptimizer([nn.Parameter(torch.ones(2))], network, lr=torch.tensor(0.5))
+    second.load_state_dict(first.state_dict())
+    second.param_groups[0]["lr"].fill_(0.1)
+    assert first.param_groups[0]["lr"].item() == 0.5

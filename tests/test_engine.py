@@ -20,7 +20,7 @@ from learned_optim.meta.tasks import ModuleTask, QuadraticTask, seeded, stack_pr
 from learned_optim.meta.train import NETWORK_INITS, Run, RunConfig, train, validation_losses
 from learned_optim.meta.truncated import BatchLayout, Recipe, Unroller, random_scales
 
-from conftest import mnist_root, random_network
+from conftest import mnist_root, random_network, torchrun
 
 
 def tiny_module_task() -> ModuleTask:
@@ -201,21 +201,13 @@ def test_every_technique_is_recorded_in_run_json_and_logged(tmp_path):
     assert {e["estimator"] for e in log if "estimator" in e} <= {"bptt", "imitation"}
 
 
-def _torchrun(args, env=None):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "learned_optim.meta", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-
 def test_two_torchrun_processes_give_the_single_process_weights_and_resume(tmp_path):
     main(["train", str(tmp_path / "one"), *ENGINE])
-    _torchrun(["train", str(tmp_path / "two"), *ENGINE, "--episodes", "3"])
+    torchrun(["train", str(tmp_path / "two"), *ENGINE, "--episodes", "3"])
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["best", "checkpoint.pt", "log.jsonl", "run.json"]
     config = json.loads((tmp_path / "two" / "run.json").read_text())
     assert config["episodes"] == 3
-    _torchrun(["train", str(tmp_path / "two"), "--resume", "--episodes", "4"])
+    torchrun(["train", str(tmp_path / "two"), "--resume", "--episodes", "4"])
     one, two = Run(tmp_path / "one").checkpoint(), Run(tmp_path / "two").checkpoint()
     for name, weight in one["network"].items():
         torch.testing.assert_close(two["network"][name], weight, rtol=1e-4, atol=1e-6)

@@ -1,10 +1,6 @@
 """Persistent evolution strategies: the estimate points along the exact meta-gradient, a run resumes bitwise and
 splits over processes like truncated BPTT, and its options are checked."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -14,7 +10,7 @@ from learned_optim.meta.tasks import QuadraticTask, seeded, stack_problems
 from learned_optim.meta.train import Run
 from learned_optim.meta.truncated import Recipe, Unroller
 
-from conftest import random_network
+from conftest import random_network, torchrun
 
 PES = ["--task", "quadratic", "--num-functions", "2", "--episodes", "4", "--horizon", "12", "--unroll", "4",
        "--validate-every", "2", "--num-validation", "2", "--meta-batch", "4", "--estimator", "pes",
@@ -55,11 +51,7 @@ def test_pes_on_two_torchrun_processes_gives_the_single_process_weights(tmp_path
     """Each process runs its share of the meta-batch, noise drawn from each problem's own generator, and the
     meta-gradients are summed: the weights of one process, to float tolerance."""
     main(["train", str(tmp_path / "one"), *PES])
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "learned_optim.meta", "train", str(tmp_path / "two"), *PES]
-    result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    torchrun(["train", str(tmp_path / "two"), *PES])
     one, two = Run(tmp_path / "one").checkpoint()["network"], Run(tmp_path / "two").checkpoint()["network"]
     for name, weight in one.items():
         torch.testing.assert_close(two[name], weight, rtol=1e-4, atol=1e-6)

@@ -320,7 +320,8 @@ class LearnedOptimizer(Optimizer):
                                  f"expected {(network.num_moments, p.numel())}: they were saved for another parameter "
                                  "or another network")
             hidden[p] = entry
-        groups = [{**saved, "params": group["params"]} for saved, group in zip(saved_groups, self.param_groups)]
+        groups = [{**copy.deepcopy({k: v for k, v in saved.items() if k != "params"}), "params": group["params"]}
+                  for saved, group in zip(saved_groups, self.param_groups)]  # a tensor lr is not shared
         for group, current in zip(groups, self.param_groups):
             if "param_names" in current and "param_names" not in group:
                 group["param_names"] = current["param_names"]
