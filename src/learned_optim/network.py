@@ -20,9 +20,9 @@ from torch import Tensor, nn
 from .functional import OUTPUTS, FusedWeights, chunked_update, fast_update_, reference_update
 from .preprocessing import NOMINAL_ENCODINGS, PREPROCESSINGS
 
-CONFIG_KEYS = ("hidden_size", "num_layers", "preprocessing", "p", "output_scale", "output", "nominal")
+CONFIG_KEYS = ("hidden_size", "num_layers", "preprocessing", "p", "output_scale", "output", "nominal", "scale_rate")
 """The options of :class:`CoordinatewiseLSTM` that define a network, as ``config.json`` holds them."""
-_LATER_KEYS = {"output": "linear", "nominal": 0.0}
+_LATER_KEYS = {"output": "linear", "nominal": 0.0, "scale_rate": 0.0}
 """Options added after the first checkpoints: written to ``config.json`` only when not at their default, so older
 checkpoints keep their config and fingerprint."""
 
@@ -61,6 +61,10 @@ class CoordinatewiseLSTM(
             :math:`-\nu\, \hat m / \sqrt{\hat v}` (an Adam step with :math:`\beta_1 = \beta_2 = 0.95`, Harrison et al.,
             2022), so that the network learns a correction to a sound default; needs an Adam encoding
             (default: 0, none).
+        scale_rate (float, optional): the rate :math:`\rho` of run-time step-scale control
+            (:mod:`learned_optim.control`): the optimizer multiplies each group's updates by a scale it adapts
+            from the alignment of successive gradients and updates, by at most :math:`\rho` in log per step
+            (default: 0, none: the network's own scale).
 
     Example:
         >>> net = CoordinatewiseLSTM()
@@ -82,6 +86,7 @@ class CoordinatewiseLSTM(
         output_scale: float = 0.1,
         output: str = "linear",
         nominal: float = 0.0,
+        scale_rate: float = 0.0,
     ) -> None:
         super().__init__()
         if preprocessing not in PREPROCESSINGS:
@@ -98,6 +103,8 @@ class CoordinatewiseLSTM(
         if nominal and preprocessing not in NOMINAL_ENCODINGS:
             raise ValueError(f"a nominal term (nominal={nominal}) needs an encoding whose second feature is Adam's "
                              f"m/sqrt(v), one of {list(NOMINAL_ENCODINGS)}; got preprocessing={preprocessing!r}")
+        if not (math.isfinite(scale_rate) and 0 <= scale_rate <= 1):
+            raise ValueError(f"Invalid scale_rate: {scale_rate}; it must be in [0, 1] (0: no step-scale control)")
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.preprocessing = preprocessing
@@ -105,6 +112,7 @@ class CoordinatewiseLSTM(
         self.output_scale = float(output_scale)
         self.output = output
         self.nominal = float(nominal)
+        self.scale_rate = float(scale_rate)
         num_features = PREPROCESSINGS[preprocessing].features
         self.cells = nn.ModuleList(
             nn.LSTMCell(num_features if layer == 0 else hidden_size, hidden_size) for layer in range(num_layers)
@@ -299,6 +307,7 @@ def _checked_config(config: dict, path: Path) -> dict[str, Any]:
         "output_scale": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
         "output": lambda v: isinstance(v, str) and v in OUTPUTS,
         "nominal": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0,
+        "scale_rate": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
     }
     invalid = {key: config[key] for key, ok in checks.items() if key in config and not ok(config[key])}
     if config.get("nominal") and config.get("preprocessing") not in NOMINAL_ENCODINGS:
@@ -306,7 +315,8 @@ def _checked_config(config: dict, path: Path) -> dict[str, Any]:
     if invalid:
         raise CheckpointError(f"{path} has an invalid config: {invalid} (hidden_size 1..{MAX_HIDDEN_SIZE}, "
                               f"num_layers 1..{MAX_LAYERS}, preprocessing one of {sorted(PREPROCESSINGS)}, "
-                              f"finite p > 0 and output_scale, finite nominal >= 0, output one of {sorted(OUTPUTS)}; "
+                              f"finite p > 0 and output_scale, finite nominal >= 0, scale_rate in [0, 1], output one of "
+                              f"{sorted(OUTPUTS)}; "
                               f"a nominal term needs preprocessing one of {list(NOMINAL_ENCODINGS)})")
     return config
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 from collections import defaultdict
 from typing import Any, Callable, Iterable
@@ -14,14 +15,19 @@ from torch.optim import Optimizer
 
 from . import pretrained as checkpoints
 from . import kernel
+from .control import INITIAL_STATE, alignment_terms, control_step
 from .functional import DEFAULT_CHUNK_SIZE, FusedWeights, execution_path, fast_update_
 from .fusion import DEFAULT_PRECISION, PRECISIONS
 from .network import CoordinatewiseLSTM
 
 STATE_KEY = "lstm_state"
 MOMENTS_KEY = "moments"
-"""Per-parameter state: the LSTM state ``[2L, N, H]`` and, for a network with a stateful encoding, its moments
-``[M, N]``."""
+PREVIOUS_KEY = "previous_update"
+"""Per-parameter state: the LSTM state ``[2L, N, H]``, for a network with a stateful encoding its moments ``[M, N]``,
+and for a network with step-scale control the network's last update ``[N]`` (float32)."""
+CONTROL_KEY = "scale_control"
+"""The per-group state of step-scale control, a group entry: ``[log scale, m, v, count]``
+(:mod:`learned_optim.control`)."""
 OPTIONS = ("lr", "weight_decay", "maximize", "state_dtype")
 """The per-group options of the rule (torch may add its own keys to ``defaults``)."""
 PARALLEL_THRESHOLD = 2**20
@@ -54,7 +60,11 @@ class LearnedOptimizer(Optimizer):
     where :math:`m` is the network (Andrychowicz et al., 2016), :math:`h` the per-coordinate LSTM
     state kept in ``self.state[p]["lstm_state"]`` (shape ``[2 * num_layers, p.numel(), hidden]``,
     80 floats per coordinate for the paper's network), :math:`\eta` the learning rate (a multiplier
-    on the learned update, so LR schedulers work) and :math:`\lambda` decoupled weight decay.
+    on the learned update, so LR schedulers work) and :math:`\lambda` decoupled weight decay. A network with
+    step-scale control (``scale_rate > 0``, :mod:`learned_optim.control`) steps by :math:`\eta\, s_t\, g_t`
+    instead, with a scale :math:`s_t` per parameter group adapted at every step from the cosine of the gradient
+    and the group's previous update; its state is the group's ``"scale_control"`` entry (``[log s, m, v, count]``,
+    so schedulers, state dicts and loggers see it) and each parameter's ``"previous_update"``.
 
     Args:
         params (iterable): parameters or dicts defining parameter groups (named parameters work too).
@@ -152,6 +162,8 @@ class LearnedOptimizer(Optimizer):
         except ValueError:
             self.param_groups.pop()
             raise
+        if network.scale_rate:
+            group.setdefault(CONTROL_KEY, list(INITIAL_STATE))
         self.networks.append(network)
 
     def _weights(self, network: CoordinatewiseLSTM, device: torch.device) -> FusedWeights:
@@ -212,37 +224,68 @@ class LearnedOptimizer(Optimizer):
 
     def _update(self, work: list[tuple[int, Tensor, Tensor]]) -> None:
         """The learned update of every ``(group index, param, grad)``, the state created on first use. The
-        parameters the fused CPU kernel takes are updated in one kernel call per group."""
-        batches: dict[int, tuple[FusedWeights, list[tuple[Tensor, Tensor, dict]]]] = {}  # g: weights, (grad, p, state)
+        parameters the fused CPU kernel takes are updated in one kernel call per group. In a group with step-scale
+        control the network's update goes to the parameter's ``previous_update`` first, and then into the
+        parameter times the group's new scale."""
         flats = []  # each parameter's flat (contiguous) view or copy
-        self.last_step_paths = paths = {}
         for g, p, grad in work:
-            group, network = self.param_groups[g], self.networks[g]
-            state = self.state[p]
+            state, network = self.state[p], self.networks[g]
             if not state:
-                state[STATE_KEY] = network.initial_state(p.numel(), group["state_dtype"], p.device)
+                state[STATE_KEY] = network.initial_state(p.numel(), self.param_groups[g]["state_dtype"], p.device)
                 moments = network.initial_moments(p.numel(), p.device)
                 if moments is not None:
                     state[MOMENTS_KEY] = moments
-            # A non-contiguous parameter is updated through one contiguous copy, written back at the end.
-            flat, grad = p.contiguous().view(-1), grad.reshape(-1)
-            flats.append(flat)
-            weights = self._weights(network, p.device)
-            path = execution_path(weights, grad, state[STATE_KEY], flat, state.get(MOMENTS_KEY))
+            if network.scale_rate and PREVIOUS_KEY not in state:
+                state[PREVIOUS_KEY] = torch.zeros(p.numel(), dtype=torch.float32, device=p.device)
+            flats.append(p.contiguous().view(-1))  # a non-contiguous parameter: a copy, written back at the end
+        scales = self._control_scales(work)
+        batches: dict[int, tuple[FusedWeights, list[tuple[Tensor, Tensor, dict]]]] = {}  # g: weights, (grad, out, state)
+        self.last_step_paths = paths = {}
+        for (g, p, grad), flat in zip(work, flats):
+            group, state = self.param_groups[g], self.state[p]
+            grad = grad.reshape(-1)
+            weights = self._weights(self.networks[g], p.device)
+            out = state[PREVIOUS_KEY] if g in scales else flat
+            path = execution_path(weights, grad, state[STATE_KEY], out, state.get(MOMENTS_KEY))
             paths[path] = paths.get(path, 0) + 1
             if path == "cpu-kernel":
-                batches.setdefault(g, (weights, []))[1].append((grad, flat, state))
+                batches.setdefault(g, (weights, []))[1].append((grad, out, state))
             else:
-                fast_update_(weights, grad, state[STATE_KEY], self.chunk_size, out=flat, moments=state.get(MOMENTS_KEY),
-                             precision=self.precision, **_step_options(group))
+                fast_update_(weights, grad, state[STATE_KEY], self.chunk_size, out=out, moments=state.get(MOMENTS_KEY),
+                             precision=self.precision, **_step_options(group, g in scales))
         for g, (weights, batch) in batches.items():
             grads, outs, states = zip(*batch)
             kernel.fused_update_many_(weights, grads, [state[STATE_KEY] for state in states], outs,
                                       [state.get(MOMENTS_KEY) for state in states], precision=self.precision,
-                                      **_step_options(self.param_groups[g]))
-        for (_, p, _), flat in zip(work, flats):
+                                      **_step_options(self.param_groups[g], g in scales))
+        for (g, p, _), flat in zip(work, flats):
+            if g in scales:
+                options = _step_options(self.param_groups[g])
+                flat.mul_(options["decay"]).add_(self.state[p][PREVIOUS_KEY].to(flat.dtype),
+                                                 alpha=options["lr"] * scales[g])
             if not p.is_contiguous():
                 p.copy_(flat.view(p.shape))
+
+    def _control_scales(self, work: list[tuple[int, Tensor, Tensor]]) -> dict[int, float]:
+        """Steps the controller of each group with step-scale control from its gradients and its parameters' previous
+        updates (:mod:`learned_optim.control`); returns each such group's new scale."""
+        controlled: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
+        for g, p, grad in work:
+            if self.networks[g].scale_rate:
+                grads, previous = controlled.setdefault(g, ([], []))
+                grads.append(grad.reshape(-1))
+                previous.append(self.state[p][PREVIOUS_KEY])
+        scales = {}
+        for g, (grads, previous) in controlled.items():
+            group = self.param_groups[g]
+            terms = alignment_terms(grads, previous)
+            if group["maximize"]:
+                terms[0] = -terms[0]  # the network stepped along -grad
+            state = control_step(torch.tensor(group[CONTROL_KEY], dtype=torch.float64), terms,
+                                 self.networks[g].scale_rate)
+            group[CONTROL_KEY] = state.tolist()
+            scales[g] = math.exp(group[CONTROL_KEY][0])
+        return scales
 
     def state_dict(self) -> dict[str, Any]:
         """``torch.optim``'s state dict plus ``"network"`` and ``"group_networks"``: the config and fingerprint of
@@ -304,11 +347,18 @@ class LearnedOptimizer(Optimizer):
                 raise ValueError(f"loaded state has an entry for parameter id {key}, which no param group holds")
             network = network_of[id(p)]
             keys = {STATE_KEY, MOMENTS_KEY} if network.num_moments else {STATE_KEY}
-            if set(entry) != keys:
+            if not keys <= set(entry) <= keys | {PREVIOUS_KEY}:  # a previous update is dropped or restarted at 0
                 raise ValueError(
-                    f"loaded state for parameter {key} has keys {sorted(entry)}, expected {sorted(keys)}: "
+                    f"loaded state for parameter {key} has keys {sorted(entry)}, expected {sorted(keys)}"
+                    f"{f' and {PREVIOUS_KEY!r}' if network.scale_rate else ''}: "
                     "this state dict is not from a LearnedOptimizer"
                 )
+            if PREVIOUS_KEY in entry and tuple(entry[PREVIOUS_KEY].shape) != (p.numel(),):
+                raise ValueError(f"loaded previous update for parameter {key} has shape "
+                                 f"{tuple(entry[PREVIOUS_KEY].shape)}, expected {(p.numel(),)}: it was saved for "
+                                 "another parameter")
+            if not network.scale_rate:
+                entry = {k: v for k, v in entry.items() if k != PREVIOUS_KEY}
             expected = (2 * network.num_layers, p.numel(), network.hidden_size)
             if tuple(entry[STATE_KEY].shape) != expected:
                 raise ValueError(
@@ -322,9 +372,13 @@ class LearnedOptimizer(Optimizer):
             hidden[p] = entry
         groups = [{**copy.deepcopy({k: v for k, v in saved.items() if k != "params"}), "params": group["params"]}
                   for saved, group in zip(saved_groups, self.param_groups)]  # a tensor lr is not shared
-        for group, current in zip(groups, self.param_groups):
+        for group, current, network in zip(groups, self.param_groups, self.networks):
             if "param_names" in current and "param_names" not in group:
                 group["param_names"] = current["param_names"]
+            if network.scale_rate:
+                group.setdefault(CONTROL_KEY, list(INITIAL_STATE))
+            else:
+                group.pop(CONTROL_KEY, None)
         state = defaultdict(dict)
         state.update((p, {key: tensor.to(device=p.device, copy=True) for key, tensor in entry.items()})
                      for p, entry in hidden.items())
@@ -349,7 +403,9 @@ class LearnedOptimizer(Optimizer):
         self.__dict__.setdefault("parallel_threshold", PARALLEL_THRESHOLD)
         self.__dict__.setdefault("precision", DEFAULT_PRECISION)
         self.__dict__.setdefault("last_step_paths", {})
-        for group in self.param_groups:
+        for group, network in zip(self.param_groups, self.networks):
+            if network.scale_rate:
+                group.setdefault(CONTROL_KEY, list(INITIAL_STATE))
             group.setdefault("maximize", False)
             group.setdefault("weight_decay", 0.0)
             group.setdefault("state_dtype", torch.float32)
@@ -367,10 +423,13 @@ def _frozen_network(pretrained: Any, revision: str | None = None) -> Coordinatew
     return network.requires_grad_(False).eval()
 
 
-def _step_options(group: dict[str, Any]) -> dict[str, Any]:
+def _step_options(group: dict[str, Any], record: bool = False) -> dict[str, Any]:
     """A group's options as the update rule takes them: the update's multiplier, the parameter's (decoupled weight
-    decay) and the gradient's sign."""
+    decay) and the gradient's sign; with ``record``, those that write the network's update itself (``out <- 0 * out
+    + 1 * update``)."""
     lr = float(group["lr"])  # a 1-element tensor lr (as schedulers and torch.compile keep it) as a number
+    if record:
+        return dict(lr=1.0, decay=0.0, maximize=group["maximize"])
     return dict(lr=lr, decay=1 - lr * group["weight_decay"], maximize=group["maximize"])
 
 

@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     network.add_argument("--preprocessing", choices=sorted(PREPROCESSINGS),
                          help="gradient encoding (default: the task's)")
     network.add_argument("--output", choices=sorted(OUTPUTS), help="the head's nonlinearity (default: linear)")
+    network.add_argument("--scale-rate", type=float, metavar="RHO",
+                         help="step-scale control in the loop: the optimizer's scale moves by at most RHO in log per "
+                         "step (learned_optim.control) (default: 0, none)")
     estimator = p.add_argument_group("estimator",
                                      "meta-gradient estimator: truncated BPTT or PES over each episode's problems")
     estimator.add_argument("--estimator", choices=["bptt", "pes"],

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from ..control import INITIAL_STATE, batch_terms, control_step
 from ..functional import FusedWeights, fast_update_
 from .tasks import Problem, ProblemBatch, stack_problems
 from .truncated import OBJECTIVES, AllReduce, BatchLayout, Recipe, apply_meta_gradient
@@ -48,6 +49,9 @@ class Particles:
         self.moments = [network.initial_moments(size, self.psi.device) for _ in range(self.layout.problems)]
         self.step = 0
         self.initial_loss, self.grad = self.loss_and_grad()
+        self.scale_rate = getattr(network, "scale_rate", 0.0)
+        self.control = torch.tensor(INITIAL_STATE, dtype=torch.float64).repeat(self.layout.problems, 1)
+        self.previous = torch.zeros_like(self.layout.per_problem(self.psi))
 
     def loss_and_grad(self) -> tuple[Tensor, Tensor]:
         """The losses ``[K]`` at the current step and their gradient with respect to :math:`\\psi`."""
@@ -58,12 +62,19 @@ class Particles:
         return losses.detach(), grad
 
     def advance(self, weights: list[FusedWeights]) -> Tensor:
-        """One step, problem ``k`` with ``weights[k]``; returns the new losses ``[K]``."""
+        """One step, problem ``k`` with ``weights[k]`` (and its step scale, for a network with step-scale control);
+        returns the new losses ``[K]``."""
+        grads, psi = self.layout.per_problem(self.grad), self.layout.per_problem(self.psi)
         with torch.no_grad():
-            for k, (rows, state, moments) in enumerate(zip(self.psi.view(self.layout.problems, -1).unbind(0),
-                                                           self.states, self.moments)):
-                fast_update_(weights[k], self.grad.view(self.layout.problems, -1)[k], state, out=rows,
-                             moments=moments)
+            if not self.scale_rate:
+                for k, (state, moments) in enumerate(zip(self.states, self.moments)):
+                    fast_update_(weights[k], grads[k], state, out=psi[k], moments=moments)
+            else:
+                updates = torch.stack([fast_update_(weights[k], grads[k], state, moments=moments)
+                                       for k, (state, moments) in enumerate(zip(self.states, self.moments))])
+                self.control = control_step(self.control, batch_terms(grads, self.previous), self.scale_rate)
+                self.previous = updates
+                psi.add_(updates * self.control[:, 0].exp().to(updates.dtype)[:, None])
         self.step += 1
         loss, self.grad = self.loss_and_grad()
         return loss

@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ..control import INITIAL_STATE, batch_terms, control_step
 from .metrics import FINAL_STEPS
 from .tasks import Params, Problem, ProblemBatch, stack_problems
 
@@ -183,6 +184,20 @@ class Unroller:
         self.step = 0
         initial, self.grad = self.loss_and_grad(self.psi)
         self.initial_loss = initial.detach()
+        self.scale_rate = getattr(network, "scale_rate", 0.0)
+        self.control = torch.tensor(INITIAL_STATE, dtype=torch.float64).repeat(self.layout.problems, 1)
+        self.previous = torch.zeros_like(self.psi)
+
+    def controlled(self, update: Tensor) -> Tensor:
+        """``update`` times each problem's step scale, its controller stepped first (:mod:`learned_optim.control`;
+        a network without step-scale control: ``update`` itself). The scale is a constant of the meta-graph."""
+        if not self.scale_rate:
+            return update
+        terms = batch_terms(self.layout.per_problem(self.grad.detach()), self.layout.per_problem(self.previous))
+        self.control = control_step(self.control, terms, self.scale_rate)
+        self.previous = update.detach()
+        scales = self.control[:, 0].exp().to(update.dtype)
+        return (self.layout.per_problem(update) * scales[:, None]).reshape(-1)
 
     @property
     def theta(self) -> Tensor:
@@ -235,6 +250,7 @@ class Unroller:
                     update = step(self.grad, stacked, moments=moments)
                 else:
                     update, state = self.network(self.grad, state)
+                update = self.controlled(update)
             losses.append(self.advance(update).detach())
         self.state = (*stacked, *state[lstm_entries:]) if step is not None else tuple(state)
         return torch.stack(losses)
@@ -246,7 +262,7 @@ class Unroller:
         losses = []
         for _ in range(steps):
             update, self.state = self.network(self.grad, self.state)
-            loss = self.advance(update)
+            loss = self.advance(self.controlled(update))
             meta_loss = meta_loss + self.objective(loss, self.initial_loss, self.step, self.horizon)
             losses.append(loss.detach())
         return meta_loss, torch.stack(losses)
