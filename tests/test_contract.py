@@ -3,52 +3,14 @@ and into copies, the four state-dict hooks, tensor ``lr``, and zero gradients, o
 
 import copy
 import pickle
-from unittest import mock
 
 import pytest
 import torch
 from torch import nn
 
-from learned_optim import LearnedOptimizer, kernel, list_pretrained, pretrained, triton_kernel
+from learned_optim import LearnedOptimizer, list_pretrained, pretrained
 
-from conftest import random_network
-
-PATHS = {  # the environment that selects each CPU execution path
-    "cpu-kernel": {kernel.ENV_VAR: "1", triton_kernel.ENV_VAR: "0"},
-    "pytorch": {kernel.ENV_VAR: "0", triton_kernel.ENV_VAR: "0"},
-    "triton": {kernel.ENV_VAR: "0", triton_kernel.ENV_VAR: "1"},  # its interpreter, on CPU tensors
-}
-
-
-@pytest.fixture(params=sorted(PATHS))
-def path(request):
-    """Each execution path in turn, checked to be the one that ran (``last_step_paths``)."""
-    if request.param == "cpu-kernel" and not kernel.available():
-        pytest.skip("the fused CPU kernel is not built here (tests/test_kernel.py requires it under CI)")
-    if request.param == "triton" and (triton_kernel.triton is None or torch.cuda.is_available()):
-        pytest.skip("Triton's interpreter runs on CPU tensors where there is no GPU")
-    with mock.patch.dict("os.environ", PATHS[request.param]):
-        yield request.param
-
-
-def model_and_optimizer(network, **options):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 2))
-    groups = [{"params": model[0].parameters()}, {"params": model[2].parameters(), "lr": 0.5}]
-    return model, LearnedOptimizer(groups, network, **options)
-
-
-def train(model, optimizer, steps, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        x = torch.randn(16, 6, generator=generator)
-        optimizer.zero_grad()
-        model(x).pow(2).mean().backward()
-        optimizer.step()
-
-
-def parameters(model):
-    return [p.detach().clone() for p in model.parameters()]
+from conftest import model_and_optimizer, parameters, random_network, train
 
 
 @pytest.mark.parametrize("copier", ["load twice", "deepcopy", "pickle"])

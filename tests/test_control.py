@@ -16,8 +16,7 @@ from learned_optim.meta.tasks import stack_problems
 from learned_optim.meta.truncated import Unroller
 from learned_optim.optimizer import CONTROL_KEY, PREVIOUS_KEY
 
-from conftest import random_network
-from test_contract import model_and_optimizer, parameters, path, train  # noqa: F401 (path is a fixture)
+from conftest import model_and_optimizer, parameters, random_network, train
 
 
 def controlled(rate=0.05, **config):

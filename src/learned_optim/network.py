@@ -315,9 +315,9 @@ def _checked_config(config: dict, path: Path) -> dict[str, Any]:
     if invalid:
         raise CheckpointError(f"{path} has an invalid config: {invalid} (hidden_size 1..{MAX_HIDDEN_SIZE}, "
                               f"num_layers 1..{MAX_LAYERS}, preprocessing one of {sorted(PREPROCESSINGS)}, "
-                              f"finite p > 0 and output_scale, finite nominal >= 0, scale_rate in [0, 1], output one of "
-                              f"{sorted(OUTPUTS)}; "
-                              f"a nominal term needs preprocessing one of {list(NOMINAL_ENCODINGS)})")
+                              f"finite p > 0 and output_scale, finite nominal >= 0, scale_rate in [0, 1], "
+                              f"output one of {sorted(OUTPUTS)}; a nominal term needs preprocessing one of "
+                              f"{list(NOMINAL_ENCODINGS)})")
     return config
 
 

@@ -239,7 +239,7 @@ class LearnedOptimizer(Optimizer):
                 state[PREVIOUS_KEY] = torch.zeros(p.numel(), dtype=torch.float32, device=p.device)
             flats.append(p.contiguous().view(-1))  # a non-contiguous parameter: a copy, written back at the end
         scales = self._control_scales(work)
-        batches: dict[int, tuple[FusedWeights, list[tuple[Tensor, Tensor, dict]]]] = {}  # g: weights, (grad, out, state)
+        batches: dict[int, tuple[FusedWeights, list]] = {}  # group index: weights, [(grad, out, state)]
         self.last_step_paths = paths = {}
         for (g, p, grad), flat in zip(work, flats):
             group, state = self.param_groups[g], self.state[p]

@@ -318,10 +318,11 @@ class Trainer:
         if checkpoint is None:
             if config.init is not None:
                 start = pretrained.load(config.init).with_step_scale(config.init_step_scale)
-                if start.config != self.network.config:
+                weights_config = {**start.config, "scale_rate": self.network.scale_rate}  # control is not a weight
+                if CoordinatewiseLSTM(**weights_config).config != self.network.config:
                     raise ValueError(f"init checkpoint {config.init!r}{config.step_scaled} has config {start.config}, "
                                      f"but the run's network is {self.network.config}; pass the checkpoint's network "
-                                     "options")
+                                     "options (a fine-tune may add step-scale control, --scale-rate)")
                 self.network.load_state_dict(start.state_dict())
             if self.dist.is_main:
                 run.folder.mkdir(parents=True, exist_ok=True)
