@@ -62,6 +62,18 @@ class FusedWeights(NamedTuple):
     p: float
     output: str = "linear"  # a key of OUTPUTS
     nominal: float = 0.0  # the nominal term's rate (0: none)
+    progress_weight: Tensor | None = None  # [PROGRESS_FEATURES, 4H]: the progress inputs' rows of the first layer
+
+    def at_progress(self, step: int = 0, total_steps: int | None = None) -> "FusedWeights":
+        r"""The weights at step ``step`` of ``total_steps`` (None: not known): the progress inputs :math:`q`
+        (:func:`progress_features`) are the same for every coordinate, so they enter as the first layer's bias
+        :math:`b + W_q^\top q` (differentiable in both) and the kernels see a network without them. Weights without
+        progress inputs are returned as they are."""
+        if self.progress_weight is None:
+            return self
+        (weight, bias), *rest = self.layers
+        features = torch.tensor(progress_features(step, total_steps), dtype=bias.dtype, device=bias.device)
+        return self._replace(layers=[(weight, bias + features @ self.progress_weight), *rest], progress_weight=None)
 
     @property
     def stateful(self) -> bool:
@@ -96,6 +108,18 @@ class FusedWeights(NamedTuple):
     def plus_nominal(self, update: Tensor, features: Tensor) -> Tensor:
         """``update`` plus the nominal term, or ``update`` itself where the network has none."""
         return update + self.nominal_step(features) if self.nominal else update
+
+
+PROGRESS_FEATURES = 2
+"""Inputs of a network with progress awareness, after the gradient encoding (:func:`progress_features`)."""
+
+
+def progress_features(step: int, total_steps: int | None) -> tuple[float, float]:
+    r"""The progress inputs at step ``step`` (from 0): :math:`(1, \min(t / T, 1))` when training lasts
+    :math:`T` = ``total_steps``, :math:`(0, 0)` when that is not known."""
+    if total_steps is None:
+        return 0.0, 0.0
+    return 1.0, min(step / total_steps, 1.0)
 
 
 OUTPUTS = {"linear": lambda raw: raw, "tanh": torch.tanh_}
@@ -146,7 +170,8 @@ def reference_update(
     """Differentiable update of all coordinates at once.
 
     Args:
-        weights (FusedWeights): from :meth:`CoordinatewiseLSTM.fused_weights`.
+        weights (FusedWeights): from :meth:`CoordinatewiseLSTM.fused_weights`, at a step of training with
+            :meth:`FusedWeights.at_progress` (progress inputs not folded in: the horizon is not known).
         grad (Tensor): flat gradient ``[N]``.
         state (sequence of Tensor): ``(h_0, c_0, h_1, ...)``, each ``[N, hidden_size]``; a stacked
             ``[2 * num_layers, N, hidden_size]`` tensor works too.
@@ -154,7 +179,7 @@ def reference_update(
     Returns:
         ``(update [N], new_state)``, the new state a tuple in the dtypes of ``state``.
     """
-    compute_dtype = weights.head_weight.dtype
+    compute_dtype, weights = weights.head_weight.dtype, weights.at_progress()
     update, new_state = _step(weights, grad.to(compute_dtype), [s.to(compute_dtype) for s in state])
     return update, tuple(new.to(old.dtype) for new, old in zip(new_state, state))
 
@@ -198,7 +223,8 @@ def fast_update_(
     is that of one chunk whatever the parameter size.
 
     Args:
-        weights (FusedWeights): from :meth:`CoordinatewiseLSTM.fused_weights`.
+        weights (FusedWeights): from :meth:`CoordinatewiseLSTM.fused_weights`, at a step of training with
+            :meth:`FusedWeights.at_progress` (progress inputs not folded in: the horizon is not known).
         grad (Tensor): flat gradient ``[N]``, any floating dtype.
         state (Tensor): ``[2 * num_layers, N, hidden_size]``; updated in place.
         chunk_size (int, optional): coordinates per chunk of the PyTorch path (default: 8192).
@@ -218,6 +244,7 @@ def fast_update_(
     """
     if precision not in PRECISIONS:
         raise ValueError(f"Invalid precision: {precision!r}; choose one of {PRECISIONS}")
+    weights = weights.at_progress()
     if weights.stateful and (moments is None or moments.shape != (weights.num_moments, grad.shape[0])):
         raise ValueError(f"the {weights.preprocessing!r} encoding needs moments of shape "
                          f"({weights.num_moments}, {grad.shape[0]}), got "
@@ -396,7 +423,7 @@ def chunked_update(
     ``chunk_size`` coordinates at a time (:class:`_ChunkedStep`): faster for meta-training on large
     batches of coordinates. States in another dtype than the weights are cast, as the reference does.
     """
-    compute_dtype = weights.head_weight.dtype
+    compute_dtype, weights = weights.head_weight.dtype, weights.at_progress()
     lstm_state, moments = _split_state(weights, state)
     features, new_moments = weights.preprocess(grad.detach().to(compute_dtype), moments)
     tensors = [t for layer in weights.layers for t in layer] + [weights.head_weight, weights.head_bias]

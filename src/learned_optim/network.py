@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import copy
 import hashlib
 import inspect
 import json
@@ -17,12 +17,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
-from .functional import OUTPUTS, FusedWeights, chunked_update, fast_update_, reference_update
+from .functional import (OUTPUTS, PROGRESS_FEATURES, FusedWeights, chunked_update, fast_update_,
+                         reference_update)
 from .preprocessing import NOMINAL_ENCODINGS, PREPROCESSINGS
 
-CONFIG_KEYS = ("hidden_size", "num_layers", "preprocessing", "p", "output_scale", "output", "nominal", "scale_rate")
+CONFIG_KEYS = ("hidden_size", "num_layers", "preprocessing", "p", "output_scale", "output", "nominal", "scale_rate",
+               "progress")
 """The options of :class:`CoordinatewiseLSTM` that define a network, as ``config.json`` holds them."""
-_LATER_KEYS = {"output": "linear", "nominal": 0.0, "scale_rate": 0.0}
+_LATER_KEYS = {"output": "linear", "nominal": 0.0, "scale_rate": 0.0, "progress": False}
 """Options added after the first checkpoints: written to ``config.json`` only when not at their default, so older
 checkpoints keep their config and fingerprint."""
 
@@ -65,6 +67,9 @@ class CoordinatewiseLSTM(
             (:mod:`learned_optim.control`): the optimizer multiplies each group's updates by a scale it adapts
             from the alignment of successive gradients and updates, by at most :math:`\rho` in log per step
             (default: 0, none: the network's own scale).
+        progress (bool, optional): progress awareness: the first layer also takes how far training has come,
+            :func:`~learned_optim.functional.progress_features` of the step and the optimizer's ``total_steps``
+            (default: False).
 
     Example:
         >>> net = CoordinatewiseLSTM()
@@ -87,6 +92,7 @@ class CoordinatewiseLSTM(
         output: str = "linear",
         nominal: float = 0.0,
         scale_rate: float = 0.0,
+        progress: bool = False,
     ) -> None:
         super().__init__()
         if preprocessing not in PREPROCESSINGS:
@@ -113,7 +119,8 @@ class CoordinatewiseLSTM(
         self.output = output
         self.nominal = float(nominal)
         self.scale_rate = float(scale_rate)
-        num_features = PREPROCESSINGS[preprocessing].features
+        self.progress = bool(progress)
+        num_features = PREPROCESSINGS[preprocessing].features + PROGRESS_FEATURES * self.progress
         self.cells = nn.ModuleList(
             nn.LSTMCell(num_features if layer == 0 else hidden_size, hidden_size) for layer in range(num_layers)
         )
@@ -161,7 +168,8 @@ class CoordinatewiseLSTM(
         return torch.zeros(self.num_moments, num_coordinates, device=device)
 
     def fused_weights(self) -> FusedWeights:
-        """The weights as :class:`FusedWeights`: one ``[in + H, 4H]`` matrix per layer (differentiable)."""
+        """The weights as :class:`FusedWeights`: one ``[in + H, 4H]`` matrix per layer (differentiable), the progress
+        inputs' rows of the first apart."""
         layers = [
             (
                 (torch.cat((cell.weight_ih, cell.weight_hh), dim=1)[self.gate_order] * self.gate_scale[:, None]).t(),
@@ -169,11 +177,30 @@ class CoordinatewiseLSTM(
             )
             for cell in self.cells
         ]
+        progress_weight = None
+        if self.progress:
+            (weight, bias), features = layers[0], PREPROCESSINGS[self.preprocessing].features
+            progress_weight = weight[features:features + PROGRESS_FEATURES]
+            layers[0] = (torch.cat((weight[:features], weight[features + PROGRESS_FEATURES:])), bias)
         return FusedWeights(layers, self.head.weight.t(), self.head.bias, self.output_scale, self.preprocessing, self.p,
-                            self.output, self.nominal)
+                            self.output, self.nominal, progress_weight)
 
-    def forward(self, grad: Tensor, state: Sequence[Tensor]) -> tuple[Tensor, tuple[Tensor, ...]]:
-        """Update for the flat gradient ``grad [N]``; returns ``(update [N], new_state)``, differentiable.
+    def with_progress(self) -> "CoordinatewiseLSTM":
+        """A copy with progress inputs whose weights are zero: the same rule at every step and horizon, to fine-tune
+        into one that uses them."""
+        if self.progress:
+            return copy.deepcopy(self)
+        extended = type(self)(**{**self.config, "progress": True}).to(self.head.weight.device)
+        state = self.state_dict()
+        weight = state["cells.0.weight_ih"]
+        state["cells.0.weight_ih"] = torch.cat((weight, weight.new_zeros(weight.shape[0], PROGRESS_FEATURES)), dim=1)
+        extended.load_state_dict(state)
+        return extended
+
+    def forward(self, grad: Tensor, state: Sequence[Tensor], step: int = 0,
+                total_steps: int | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Update for the flat gradient ``grad [N]`` at step ``step`` of ``total_steps`` (None: not known; only a
+        network with ``progress`` reads them); returns ``(update [N], new_state)``, differentiable.
 
         ``state`` is ``(h_0, c_0, h_1, ...)``, each ``[N, hidden_size]``, or their stack from
         :meth:`initial_state`, followed by the moments of :meth:`initial_moments` for a stateful encoding;
@@ -182,15 +209,22 @@ class CoordinatewiseLSTM(
         other through the chunked hand-written backward of :func:`~learned_optim.functional.chunked_update`.
         """
         update = reference_update if grad.requires_grad else chunked_update
-        return update(self.fused_weights(), grad, state)
+        return update(self.fused_weights().at_progress(step, total_steps), grad, state)
 
     @torch.no_grad()
-    def inference_step(self) -> Callable[[Tensor, Tensor], Tensor]:
-        """The no-grad rule with the network's current weights, fused once: ``step(grad [N], state) -> update``,
-        the stacked ``state [2L, N, H]`` (from :meth:`initial_state`) updated in place, and ``moments=`` those
-        of :meth:`initial_moments` for a stateful encoding. It is
-        :func:`~learned_optim.functional.fast_update_`, what :class:`LearnedOptimizer` runs."""
-        return functools.partial(fast_update_, self.fused_weights())
+    def inference_step(self) -> Callable[..., Tensor]:
+        """The no-grad rule with the network's current weights, fused once: ``step(grad [N], state, *, moments=None,
+        step=0, total_steps=None) -> update``, the stacked ``state [2L, N, H]`` (from :meth:`initial_state`) updated in
+        place, ``moments`` those of :meth:`initial_moments` for a stateful encoding, ``step`` and ``total_steps`` the
+        progress (as :meth:`forward` takes them). It is :func:`~learned_optim.functional.fast_update_`, what
+        :class:`LearnedOptimizer` runs."""
+        weights = self.fused_weights()
+
+        def run(grad: Tensor, state: Tensor, *, moments: Tensor | None = None, step: int = 0,
+                total_steps: int | None = None) -> Tensor:
+            return fast_update_(weights.at_progress(step, total_steps), grad, state, moments=moments)
+
+        return run
 
     def extra_repr(self) -> str:
         return ", ".join(f"{key}={value!r}" for key, value in self.config.items())
@@ -308,6 +342,7 @@ def _checked_config(config: dict, path: Path) -> dict[str, Any]:
         "output": lambda v: isinstance(v, str) and v in OUTPUTS,
         "nominal": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0,
         "scale_rate": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
+        "progress": lambda v: isinstance(v, bool),
     }
     invalid = {key: config[key] for key, ok in checks.items() if key in config and not ok(config[key])}
     if config.get("nominal") and config.get("preprocessing") not in NOMINAL_ENCODINGS:
@@ -315,8 +350,8 @@ def _checked_config(config: dict, path: Path) -> dict[str, Any]:
     if invalid:
         raise CheckpointError(f"{path} has an invalid config: {invalid} (hidden_size 1..{MAX_HIDDEN_SIZE}, "
                               f"num_layers 1..{MAX_LAYERS}, preprocessing one of {sorted(PREPROCESSINGS)}, "
-                              f"finite p > 0 and output_scale, finite nominal >= 0, scale_rate in [0, 1], "
-                              f"output one of {sorted(OUTPUTS)}; a nominal term needs preprocessing one of "
+                              f"finite p > 0 and output_scale, finite nominal >= 0, scale_rate in [0, 1], progress "
+                              f"a bool, output one of {sorted(OUTPUTS)}; a nominal term needs preprocessing one of "
                               f"{list(NOMINAL_ENCODINGS)})")
     return config
 
@@ -325,7 +360,7 @@ def _expected_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """The tensor shapes of :class:`CoordinatewiseLSTM` ``(**config)``, computed without building it."""
     config = {**_CONSTRUCTOR_DEFAULTS, **config}
     hidden, layers = config["hidden_size"], config["num_layers"]
-    features = PREPROCESSINGS[config["preprocessing"]].features
+    features = PREPROCESSINGS[config["preprocessing"]].features + PROGRESS_FEATURES * bool(config["progress"])
     shapes = {"head.weight": (1, hidden), "head.bias": (1,)}
     for layer in range(layers):
         shapes.update({f"cells.{layer}.weight_ih": (4 * hidden, features if layer == 0 else hidden),

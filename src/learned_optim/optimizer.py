@@ -25,6 +25,8 @@ MOMENTS_KEY = "moments"
 PREVIOUS_KEY = "previous_update"
 """Per-parameter state: the LSTM state ``[2L, N, H]``, for a network with a stateful encoding its moments ``[M, N]``,
 and for a network with step-scale control the network's last update ``[N]`` (float32)."""
+STEPS_KEY = "steps_done"
+"""The per-group count of steps taken, a group entry of a network with progress inputs."""
 CONTROL_KEY = "scale_control"
 """The per-group state of step-scale control, a group entry: ``[log scale, m, v, count]``
 (:mod:`learned_optim.control`)."""
@@ -78,6 +80,10 @@ class LearnedOptimizer(Optimizer):
         lr (float or Tensor, optional): multiplier on the learned update, a number or a 1-element tensor
             (default: 1.0).
         weight_decay (float, optional): decoupled weight decay :math:`\lambda` (default: 0).
+        total_steps (int, optional): the steps training will take, as ``OneCycleLR`` takes them: a network with
+            progress inputs (``progress`` in its config) is told the fraction done at each step (the group's
+            ``"steps_done"`` over this), so it can anneal; without it, it steps as not knowing the horizon. Networks
+            without progress inputs ignore it (default: None).
         maximize (bool, optional): maximize the objective instead of minimizing (default: False).
         state_dtype (torch.dtype, optional): dtype of the LSTM state, ``torch.float32`` or
             ``torch.bfloat16`` (half the memory) (default: ``torch.float32``).
@@ -114,6 +120,7 @@ class LearnedOptimizer(Optimizer):
         *,
         lr: float = 1.0,
         weight_decay: float = 0.0,
+        total_steps: int | None = None,
         maximize: bool = False,
         state_dtype: torch.dtype = torch.float32,
         revision: str | None = None,
@@ -131,7 +138,8 @@ class LearnedOptimizer(Optimizer):
             raise ValueError(f"Invalid chunk_size: {chunk_size}; it must be a positive integer")
         if precision not in PRECISIONS:
             raise ValueError(f"Invalid precision: {precision!r}; choose one of {PRECISIONS}")
-        defaults = dict(lr=lr, weight_decay=weight_decay, maximize=maximize, state_dtype=state_dtype)
+        defaults = dict(lr=lr, weight_decay=weight_decay, maximize=maximize, state_dtype=state_dtype,
+                        total_steps=total_steps)
         _check_options(defaults)
         self.network = _frozen_network(pretrained, revision)
         self.networks: list[CoordinatewiseLSTM] = []  # per param group
@@ -162,8 +170,7 @@ class LearnedOptimizer(Optimizer):
         except ValueError:
             self.param_groups.pop()
             raise
-        if network.scale_rate:
-            group.setdefault(CONTROL_KEY, list(INITIAL_STATE))
+        _set_network_entries(group, network)
         self.networks.append(network)
 
     def _weights(self, network: CoordinatewiseLSTM, device: torch.device) -> FusedWeights:
@@ -239,12 +246,16 @@ class LearnedOptimizer(Optimizer):
                 state[PREVIOUS_KEY] = torch.zeros(p.numel(), dtype=torch.float32, device=p.device)
             flats.append(p.contiguous().view(-1))  # a non-contiguous parameter: a copy, written back at the end
         scales = self._control_scales(work)
+        step_weights = {}  # (group index, device): the group's network at this step's progress, fused
         batches: dict[int, tuple[FusedWeights, list]] = {}  # group index: weights, [(grad, out, state)]
         self.last_step_paths = paths = {}
         for (g, p, grad), flat in zip(work, flats):
             group, state = self.param_groups[g], self.state[p]
             grad = grad.reshape(-1)
-            weights = self._weights(self.networks[g], p.device)
+            if (g, p.device) not in step_weights:
+                step_weights[g, p.device] = self._weights(self.networks[g], p.device).at_progress(
+                    group.get(STEPS_KEY, 0), group["total_steps"])
+            weights = step_weights[g, p.device]
             out = state[PREVIOUS_KEY] if g in scales else flat
             path = execution_path(weights, grad, state[STATE_KEY], out, state.get(MOMENTS_KEY))
             paths[path] = paths.get(path, 0) + 1
@@ -265,6 +276,9 @@ class LearnedOptimizer(Optimizer):
                                                  alpha=options["lr"] * scales[g])
             if not p.is_contiguous():
                 p.copy_(flat.view(p.shape))
+        for g in {g for g, _, _ in work}:
+            if STEPS_KEY in self.param_groups[g]:
+                self.param_groups[g][STEPS_KEY] += 1
 
     def _control_scales(self, work: list[tuple[int, Tensor, Tensor]]) -> dict[int, float]:
         """Steps the controller of each group with step-scale control from its gradients and its parameters' previous
@@ -375,10 +389,8 @@ class LearnedOptimizer(Optimizer):
         for group, current, network in zip(groups, self.param_groups, self.networks):
             if "param_names" in current and "param_names" not in group:
                 group["param_names"] = current["param_names"]
-            if network.scale_rate:
-                group.setdefault(CONTROL_KEY, list(INITIAL_STATE))
-            else:
-                group.pop(CONTROL_KEY, None)
+            group.setdefault("total_steps", current["total_steps"])  # a state dict from before the option
+            _set_network_entries(group, network, drop_others=True)
         state = defaultdict(dict)
         state.update((p, {key: tensor.to(device=p.device, copy=True) for key, tensor in entry.items()})
                      for p, entry in hidden.items())
@@ -404,8 +416,8 @@ class LearnedOptimizer(Optimizer):
         self.__dict__.setdefault("precision", DEFAULT_PRECISION)
         self.__dict__.setdefault("last_step_paths", {})
         for group, network in zip(self.param_groups, self.networks):
-            if network.scale_rate:
-                group.setdefault(CONTROL_KEY, list(INITIAL_STATE))
+            _set_network_entries(group, network)
+            group.setdefault("total_steps", None)
             group.setdefault("maximize", False)
             group.setdefault("weight_decay", 0.0)
             group.setdefault("state_dtype", torch.float32)
@@ -421,6 +433,17 @@ def _frozen_network(pretrained: Any, revision: str | None = None) -> Coordinatew
         raise TypeError(f"pretrained must be a checkpoint name, folder, Hub repo id or CoordinatewiseLSTM, "
                         f"got {type(pretrained).__name__}")
     return network.requires_grad_(False).eval()
+
+
+def _set_network_entries(group: dict[str, Any], network: CoordinatewiseLSTM, drop_others: bool = False) -> None:
+    """Give ``group`` the entries its network keeps there where it has none (the step-scale controller's state, the
+    step count of progress inputs); with ``drop_others``, remove those another network kept."""
+    for key, used, initial in ((CONTROL_KEY, network.scale_rate, list(INITIAL_STATE)),
+                               (STEPS_KEY, network.progress, 0)):
+        if used:
+            group.setdefault(key, initial)
+        elif drop_others:
+            group.pop(key, None)
 
 
 def _step_options(group: dict[str, Any], record: bool = False) -> dict[str, Any]:
@@ -443,6 +466,11 @@ def _check_options(options: dict[str, Any]) -> None:
                          "or a 1-element tensor")
     if not 0.0 <= options["lr"]:
         raise ValueError(f"Invalid learning rate: {options['lr']}")
+    total_steps = options.get("total_steps")
+    if total_steps is not None and not (isinstance(total_steps, int) and not isinstance(total_steps, bool)
+                                        and total_steps > 0):
+        raise ValueError(f"Invalid total_steps: {total_steps!r}; it must be a positive integer, or None when the "
+                         "length of training is not known")
     if not 0.0 <= options["weight_decay"]:
         raise ValueError(f"Invalid weight_decay value: {options['weight_decay']}")
     if options["state_dtype"] not in (torch.float32, torch.bfloat16, torch.float64):

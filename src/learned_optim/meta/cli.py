@@ -209,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     network.add_argument("--scale-rate", type=float, metavar="RHO",
                          help="step-scale control in the loop: the optimizer's scale moves by at most RHO in log per "
                          "step (learned_optim.control) (default: 0, none)")
+    network.add_argument("--progress", action="store_true", default=None,
+                         help="progress inputs: the rule is told the fraction of the horizon done (default: none)")
     estimator = p.add_argument_group("estimator",
                                      "meta-gradient estimator: truncated BPTT or PES over each episode's problems")
     estimator.add_argument("--estimator", choices=["bptt", "pes"],
@@ -217,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
                            f"{_default('estimator')}")
     estimator.add_argument("--pes-sigma", type=float, help=f"PES's perturbation scale {_default('pes_sigma')}")
     estimator.add_argument("--horizon", type=int, help=f"steps per episode {_default('horizon')}")
+    estimator.add_argument("--min-horizon", type=int, metavar="STEPS",
+                           help="draw each episode's horizon log-uniformly from [STEPS, --horizon] (default: none)")
+    estimator.add_argument("--unknown-horizon", type=float, metavar="FRACTION",
+                           help="fraction of episodes whose progress inputs are not told the horizon "
+                           f"{_default('unknown_horizon')}")
     estimator.add_argument("--unroll", type=int, help=f"steps per truncation {_default('unroll')}")
     estimator.add_argument("--objective", choices=list(OBJECTIVES),
                            help="meta-loss per step: the loss (the paper), its log, log(f_t / f_0) / T "

@@ -1,7 +1,8 @@
 """Gradient estimators: how one episode of problems becomes meta-steps on the network's weights.
 
-Every estimator takes ``(network, meta_optimizer, problems, recipe, scale, total_problems, all_reduce, generators)``
-(``generators[k]``: problem ``k``'s own, for noise) and
+Every estimator takes ``(network, meta_optimizer, problems, recipe, scale, total_problems, all_reduce, generators,
+told_horizon)`` (``generators[k]``: problem ``k``'s own, for noise; ``told_horizon``: whether a network with progress
+inputs is told the episode's horizon) and
 returns ``{"meta_loss": float, "losses": [mean loss per step], "skipped": meta-steps skipped}``, as
 :func:`~learned_optim.meta.truncated.train_episode` documents; the training loop picks one per episode by name
 (the name is logged with the episode).
@@ -25,7 +26,8 @@ class Estimator(Protocol):
 
     def __call__(self, network: nn.Module, meta_optimizer: torch.optim.Optimizer, problems: ProblemBatch | Problem,
                  recipe: Recipe, scale: Tensor | None = None, total_problems: int | None = None,
-                 all_reduce: AllReduce | None = None, generators: list[torch.Generator] | None = None) -> dict: ...
+                 all_reduce: AllReduce | None = None, generators: list[torch.Generator] | None = None,
+                 told_horizon: bool = True) -> dict: ...
 
 
 ESTIMATORS: dict[str, Estimator] = {

@@ -41,13 +41,15 @@ def adam_update(grad: Tensor, moments: tuple[Tensor, Tensor], step: int,
 
 def imitation_episode(network: nn.Module, meta_optimizer: torch.optim.Optimizer, problems: ProblemBatch,
                       recipe: Recipe, scale: Tensor | None = None, total_problems: int | None = None,
-                      all_reduce: AllReduce | None = None, generators: list[torch.Generator] | None = None) -> dict:
+                      all_reduce: AllReduce | None = None, generators: list[torch.Generator] | None = None,
+                      told_horizon: bool = True) -> dict:
     """One imitation episode: ``horizon / unroll`` meta-steps on the relative squared error to Adam's updates.
 
     Arguments and return value as :func:`~learned_optim.meta.truncated.train_episode`; ``meta_loss`` is the
     mean imitation loss per unroll, ``losses`` Adam's mean loss per step.
     """
-    teacher = Unroller(network, problems, horizon=recipe.horizon, scale=scale)  # follows Adam's trajectory
+    teacher = Unroller(network, problems, horizon=recipe.horizon, scale=scale,  # follows Adam's trajectory
+                       total_steps=recipe.horizon if told_horizon else None)
     total = total_problems or teacher.layout.problems
     moments = (torch.zeros_like(teacher.psi), torch.zeros_like(teacher.psi))
     state = teacher.state
@@ -56,7 +58,7 @@ def imitation_episode(network: nn.Module, meta_optimizer: torch.optim.Optimizer,
         error = torch.zeros(teacher.layout.problems, dtype=teacher.psi.dtype, device=teacher.psi.device)
         size = torch.zeros_like(error)
         for step in range(start + 1, min(start + recipe.unroll, recipe.horizon) + 1):
-            update, state = network(teacher.grad, state)
+            update, state = network(teacher.grad, state, **teacher.progress)
             target, moments = adam_update(teacher.grad, moments, step, recipe.imitation_lr)
             error = error + teacher.layout.per_problem(update - target).pow(2).sum(1)
             size = size + teacher.layout.per_problem(target).pow(2).sum(1)

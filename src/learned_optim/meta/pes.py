@@ -36,10 +36,12 @@ from .truncated import OBJECTIVES, AllReduce, BatchLayout, Recipe, apply_meta_gr
 
 class Particles:
     """The ``K`` problems of a batch stepped by one network per problem, without a meta-graph: parameters
-    :math:`\\psi` (flat, problem-major), their gradient, and each problem's LSTM state and moments."""
+    :math:`\\psi` (flat, problem-major), their gradient, and each problem's LSTM state and moments; a network with
+    progress inputs is told ``total_steps`` (None: not told)."""
 
-    def __init__(self, network: nn.Module, problems: ProblemBatch, scale: Tensor | None = None) -> None:
-        self.problems, self.scale = problems, scale
+    def __init__(self, network: nn.Module, problems: ProblemBatch, scale: Tensor | None = None,
+                 total_steps: int | None = None) -> None:
+        self.problems, self.scale, self.total_steps = problems, scale, total_steps
         self.layout = BatchLayout(problems.params)
         theta = self.layout.flatten(problems.params).detach()
         self.psi = (theta if scale is None else theta / scale).clone()
@@ -65,6 +67,7 @@ class Particles:
         """One step, problem ``k`` with ``weights[k]`` (and its step scale, for a network with step-scale control);
         returns the new losses ``[K]``."""
         grads, psi = self.layout.per_problem(self.grad), self.layout.per_problem(self.psi)
+        weights = [w.at_progress(self.step, self.total_steps) for w in weights]
         with torch.no_grad():
             if not self.scale_rate:
                 for k, (state, moments) in enumerate(zip(self.states, self.moments)):
@@ -91,7 +94,8 @@ def _frozen_weights(scratch: nn.Module, phi: Tensor) -> FusedWeights:
 
 def pes_episode(network: nn.Module, meta_optimizer: torch.optim.Optimizer, problems: ProblemBatch | Problem,
                 recipe: Recipe, scale: Tensor | None = None, total_problems: int | None = None,
-                all_reduce: AllReduce | None = None, generators: list[torch.Generator] | None = None) -> dict:
+                all_reduce: AllReduce | None = None, generators: list[torch.Generator] | None = None,
+                told_horizon: bool = True) -> dict:
     """One PES episode: ``horizon / unroll`` meta-steps, each on :math:`\\hat g` (module docstring).
 
     Arguments and return value as :func:`~learned_optim.meta.truncated.train_episode`; ``generators[k]`` draws
@@ -99,7 +103,7 @@ def pes_episode(network: nn.Module, meta_optimizer: torch.optim.Optimizer, probl
     ``meta_loss`` is the mean over the pairs of :math:`(L^+_k + L^-_k) / 2` per unroll.
     """
     batch = stack_problems([problems]) if isinstance(problems, Problem) else problems
-    pair = [Particles(network, batch, scale) for _ in range(2)]
+    pair = [Particles(network, batch, scale, recipe.horizon if told_horizon else None) for _ in range(2)]
     count = pair[0].layout.problems
     total = total_problems or count
     generators = generators or [torch.Generator().manual_seed(k) for k in range(count)]

@@ -192,6 +192,18 @@ def is_imitation_episode(config: RunConfig, episode: int) -> bool:
     return bool(draw < config.recipe.imitation)
 
 
+def episode_horizon(config: RunConfig, episode: int, horizon: int) -> tuple[int, bool]:
+    """The horizon of ``episode`` (``horizon``, or with ``recipe.min_horizon`` a log-uniform draw from
+    ``[min_horizon, horizon]``) and whether a network with progress inputs is told it (a fraction
+    ``1 - recipe.unknown_horizon`` of episodes): fixed draws of the run's seed, the same on every process."""
+    recipe = config.recipe
+    draws = torch.rand(2, generator=seeded(config.seed * 2**32 + episode + 0x40B1205), dtype=torch.float64)
+    if recipe.min_horizon is not None:
+        low, high = math.log(min(recipe.min_horizon, horizon)), math.log(horizon + 1)
+        horizon = min(horizon, int(math.exp(low + (high - low) * float(draws[0]))))
+    return horizon, bool(draws[1] >= recipe.unknown_horizon)
+
+
 def validation_losses(network: nn.Module, task: Task, indices: range | list[int], horizon: int) -> list[list[float]]:
     """Loss curves (``horizon`` losses each, as ``run_optimizer`` measures them) of validation problems
     ``indices``: the same problems, initial parameters and minibatches for every network."""
@@ -203,7 +215,7 @@ def validation_losses(network: nn.Module, task: Task, indices: range | list[int]
     for start in tqdm(range(0, len(indices), size), desc="validation", unit="chunk", leave=False, disable=None):
         chunk = indices[start:start + size]
         problems = task.sample_many([seeded(VALIDATION_SEED + i) for i in chunk])
-        curves += Unroller(network, problems).rollout(horizon).t().tolist()
+        curves += Unroller(network, problems, total_steps=horizon).rollout(horizon).t().tolist()
     return curves
 
 
@@ -318,11 +330,14 @@ class Trainer:
         if checkpoint is None:
             if config.init is not None:
                 start = pretrained.load(config.init).with_step_scale(config.init_step_scale)
+                if self.network.progress and not start.progress:
+                    start = start.with_progress()  # zero weights on the new inputs: the same rule to start from
                 weights_config = {**start.config, "scale_rate": self.network.scale_rate}  # control is not a weight
                 if CoordinatewiseLSTM(**weights_config).config != self.network.config:
                     raise ValueError(f"init checkpoint {config.init!r}{config.step_scaled} has config {start.config}, "
                                      f"but the run's network is {self.network.config}; pass the checkpoint's network "
-                                     "options (a fine-tune may add step-scale control, --scale-rate)")
+                                     "options (a fine-tune may add step-scale control, --scale-rate, and progress "
+                                     "inputs, --progress)")
                 self.network.load_state_dict(start.state_dict())
             if self.dist.is_main:
                 run.folder.mkdir(parents=True, exist_ok=True)
@@ -389,14 +404,16 @@ class Trainer:
         problems = self.task.sample_many(generators)
         scale = random_scales(BatchLayout(problems.params), recipe.random_scale, generators, recipe.random_scale_per)
         name = "imitation" if is_imitation_episode(config, self.episode) else recipe.estimator
+        horizon, told = episode_horizon(config, self.episode, self.curriculum.horizon)
         result = ESTIMATORS[name](self.network, self.meta_optimizer, problems,
-                                  dataclasses.replace(recipe, horizon=self.curriculum.horizon),
+                                  dataclasses.replace(recipe, horizon=horizon, min_horizon=None),
                                   scale.to(self.device) if scale is not None else None, recipe.meta_batch,
-                                  self.dist.all_reduce, generators)
+                                  self.dist.all_reduce, generators, told)
         self.episode += 1
         self.elapsed += time.perf_counter() - started
-        self.log({"episode": self.episode, "estimator": name, "horizon": self.curriculum.horizon,
-                  "meta_loss": result["meta_loss"], "final_loss": result["losses"][-1], "skipped": result["skipped"]})
+        self.log({"episode": self.episode, "estimator": name, "horizon": horizon,
+                  **({} if told else {"told_horizon": False}), "meta_loss": result["meta_loss"],
+                  "final_loss": result["losses"][-1], "skipped": result["skipped"]})
         return name, result
 
     def validate(self) -> None:

@@ -74,6 +74,10 @@ class Recipe:
             backpropagation through time, or ``"pes"``, persistent evolution strategies
             (:mod:`~learned_optim.meta.pes`), which runs forward passes only (default: ``"bptt"``).
         pes_sigma (float): the standard deviation of PES's perturbations of the weights (default: 0.01).
+        min_horizon (int | None): with it, each episode's horizon is drawn log-uniformly from
+            ``[min_horizon, horizon]`` (default: None, every episode ``horizon`` steps).
+        unknown_horizon (float): the fraction of episodes in which a network with progress inputs is not told the
+            horizon, as a user who passes no ``total_steps`` (default: 0).
     """
 
     horizon: int = 100
@@ -89,6 +93,8 @@ class Recipe:
     imitation_lr: float = 0.01
     estimator: str = "bptt"
     pes_sigma: float = 0.01
+    min_horizon: int | None = None
+    unknown_horizon: float = 0.0
 
     def __post_init__(self) -> None:
         if self.horizon < 1 or self.unroll < 1:
@@ -106,6 +112,10 @@ class Recipe:
             raise ValueError(f"The log_final objective needs one unroll over the whole horizon (unroll {self.unroll} < "
                              f"horizon {self.horizon}): its terms are the last steps' losses, so the earlier unrolls "
                              "would have no meta-gradient; set the unroll to the horizon, or use the pes estimator")
+        if self.min_horizon is not None and not 1 <= self.min_horizon <= self.horizon:
+            raise ValueError(f"Invalid min_horizon: {self.min_horizon}; it must be in [1, horizon = {self.horizon}]")
+        if not 0 <= self.unknown_horizon <= 1:
+            raise ValueError(f"Invalid unknown_horizon: {self.unknown_horizon}; it must be a fraction in [0, 1]")
         if self.meta_batch < 1:
             raise ValueError(f"Invalid meta_batch: {self.meta_batch}; it must be a positive integer")
         if self.random_scale < 0:
@@ -164,10 +174,13 @@ class Unroller:
         objective (str, optional): meta-loss per step, a key of :data:`OBJECTIVES` (default: ``"sum"``).
         horizon (int, optional): the episode's horizon :math:`T`, for ``"log_ratio"`` (default: 100).
         scale (Tensor, optional): random scaling :math:`c` of the coordinates (default: None).
+        total_steps (int, optional): the horizon as a network with progress inputs is told it (``step=``,
+            ``total_steps=``), as ``LearnedOptimizer(..., total_steps=)`` tells it (default: None, not told).
     """
 
     def __init__(self, network: nn.Module, problems: ProblemBatch | Problem, second_order: bool = False,
-                 objective: str = "sum", horizon: int = 100, scale: Tensor | None = None) -> None:
+                 objective: str = "sum", horizon: int = 100, scale: Tensor | None = None,
+                 total_steps: int | None = None) -> None:
         self.network = network
         self.problems = stack_problems([problems]) if isinstance(problems, Problem) else problems
         self.second_order = second_order
@@ -184,9 +197,15 @@ class Unroller:
         self.step = 0
         initial, self.grad = self.loss_and_grad(self.psi)
         self.initial_loss = initial.detach()
+        self.total_steps = total_steps
         self.scale_rate = getattr(network, "scale_rate", 0.0)
         self.control = torch.tensor(INITIAL_STATE, dtype=torch.float64).repeat(self.layout.problems, 1)
         self.previous = torch.zeros_like(self.psi)
+
+    @property
+    def progress(self) -> dict[str, int | None]:
+        """The step's progress arguments, for a network with progress inputs (none for any other network)."""
+        return dict(step=self.step, total_steps=self.total_steps) if getattr(self.network, "progress", False) else {}
 
     def controlled(self, update: Tensor) -> Tensor:
         """``update`` times each problem's step scale, its controller stepped first (:mod:`learned_optim.control`;
@@ -247,9 +266,9 @@ class Unroller:
         for _ in range(steps - 1):
             with torch.no_grad():
                 if step is not None:
-                    update = step(self.grad, stacked, moments=moments)
+                    update = step(self.grad, stacked, moments=moments, **self.progress)
                 else:
-                    update, state = self.network(self.grad, state)
+                    update, state = self.network(self.grad, state, **self.progress)
                 update = self.controlled(update)
             losses.append(self.advance(update).detach())
         self.state = (*stacked, *state[lstm_entries:]) if step is not None else tuple(state)
@@ -261,7 +280,7 @@ class Unroller:
         meta_loss = torch.zeros(self.layout.problems, dtype=self.psi.dtype, device=self.psi.device)
         losses = []
         for _ in range(steps):
-            update, self.state = self.network(self.grad, self.state)
+            update, self.state = self.network(self.grad, self.state, **self.progress)
             loss = self.advance(self.controlled(update))
             meta_loss = meta_loss + self.objective(loss, self.initial_loss, self.step, self.horizon)
             losses.append(loss.detach())
@@ -317,18 +336,21 @@ def apply_meta_gradient(network: nn.Module, meta_optimizer: torch.optim.Optimize
 
 def train_episode(network: nn.Module, meta_optimizer: torch.optim.Optimizer, problems: ProblemBatch | Problem,
                   recipe: Recipe, scale: Tensor | None = None, total_problems: int | None = None,
-                  all_reduce: AllReduce | None = None, generators: list[torch.Generator] | None = None) -> dict:
+                  all_reduce: AllReduce | None = None, generators: list[torch.Generator] | None = None,
+                  told_horizon: bool = True) -> dict:
     """One episode of truncated BPTT: ``horizon / unroll`` meta-steps on the mean over the problems.
 
     In a distributed run each process passes its share of the meta-batch, ``total_problems`` the size of
     the whole meta-batch (default: this batch's) and ``all_reduce`` to sum over processes. ``generators``
-    (the problems' own, for estimators that draw noise) are not used.
+    (the problems' own, for estimators that draw noise) are not used. ``told_horizon``: a network with progress
+    inputs is told the horizon (else it runs as a user's optimizer without ``total_steps``).
 
     Returns:
         ``{"meta_loss": mean meta-loss per unroll, "losses": mean loss over the problems per step,
         "skipped": skipped meta-steps}``, all summed over the processes.
     """
-    unroller = Unroller(network, problems, recipe.second_order, recipe.objective, recipe.horizon, scale)
+    unroller = Unroller(network, problems, recipe.second_order, recipe.objective, recipe.horizon, scale,
+                        recipe.horizon if told_horizon else None)
     total = total_problems or unroller.layout.problems
     meta_losses, losses, skipped = [], [], 0
     for start in range(0, recipe.horizon, recipe.unroll):
