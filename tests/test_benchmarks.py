@@ -19,6 +19,8 @@ BENCHMARKS = {
     "step_contention.py": ["--steps", "2"],
     "many_tensors.py": ["--reps", "1"],
     "lr_scale.py": ["--problems", "1", "--steps", "3"],
+    "compare_networks.py": ["--networks", "l2o-generalist", "l2o-generalist+scale_rate=0.01", "--tasks",
+                            "mnist-mlps:3", "--problems", "2"],
     "state_dtype.py": ["--problems", "1"],
     "time_to_adam.py": ["--problems", "1", "--max-steps", "3", "--repeats", "2", "--tasks", "mlp",
                         "--precision", "tf32x3", "bf16", "--state-dtype", "float32", "bfloat16", "--lr", "1", "1.5",
@@ -27,7 +29,7 @@ BENCHMARKS = {
     "gpu_step.py": ["--sizes", "1e4", "--panel-problems", "1"],
     "zero_gradients.py": ["--problems", "1", "--steps", "2", "--panels", "mnist-20-sigmoid-100"],
 }
-NEEDS_MNIST = {"meta_training.py", "lr_scale.py", "state_dtype.py", "time_to_adam.py", "gpu_step.py",
+NEEDS_MNIST = {"meta_training.py", "lr_scale.py", "compare_networks.py", "state_dtype.py", "time_to_adam.py", "gpu_step.py",
                "step_throughput.py", "zero_gradients.py"}
 
 

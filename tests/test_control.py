@@ -50,8 +50,7 @@ def test_control_changes_the_trajectory_and_a_zero_rate_is_the_uncontrolled_netw
     base = random_network(preprocessing="adam", output="tanh")
     runs = {}
     for rate in (0.0, 0.05):
-        network = CoordinatewiseLSTM(**{**base.config, "scale_rate": rate})
-        network.load_state_dict(base.state_dict())
+        network = base.with_scale_rate(rate)
         model, optimizer = model_and_optimizer(network)
         train(model, optimizer, 6)
         assert optimizer.last_step_paths == {path: 4}

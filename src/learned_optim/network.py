@@ -149,6 +149,13 @@ class CoordinatewiseLSTM(
         scaled.load_state_dict(self.state_dict())
         return scaled
 
+    def with_scale_rate(self, rate: float) -> "CoordinatewiseLSTM":
+        """A copy with step-scale control at ``rate`` (:mod:`learned_optim.control`; 0: none), the same weights: control
+        bolted on a network meta-trained without it, or taken off one trained with it."""
+        changed = type(self)(**{**self.config, "scale_rate": rate}).to(self.head.weight.device)
+        changed.load_state_dict(self.state_dict())
+        return changed
+
     def initial_state(
         self, num_coordinates: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
     ) -> Tensor:

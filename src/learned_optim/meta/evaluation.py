@@ -3,7 +3,8 @@
 Baselines (SGD, NAG, RMSprop, Adam, other hyperparameters at torch defaults) get their learning rate
 tuned on a log grid (:data:`LR_GRID`: 1e-4 to 10, three points per decade) over separate tuning
 problems; the best rate for each reported metric is picked, then every optimizer runs on the same
-fresh evaluation problems. The learned optimizer runs as :class:`~learned_optim.LearnedOptimizer`.
+fresh evaluation problems. The learned optimizer runs as :class:`~learned_optim.LearnedOptimizer`, told the number of
+steps (``total_steps``, which only networks with progress inputs read).
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def compare(
     tuning = [tuning_source.sample(seeded(TUNING_SEED + i)) for i in range(num_tuning_problems)]
     from tqdm.auto import tqdm
 
-    learned = [run_optimizer(p, lambda params: LearnedOptimizer(params, network), steps)
+    learned = [run_optimizer(p, lambda params: LearnedOptimizer(params, network, total_steps=steps), steps)
                for p in tqdm(problems, desc="LSTM", unit="problem", leave=False, disable=None)]
     summaries = [summarize("LSTM", {metric: learned for metric in METRICS}, {m: None for m in METRICS})]
     if measured_baselines is not None:
