@@ -23,7 +23,7 @@ import statistics
 from learned_optim import LearnedOptimizer, pretrained
 from learned_optim.meta.evaluation import EVALUATION_SEED, run_optimizer
 from learned_optim.meta.metrics import METRICS
-from learned_optim.meta.registry import DEFAULTS, make_task
+from learned_optim.meta.tasks.registry import DEFAULTS, make_task
 from learned_optim.meta.suites import SUITES, suite_panels
 from learned_optim.meta.tasks import seeded
 

@@ -9,7 +9,7 @@ optimizee (the chunked hand-written backward) and with ``K`` optimizees run toge
 meta-batch. A second table times the validation rollouts (the rule applied without a meta-graph, K
 problems at once): the chunked forward they ran before against the no-grad step they run now, with
 and without the fused CPU kernel. A third races the gradient estimators on K problems: truncated BPTT
-against persistent evolution strategies (learned_optim.meta.pes). Needs MNIST (see learned_optim.meta.data).
+against persistent evolution strategies (learned_optim.meta.pes). Needs MNIST (see learned_optim.meta.tasks.mnist).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch import nn
 
 from learned_optim import CoordinatewiseLSTM, kernel
 from learned_optim.functional import chunked_update, reference_update
-from learned_optim.meta.registry import DEFAULTS, make_task
+from learned_optim.meta.tasks.registry import DEFAULTS, make_task
 from learned_optim.meta.tasks import seeded
 from learned_optim.meta.estimators import ESTIMATORS
 from learned_optim.meta.truncated import Recipe, Unroller

@@ -3,7 +3,7 @@
     python benchmarks/neural_art.py [--sizes 64 128 256] [--steps 10] [--checkpoint l2l-art]
 
 For each size, both optimizers run the same style-transfer problem (The Starry Night on a test photo,
-learned_optim.meta.art) in an ordinary loop, measured in the same run: seconds per step (loss, backward and
+learned_optim.meta.tasks.art) in an ordinary loop, measured in the same run: seconds per step (loss, backward and
 the optimizer step together, and the optimizer step alone), and memory: the tensors the VGG-16 forward saves
 for backward (the peak of a step, whatever the optimizer) and the optimizer's state. Prints ratios against
 Adam. Needs the art folder ($LEARNED_OPTIM_ART) or --vgg/--art-root.
@@ -17,7 +17,7 @@ import time
 import torch
 
 from learned_optim import LearnedOptimizer
-from learned_optim.meta.art import StyleLoss, find_style, load_image, load_vgg16, photos, square
+from learned_optim.meta.tasks.art import StyleLoss, find_style, load_image, load_vgg16, photos, square
 
 import _report as report  # benchmarks/_report.py, beside this script
 

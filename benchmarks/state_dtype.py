@@ -4,7 +4,7 @@
 
 Runs LearnedOptimizer with float32 and with bfloat16 state on the same evaluation problems and prints
 the mean loss at step 100 and over steps 91-100, their relative difference, and the state's bytes per
-coordinate. Needs MNIST (learned_optim.meta.data).
+coordinate. Needs MNIST (learned_optim.meta.tasks.mnist).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from learned_optim import LearnedOptimizer, pretrained
 from learned_optim.meta.evaluation import EVALUATION_SEED, run_optimizer
-from learned_optim.meta.registry import DEFAULTS, make_task
+from learned_optim.meta.tasks.registry import DEFAULTS, make_task
 from learned_optim.meta.tasks import seeded
 
 import _report as report  # benchmarks/_report.py, beside this script

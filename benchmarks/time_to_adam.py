@@ -17,7 +17,7 @@ default 1 is the untuned optimizer). ``--split validation`` races on validation 
 without touching the test images. The minor page faults per step (Linux, macOS) show how much of the time went to
 the C allocator mapping fresh memory for forward and backward, which depends on the process's history more than on
 the optimizer (setting glibc's ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` high removes it). Needs
-MNIST (learned_optim.meta.data).
+MNIST (learned_optim.meta.tasks.mnist).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from learned_optim import LearnedOptimizer, pretrained
 from learned_optim.fusion import DEFAULT_PRECISION, PRECISIONS
 from learned_optim.meta.evaluation import BASELINES, EVALUATION_SEED, TUNING_SEED, run_optimizer, tune
 from learned_optim.meta.metrics import FINAL_STEPS, METRICS
-from learned_optim.meta.registry import DEFAULTS, make_task
+from learned_optim.meta.tasks.registry import DEFAULTS, make_task
 from learned_optim.meta.tasks import mnist_task, paper_convnet, seeded
 
 import _report as report  # benchmarks/_report.py, beside this script

@@ -3,7 +3,7 @@
     python examples/mnist.py --steps 200 [--out outputs]
 
 Needs the MNIST files: set LEARNED_OPTIM_MNIST to a folder holding them, or let
-learned_optim.meta.data download them once into ~/.cache/learned_optim/mnist.
+learned_optim.meta.tasks.mnist download them once into ~/.cache/learned_optim/mnist.
 """
 
 import argparse
@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from learned_optim import LearnedOptimizer
-from learned_optim.meta.data import load_split
+from learned_optim.meta.tasks.mnist import load_split
 
 
 def make_model() -> nn.Module:

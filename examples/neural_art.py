@@ -3,7 +3,7 @@
     python examples/neural_art.py CONTENT STYLE [--size 128] [--steps 128] [--out outputs]
 
 The optimizee is the image itself; the loss is Gatys et al.'s content + style + total variation on VGG-16
-features (learned_optim.meta.art). The features come from --vgg: a safetensors file in torchvision's
+features (learned_optim.meta.tasks.art). The features come from --vgg: a safetensors file in torchvision's
 vgg16().features layout or a Hub repo id; by default $LEARNED_OPTIM_ART/vgg16_features.safetensors, else the
 ImageNet VGG-16 timm/vgg16.tv_in1k from the Hugging Face Hub. Writes lstm.png and adam.png into --out.
 """
@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from learned_optim import LearnedOptimizer
-from learned_optim.meta.art import StyleLoss, load_image, load_vgg16, save_image, square
+from learned_optim.meta.tasks.art import StyleLoss, load_image, load_vgg16, save_image, square
 
 
 def stylise(image, loss_fn, optimizer, steps, name):

@@ -67,14 +67,14 @@ def missing(what: str):
 def data_root(kind: str) -> Path | None:
     """The folder of the shared data set ``kind`` ("mnist" or "art") if it holds the files: its environment
     variable, else ``../shared/data/<kind>``. The one place tests look for data."""
-    from learned_optim.meta.data import FILES
+    from learned_optim.meta.tasks.mnist import FILES
 
     required = {"mnist": FILES, "art": ["vgg16_features.safetensors"]}[kind]
     return next((folder for folder in _candidates(kind) if all((folder / name).is_file() for name in required)), None)
 
 
 def _candidates(kind: str) -> list[Path]:
-    from learned_optim.meta import art, data
+    from learned_optim.meta.tasks import art, mnist as data
 
     variable = {"mnist": data.ENV_VAR, "art": art.ENV_VAR}[kind]
     return [Path(folder) for folder in (os.environ.get(variable), SHARED_DATA / kind) if folder]

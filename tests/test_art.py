@@ -11,11 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from learned_optim.meta.art import (ENV_VAR, MIN_CROP, SPLITS, StyleLoss, StyleTransferTask, find_style, gram,
+from learned_optim.meta.tasks.art import (ENV_VAR, MIN_CROP, SPLITS, StyleLoss, StyleTransferTask, find_style, gram,
                                     load_image, load_vgg16, photos, save_image, square, style_transfer_task)
 from learned_optim.meta.cli import main
-from learned_optim.meta.data import DataError
-from learned_optim.meta.registry import DEFAULTS
+from learned_optim.meta.tasks.mnist import DataError
+from learned_optim.meta.tasks.registry import DEFAULTS
 from learned_optim.meta.suites import Panel
 from learned_optim.meta.tasks import seeded
 
@@ -101,7 +101,7 @@ def test_min_crop_zooms_in_on_training_crops_only(vgg):
     photo, style = torch.rand(3, 100, 200), torch.rand(3, 40, 40)
 
     def crop_sides(task):
-        with mock.patch("learned_optim.meta.art.square", wraps=square) as crop:
+        with mock.patch("learned_optim.meta.tasks.art.square", wraps=square) as crop:
             for seed in range(200):
                 task.content(seeded(seed))
         return [call.args[2] for call in crop.call_args_list]

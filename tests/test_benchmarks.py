@@ -29,8 +29,8 @@ BENCHMARKS = {
     "gpu_step.py": ["--sizes", "1e4", "--panel-problems", "1"],
     "zero_gradients.py": ["--problems", "1", "--steps", "2", "--panels", "mnist-20-sigmoid-100"],
 }
-NEEDS_MNIST = {"meta_training.py", "lr_scale.py", "compare_networks.py", "state_dtype.py", "time_to_adam.py", "gpu_step.py",
-               "step_throughput.py", "zero_gradients.py"}
+NEEDS_MNIST = {"meta_training.py", "lr_scale.py", "compare_networks.py", "state_dtype.py", "time_to_adam.py",
+               "gpu_step.py", "step_throughput.py", "zero_gradients.py"}
 
 
 def test_every_benchmark_is_listed():

@@ -9,7 +9,7 @@ import pytest
 
 from learned_optim import pretrained
 from learned_optim.meta.evaluation import LR_GRID, compare
-from learned_optim.meta.registry import DEFAULTS, make_task
+from learned_optim.meta.tasks.registry import DEFAULTS, make_task
 from learned_optim.meta.suites import SUITES, suite_panels
 
 from conftest import art_root, mnist_root

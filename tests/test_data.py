@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from learned_optim.meta import data
-from learned_optim.meta.data import DataError, download_file, find_mnist, load_split, read_idx
+from learned_optim.meta.tasks import mnist as data
+from learned_optim.meta.tasks.mnist import DataError, download_file, find_mnist, load_split, read_idx
 
 from conftest import mnist_root
 

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from learned_optim import CoordinatewiseLSTM
-from learned_optim.meta.families import (HELD_OUT_CONVNET, HELD_OUT_MLPS, MLPConfig, MNISTConvNetFamily,
+from learned_optim.meta.tasks.families import (HELD_OUT_CONVNET, HELD_OUT_MLPS, MLPConfig, MNISTConvNetFamily,
                                         MNISTMLPFamily)
-from learned_optim.meta.registry import DEFAULTS, make_task
+from learned_optim.meta.tasks.registry import DEFAULTS, make_task
 from learned_optim.meta.suites import run_suite, suite_panels
 from learned_optim.meta.tasks import convnet, seeded
 from learned_optim.meta.train import validation_losses
@@ -70,7 +70,7 @@ def test_mlp_family_rejects_unknown_options():
 
 
 def test_mixture_draws_components_by_weight_and_a_meta_batch_shares_one():
-    from learned_optim.meta.families import MixtureTask
+    from learned_optim.meta.tasks.families import MixtureTask
     from learned_optim.meta.tasks import QuadraticTask, SimpleTask
 
     mixture = MixtureTask([(SimpleTask(), 1.0), (QuadraticTask(), 3.0)])
@@ -86,7 +86,7 @@ def test_mixture_draws_components_by_weight_and_a_meta_batch_shares_one():
 
 def test_mixture_specs_are_built_and_checked_by_the_registry(tmp_path):
     from learned_optim.meta.cli import main
-    from learned_optim.meta.families import MixtureTask
+    from learned_optim.meta.tasks.families import MixtureTask
 
     mixture = make_task({"name": "mixture", "components": [{"name": "simple", "weight": 1},
                                                            {"name": "quadratic", "num_functions": 2, "weight": 2}]})
@@ -108,7 +108,7 @@ def test_convnet_family_never_draws_the_papers_convnet():
 
 
 def test_generalist_suite_runs_held_out_tasks_and_summarises_against_the_best_baseline(tmp_path, capsys, monkeypatch):
-    from learned_optim.meta.data import ENV_VAR
+    from learned_optim.meta.tasks.mnist import ENV_VAR
 
     monkeypatch.setenv(ENV_VAR, mnist_root())  # the ConvNet panel is a whole spec: it reads MNIST from the default root
     panels = suite_panels("generalist", {**DEFAULTS["mnist"]["task"], "root": mnist_root()})

@@ -8,7 +8,7 @@ import torch
 
 from learned_optim import LearnedOptimizer, pretrained
 from learned_optim.meta.evaluation import run_optimizer
-from learned_optim.meta.registry import make_task
+from learned_optim.meta.tasks.registry import make_task
 from learned_optim.meta.tasks import seeded
 
 from conftest import mnist_root

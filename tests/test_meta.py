@@ -381,7 +381,7 @@ def test_ablation_refuses_runs_validated_differently(tmp_path, capsys):
 
 
 def test_mnist_suite_evaluates_the_papers_five_panels_with_the_mnist_protocol(checkpoint):
-    from learned_optim.meta.registry import DEFAULTS
+    from learned_optim.meta.tasks.registry import DEFAULTS
 
     with mock.patch("learned_optim.meta.cli.run_suite") as evaluate:
         main(["evaluate", "--checkpoint", str(checkpoint), "--suite", "mnist-paper", "--problems", "12"])

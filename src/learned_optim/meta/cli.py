@@ -16,11 +16,11 @@ from .. import pretrained
 from ..functional import OUTPUTS
 from ..network import CONFIG_KEYS
 from ..preprocessing import PREPROCESSINGS
-from .data import DataError
+from .tasks.mnist import DataError
 from .evaluation import BASELINES, LR_GRID
 from .metrics import FINAL_STEPS
 from .publish import publish
-from .registry import DEFAULTS, TASK_NAMES
+from .tasks.registry import DEFAULTS, TASK_NAMES
 from .tasks import ACTIVATIONS
 from .schedules import META_LR_SCHEDULES
 from .suites import SUITES, run_suite, single_panel, suite_panels

@@ -91,7 +91,7 @@ def data_description(family: str, task: Task, split: str = "test") -> str:
         return (f"minibatches from the 10,000 MNIST {images}, {unseen}; {split}-set loss = loss of the final "
                 "parameters on all 10,000 of them")
     if family == "art":
-        from .art import SPLITS
+        from .tasks.art import SPLITS
 
         return (f"random crops of the {len(SPLITS[split])} {split} photos ({', '.join(SPLITS[split])}), {unseen}; "
                 f"baselines tuned on the {len(SPLITS['validation'])} validation photos; features: "

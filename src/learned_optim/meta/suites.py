@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 from ..network import CoordinatewiseLSTM
 from .evaluation import BASELINES, LR_GRID, Summary, compare
 from .metrics import FINAL_STEPS
-from .registry import make_task
+from .tasks.registry import make_task
 from .reporting import data_description, summary_row, write_image_grid, write_results
 
 

@@ -39,9 +39,9 @@ from ..network import CoordinatewiseLSTM
 from .atomic import write_file_atomic, write_folder_atomic
 from .distributed import Distribution, from_environment
 from .estimators import ESTIMATORS
-from .families import SampledArchitectureTask
+from .tasks.families import SampledArchitectureTask
 from .metrics import METRICS
-from .registry import make_task
+from .tasks.registry import make_task
 from .schedules import META_LR_SCHEDULES, HorizonCurriculum, meta_lr
 from .tasks import Task, seeded
 from .truncated import BatchLayout, Recipe, Unroller, random_scales
@@ -82,7 +82,7 @@ class RunConfig:
     """A meta-training run.
 
     Args:
-        task (dict): task spec for :func:`~learned_optim.meta.registry.make_task`.
+        task (dict): task spec for :func:`~learned_optim.meta.tasks.registry.make_task`.
         network (dict): :class:`~learned_optim.CoordinatewiseLSTM` config.
         recipe (Recipe): truncated-BPTT hyperparameters.
         episodes (int): episodes (meta-batches) to train.

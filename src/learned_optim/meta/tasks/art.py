@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import DataError
-from .tasks import Problem, ProblemBatch, Task
+from .mnist import DataError
+from .base import Problem, ProblemBatch, Task
 
 ENV_VAR = "LEARNED_OPTIM_ART"
 """Folder with ``vgg16_features.safetensors``, ``content/`` and ``style/`` (the layout of ``shared/data/art``)."""

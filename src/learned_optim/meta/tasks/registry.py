@@ -9,7 +9,10 @@ import torch
 
 from .art import style_transfer_task
 from .families import MixtureTask, MNISTConvNetFamily, MNISTMLPFamily
-from .tasks import QuadraticTask, SimpleTask, Task, mnist_mlp_task, mnist_task, paper_convnet
+from .base import Task
+from .mnist import mnist_mlp_task, mnist_task
+from .modules import paper_convnet
+from .synthetic import QuadraticTask, SimpleTask
 
 _MNIST_RECIPE = {
     "network": {"hidden_size": 20, "num_layers": 2, "preprocessing": "log_sign", "p": 10.0, "output_scale": 0.1},

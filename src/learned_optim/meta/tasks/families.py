@@ -18,7 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .tasks import ACTIVATIONS, ModuleTask, Problem, ProblemBatch, Task, convnet, mlp, mnist_task
+from .base import Problem, ProblemBatch, Task
+from .mnist import mnist_task
+from .modules import ACTIVATIONS, ModuleTask, convnet, mlp
 
 PAPER_INIT_STD = 0.01
 """The paper's MNIST initialisation, N(0, 0.01²)."""

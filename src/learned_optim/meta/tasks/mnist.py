@@ -1,4 +1,5 @@
-"""MNIST from the standard IDX ``.gz`` files: find, download (md5-verified, atomic), parse, split.
+"""MNIST: the standard IDX ``.gz`` files (found, downloaded md5-verified and atomically, parsed, split) and the
+tasks that train models on its minibatches.
 
 The files are looked for, in order, in an explicit ``root`` folder, in the folder named by the
 ``LEARNED_OPTIM_MNIST`` environment variable, and in the user cache
@@ -19,11 +20,13 @@ import os
 import struct
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from .atomic import write_file_atomic
+from ..atomic import write_file_atomic
+from .modules import ACTIVATIONS, ModuleTask, mlp
 
 ENV_VAR = "LEARNED_OPTIM_MNIST"
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/")
@@ -119,3 +122,52 @@ def load_split(split: str, root: str | None = None, download: bool = True) -> tu
         raise DataError(f"MNIST files in {folder} disagree: {images.shape[0]} images, {labels.shape[0]} labels")
     images = images[start:stop]
     return images.reshape(images.shape[0], -1).float().div_(255), labels[start:stop].long()
+
+
+def mnist_mlp_task(
+    hidden_sizes: tuple[int, ...] = (20,),
+    activation: str = "sigmoid",
+    split: str = "train",
+    batch_size: int = 128,
+    init_std: float = 0.01,
+    root: str | None = None,
+    heldout_split: str | None = None,
+    device: torch.device | str | None = None,
+) -> ModuleTask:
+    """MLPs on MNIST minibatches with cross-entropy (the paper's MNIST experiment).
+
+    Args:
+        hidden_sizes (tuple[int, ...], optional): hidden layer widths (default: ``(20,)``).
+        activation (str, optional): ``"sigmoid"``, ``"relu"`` or ``"tanh"`` (default: ``"sigmoid"``).
+        split (str, optional): images the minibatches come from, ``"train"`` (first 50k training
+            images), ``"validation"`` (last 10k) or ``"test"`` (default: ``"train"``).
+        batch_size (int, optional): minibatch size (default: 128).
+        init_std (float, optional): std of the Gaussian initialisation (default: 0.01).
+        root (str, optional): folder of the MNIST files (see :mod:`learned_optim.meta.tasks.mnist`).
+        heldout_split (str, optional): split of each problem's held-out loss (default: None, no held-out loss).
+        device (torch.device, optional): where the images and models live (default: CPU).
+    """
+    if activation not in ACTIVATIONS:  # fail now, not at the first sample
+        raise ValueError(f"Invalid activation: {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+    return mnist_task(lambda: mlp(784, hidden_sizes, 10, activation, init_std), split, batch_size, root, heldout_split,
+                      device)
+
+
+def mnist_task(
+    model_factory: Callable[[], nn.Module],
+    split: str = "train",
+    batch_size: int = 128,
+    root: str | None = None,
+    heldout_split: str | None = None,
+    device: torch.device | str | None = None,
+) -> ModuleTask:
+    """Models from ``model_factory`` (taking flat ``[B, 784]`` images) on MNIST minibatches with cross-entropy,
+    e.g. ``mnist_task(paper_convnet)``; the other arguments as :func:`mnist_mlp_task`'s."""
+    images, labels = (data.to(device) for data in load_split(split, root))
+
+    def sample_batch(generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        index = torch.randint(images.shape[0], (batch_size,), generator=generator).to(images.device)
+        return images[index], labels[index]
+
+    heldout = tuple(data.to(device) for data in load_split(heldout_split, root)) if heldout_split else None
+    return ModuleTask(model_factory, sample_batch, heldout=heldout, device=device)
