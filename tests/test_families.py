@@ -1,4 +1,4 @@
-"""Task families with a sampled architecture per problem (mnist-mlps, mnist-convnets)."""
+"""Task families with a sampled architecture per problem (mnist-mlps, mnist-convnets, user-models)."""
 
 import json
 import re
@@ -9,7 +9,7 @@ from torch import nn
 
 from learned_optim import CoordinatewiseLSTM
 from learned_optim.meta.tasks.families import (HELD_OUT_CONVNET, HELD_OUT_MLPS, MLPConfig, MNISTConvNetFamily,
-                                        MNISTMLPFamily)
+                                              MNISTMLPFamily)
 from learned_optim.meta.tasks.registry import DEFAULTS, make_task
 from learned_optim.meta.suites import run_suite, suite_panels
 from learned_optim.meta.tasks import convnet, seeded
@@ -116,7 +116,9 @@ def test_generalist_suite_runs_held_out_tasks_and_summarises_against_the_best_ba
     assert panels["mnist-20-sigmoid-10000"].steps == 10_000
     for panel in panels.values():
         if panel.spec["name"] == "mnist":
-            assert MLPConfig(tuple(panel.spec["hidden_sizes"]), panel.spec["activation"], "paper", 128) in HELD_OUT_MLPS
+            assert MLPConfig(tuple(panel.spec["hidden_sizes"]), panel.spec["activation"], "paper",
+                             panel.spec.get("batch_size", 128)) in HELD_OUT_MLPS
+    assert panels["text-lm-300"].spec == {"name": "text-lm"}  # HELD_OUT_LANGUAGE_MODEL
     convnet = make_task({"name": "mnist-convnet", "root": mnist_root()}, "test").sample(seeded(0))
     assert sum(p.numel() for p in convnet.params.values()) == 18_314
     tiny = {name: panel._replace(steps=3, protocol={**panel.protocol, "problems": 2, "tuning_problems": 1,
@@ -145,3 +147,19 @@ def test_a_suite_on_the_validation_split_draws_other_problems_and_is_never_mixed
     assert "MNIST validation images" in readme and "| validation-set loss |" in readme
     with pytest.raises(ValueError, match="'split': \\('test', 'validation'\\)"):
         run_suite(random_network(), tiny, {"split": "validation"}, tmp_path / "mixed", "", tmp_path / "test")
+
+
+def test_mlp_family_options_come_from_the_spec_and_depth_zero_is_logistic_regression():
+    family = make_task({"name": "mnist-mlps", "depths": [0, 1], "batch_sizes": [16, 512], "root": mnist_root()})
+    configs = [family.config(seeded(seed)) for seed in range(100)]
+    assert {len(c.hidden_sizes) for c in configs} == {0, 1} and {c.batch_size for c in configs} == {16, 512}
+    regression = next(seed for seed, c in enumerate(configs) if not c.hidden_sizes)
+    problem = family.sample(seeded(regression))
+    assert {name: tuple(p.shape) for name, p in problem.params.items()} == {"0.weight": (10, 784), "0.bias": (10,)}
+    assert all(MLPConfig((), activation, "paper", 128) in HELD_OUT_MLPS for activation in ("sigmoid", "relu"))
+
+
+def test_the_user_models_mixture_draws_mlps_convnets_and_language_models():
+    mixture = make_task({"name": "user-models"})
+    kinds = {type(mixture._task_for(seeded(seed))).__name__ for seed in range(60)}
+    assert kinds == {"MNISTMLPFamily", "MNISTConvNetFamily", "TextLMFamily"}

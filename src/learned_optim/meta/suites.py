@@ -56,9 +56,15 @@ GENERALIST_PANELS = {
                                    {"problems": 10, "tuning_problems": 3, "lr_grid": _COARSE_GRID}),
     "mnist-20-sigmoid-10000": Panel({"hidden_sizes": [20]}, 10_000, "MNIST MLP, 20 sigmoid units, 10,000 steps",
                                     {"problems": 3, "tuning_problems": 1, "lr_grid": _COARSE_GRID}),
+    "mnist-logreg-100": Panel({"hidden_sizes": []}, 100, "MNIST logistic regression, 100 steps"),
+    "mnist-20-relu-b32-500": Panel({"hidden_sizes": [20], "activation": "relu", "batch_size": 32}, 500,
+                                   "MNIST MLP, 20 ReLU units, batch 32, 500 steps",
+                                   {"problems": 10, "tuning_problems": 3, "lr_grid": _COARSE_GRID}),
+    "text-lm-300": Panel({"name": "text-lm"}, 300, "Byte-level Transformer on Python source (1 block, width 32), "
+                         "300 steps", {"problems": 5, "tuning_problems": 2, "lr_grid": _COARSE_GRID}),
 }
-"""Issue 10's targets for a generalist default: architectures, activations and horizons beyond one training task
-(none of them a configuration the training mixture draws); baselines tuned for each panel's horizon."""
+"""A generalist default's tests: architectures, activations, batch sizes, horizons and a language model beyond one
+training task (none of them a configuration a training family draws); baselines tuned for each panel's horizon."""
 SUITES = {"mnist-paper": ("mnist", MNIST_PANELS), "neural-art": ("art", NEURAL_ART_PANELS),
           "generalist": ("mnist", GENERALIST_PANELS)}
 """Suite name -> (task family, panels)."""

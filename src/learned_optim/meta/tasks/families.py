@@ -35,10 +35,13 @@ class MLPConfig:
 
 
 HELD_OUT_MLPS = frozenset(
-    MLPConfig(hidden_sizes, activation, "paper", 128)
-    for hidden_sizes, activation in [((20,), "sigmoid"), ((40,), "sigmoid"), ((20, 20), "sigmoid"), ((20,), "relu")]
+    [MLPConfig(hidden_sizes, activation, "paper", 128)
+     for hidden_sizes, activation in [((20,), "sigmoid"), ((40,), "sigmoid"), ((20, 20), "sigmoid"), ((20,), "relu")]]
+    + [MLPConfig((), activation, "paper", 128) for activation in ACTIVATIONS]  # logistic regression
+    + [MLPConfig((20,), "relu", "paper", 32)]
 )
-"""The mnist-paper panels' and the generalist suite's MLPs (paper init, batch 128): never drawn."""
+"""The mnist-paper panels' and the generalist suite's MLPs and logistic regression (paper init, batch 128; the ReLU
+MLP also at batch 32): never drawn."""
 
 
 def _choice(options: tuple, generator: torch.Generator) -> Any:
@@ -96,9 +99,9 @@ class MNISTFamily(SampledArchitectureTask):
 
 
 class MNISTMLPFamily(MNISTFamily):
-    """MLPs on MNIST: depth uniform in ``depths``, each width log-uniform in ``widths``, activation, initialisation
-    (the paper's N(0, 0.01²) or PyTorch's default) and minibatch size uniform over their options; never one of
-    :data:`HELD_OUT_MLPS`. The data arguments as :class:`MNISTFamily`'s."""
+    """MLPs on MNIST: depth uniform in ``depths`` (0: logistic regression), each width log-uniform in ``widths``,
+    activation, initialisation (the paper's N(0, 0.01²) or PyTorch's default) and minibatch size uniform over their
+    options; never one of :data:`HELD_OUT_MLPS`. The data arguments as :class:`MNISTFamily`'s."""
 
     def __init__(self, split: str = "train", widths: tuple[int, int] = (16, 128), depths: tuple[int, int] = (1, 3),
                  activations: tuple[str, ...] = ("sigmoid", "tanh", "relu", "gelu"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import torch
@@ -13,6 +14,7 @@ from .base import Task
 from .mnist import mnist_mlp_task, mnist_task
 from .modules import paper_convnet
 from .synthetic import QuadraticTask, SimpleTask
+from .text import HELD_OUT_LANGUAGE_MODEL, LanguageModelConfig, TextLMFamily, text_lm_task
 
 _MNIST_RECIPE = {
     "network": {"hidden_size": 20, "num_layers": 2, "preprocessing": "log_sign", "p": 10.0, "output_scale": 0.1},
@@ -53,6 +55,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "mnist-convnets": _like_mnist({"name": "mnist-convnets"}),
     "mixture": _like_mnist({"name": "mixture", "components": [{"name": "mnist-mlps", "weight": 0.7},
                                                               {"name": "mnist-convnets", "weight": 0.3}]}),
+    "text-lm": _like_mnist({"name": "text-lm"}),  # a byte-level Transformer on Python source (text.py)
+    "text-lms": _like_mnist({"name": "text-lms"}),  # sampled ones
+    "user-models": _like_mnist({"name": "user-models", "components": [
+        {"name": "mnist-mlps", "depths": [0, 3], "batch_sizes": [16, 32, 64, 128, 256, 512], "weight": 0.5},
+        {"name": "mnist-convnets", "batch_sizes": [16, 32, 64, 128, 256], "weight": 0.25},
+        {"name": "text-lms", "weight": 0.25}]}),  # logistic regression, MLPs, ConvNets and language models
 }
 """Per task family: the task options used for meta-training, the paper's network constants
 (paper-notes: quadratics use the raw gradient and output scale 1; MNIST log/sign with p = 10 and
@@ -66,7 +74,10 @@ baseline's best rate, to keep VGG-16's cost in reach)."""
 TASK_NAMES = tuple(DEFAULTS)
 _EXTRA_OPTIONS = {"quadratic": {"dim"}, "mnist": {"batch_size", "init_std", "root"},
                   "art": {"root", "vgg", "min_crop"}, "simple": set(), "mnist-convnet": {"batch_size", "root"},
-                  "mnist-mlps": {"root"}, "mnist-convnets": {"root"}, "mixture": set()}
+                  "mnist-mlps": {"root", "widths", "depths", "activations", "inits", "batch_sizes"},
+                  "mnist-convnets": {"root", "channels", "batch_sizes"}, "mixture": set(),
+                  "text-lm": {"width", "layers", "context", "batch_size"}, "text-lms": {"widths", "batch_sizes"},
+                  "user-models": set()}
 
 
 def make_task(spec: dict[str, Any], split: str = "train", heldout_split: str | None = None,
@@ -93,13 +104,18 @@ def make_task(spec: dict[str, Any], split: str = "train", heldout_split: str | N
         return SimpleTask(device)
     if name == "art":
         return style_transfer_task(split=split, device=device, **options)
-    if name == "mixture":
-        components = options.get("components", DEFAULTS["mixture"]["task"]["components"])
+    if name in ("mixture", "user-models"):
+        components = options.get("components", DEFAULTS[name]["task"]["components"])
         if any(not isinstance(c, dict) or c.get("name") in (None, "mixture") or "weight" not in c for c in components):
             raise ValueError(f"mixture components are {{'name': task, 'weight': w, ...options}} of tasks other than "
                              f"mixture, got {components}")
         return MixtureTask([(make_task({k: v for k, v in c.items() if k != "weight"}, split, heldout_split, device),
                              c["weight"]) for c in components])
+    if name == "text-lm":
+        return text_lm_task(LanguageModelConfig(**{**dataclasses.asdict(HELD_OUT_LANGUAGE_MODEL), **options}), split,
+                            device)
+    if name == "text-lms":
+        return TextLMFamily(split, device=device, **options)
     if name == "mnist-convnet":
         return mnist_task(paper_convnet, split=split, heldout_split=heldout_split, device=device, **options)
     if name in ("mnist-mlps", "mnist-convnets"):
