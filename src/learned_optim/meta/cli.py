@@ -34,6 +34,8 @@ def command_line() -> str:
 
 
 def _task_spec(args: argparse.Namespace) -> dict:
+    if args.task_module is not None:
+        return {"name": "module", "reference": args.task_module}
     spec = dict(DEFAULTS[args.task]["task"])
     if args.hidden_sizes is not None:
         spec["hidden_sizes"] = args.hidden_sizes
@@ -61,7 +63,11 @@ def _mixture_component(text: str) -> dict:
 
 
 def _add_task_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", choices=TASK_NAMES, default="quadratic", help="task family (default: quadratic)")
+    parser.add_argument("--task", choices=[name for name in TASK_NAMES if name != "module"], default="quadratic",
+                        help="task family (default: quadratic)")
+    parser.add_argument("--task-module", metavar="MODULE:FUNCTION",
+                        help="your own task: FUNCTION(split) in MODULE (or FILE.py) returns a ModuleTask of your "
+                        "model, data and loss; training then fine-tunes l2o-generalist by default")
     parser.add_argument("--hidden-sizes", type=int, nargs="+", help="mnist: hidden layer widths (default: 20)")
     parser.add_argument("--activation", choices=sorted(ACTIVATIONS), help="mnist: activation (default: sigmoid)")
     parser.add_argument("--mixture", nargs="+", metavar="NAME:WEIGHT",
@@ -320,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "task_module", None) is not None:
+        args.task = "module"  # its defaults: the generalist fine-tuned (DEFAULTS["module"])
     missing = [name for name in ("tqdm", "matplotlib") if importlib.util.find_spec(name) is None]
     if missing:
         parser.exit(2, f"{parser.prog}: error: meta-training needs {', '.join(missing)}: "

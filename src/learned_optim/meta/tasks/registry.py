@@ -14,6 +14,7 @@ from .base import Task
 from .mnist import mnist_mlp_task, mnist_task
 from .modules import paper_convnet
 from .synthetic import QuadraticTask, SimpleTask
+from .user import load_user_task
 from .text import HELD_OUT_LANGUAGE_MODEL, LanguageModelConfig, TextLMFamily, text_lm_task
 
 _MNIST_RECIPE = {
@@ -57,6 +58,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                                                               {"name": "mnist-convnets", "weight": 0.3}]}),
     "text-lm": _like_mnist({"name": "text-lm"}),  # a byte-level Transformer on Python source (text.py)
     "text-lms": _like_mnist({"name": "text-lms"}),  # sampled ones
+    "module": {  # the user's own task (train --task-module), fine-tuning the generalist
+        "task": {"name": "module", "reference": None},
+        "network": {"hidden_size": 20, "num_layers": 2, "preprocessing": "adam", "p": 10.0, "output_scale": 0.03,
+                    "output": "tanh"},
+        "training": {"init": "l2o-generalist", "objective": "log", "meta_lr": 1e-4, "meta_lr_warmup": 5, "clip": 1.0,
+                     "meta_lr_schedule": "cosine", "validation_metric": "final", "num_validation": 20,
+                     "validate_every": 10},
+        "evaluation": {"steps": 100, "problems": 20, "tuning_problems": 10},
+    },
     "user-models": _like_mnist({"name": "user-models", "components": [
         {"name": "mnist-mlps", "depths": [0, 3], "batch_sizes": [16, 32, 64, 128, 256, 512], "weight": 0.5},
         {"name": "mnist-convnets", "batch_sizes": [16, 32, 64, 128, 256], "weight": 0.25},
@@ -77,7 +87,7 @@ _EXTRA_OPTIONS = {"quadratic": {"dim"}, "mnist": {"batch_size", "init_std", "roo
                   "mnist-mlps": {"root", "widths", "depths", "activations", "inits", "batch_sizes"},
                   "mnist-convnets": {"root", "channels", "batch_sizes"}, "mixture": set(),
                   "text-lm": {"width", "layers", "context", "batch_size"}, "text-lms": {"widths", "batch_sizes"},
-                  "user-models": set()}
+                  "user-models": set(), "module": set()}
 
 
 def make_task(spec: dict[str, Any], split: str = "train", heldout_split: str | None = None,
@@ -111,6 +121,10 @@ def make_task(spec: dict[str, Any], split: str = "train", heldout_split: str | N
                              f"mixture, got {components}")
         return MixtureTask([(make_task({k: v for k, v in c.items() if k != "weight"}, split, heldout_split, device),
                              c["weight"]) for c in components])
+    if name == "module":
+        if not isinstance(options.get("reference"), str):
+            raise ValueError("the module task needs a reference, MODULE:FUNCTION or FILE.py:FUNCTION (--task-module)")
+        return load_user_task(options["reference"], split)
     if name == "text-lm":
         return text_lm_task(LanguageModelConfig(**{**dataclasses.asdict(HELD_OUT_LANGUAGE_MODEL), **options}), split,
                             device)
