@@ -350,25 +350,50 @@ def test_published_card_of_a_fine_tune_names_every_stage_and_their_total_time(tm
     stages = card[card.index("- Earlier stages"):].splitlines()[0]
     assert stages.index(f"`{first}` (2 episodes, best at ") < stages.index(f"`{second}` (2 episodes, best at ")
     assert f"`{third}`" not in stages and stages.count(" episodes, ") == 2
-    checkpoints = [Run(run).checkpoint() for run in (first, second, third)]
-    assert all(c["validation_s"] > 0 for c in checkpoints)
-    total = sum(c["elapsed_s"] + c["validation_s"] for c in checkpoints)
-    validation = sum(c["validation_s"] for c in checkpoints)
+    summaries = [Run(run).summary() for run in (first, second, third)]
+    assert all(c["validation_s"] > 0 for c in summaries)
+    assert [c["validation_s"] for c in summaries] == [Run(run).checkpoint()["validation_s"]
+                                                      for run in (first, second, third)]
+    total = sum(c["elapsed_s"] + c["validation_s"] for c in summaries)
+    validation = sum(c["validation_s"] for c in summaries)
     assert f"Wall-clock of all stages: {total:.0f} s ({total / 3600:.2f} h), of which {validation:.0f} s validation." \
         in stages
     assert "Earlier stages" not in (publish(first, tmp_path / "first-ckpt") / "README.md").read_text()
 
 
-def test_card_of_a_run_from_before_validation_was_timed_says_its_time_counts_episodes_only(tmp_path):
+def test_card_of_a_run_whose_validation_was_not_timed_says_its_time_counts_episodes_only(tmp_path):
     main(["train", str(tmp_path / "run"), *TINY, "--episodes", "2"])
     run = Run(tmp_path / "run")
     checkpoint = run.checkpoint()
-    del checkpoint["validation_s"]  # as written before validation was timed
+    checkpoint["validation_s"] = None  # as runs that did not time their validation recorded it
     torch.save(checkpoint, run.checkpoint_path)
+    lines = run.log_path.read_text().splitlines()
+    last = json.loads(lines[-1])
+    lines[-1] = json.dumps({**last, "validation_s": None})
+    run.log_path.write_text("\n".join(lines) + "\n")
     card = (publish(tmp_path / "run", tmp_path / "ckpt") / "README.md").read_text()
-    assert f"wall-clock: {checkpoint['elapsed_s']:.0f} s (" in card and "episodes only (validation not timed)" in card
-    main(["train", str(tmp_path / "run"), "--resume", "--episodes", "3"])  # a resumed old run stays untimed
-    assert Run(tmp_path / "run").checkpoint()["validation_s"] is None
+    assert f"wall-clock: {last['elapsed_s']:.0f} s (" in card and "episodes only (validation not timed)" in card
+    main(["train", str(tmp_path / "run"), "--resume", "--episodes", "3"])  # a resumed untimed run stays untimed
+    assert Run(tmp_path / "run").summary()["validation_s"] is None
+
+
+def test_the_run_summary_comes_from_the_log_as_training_kept_it(tmp_path):
+    main(["train", str(tmp_path / "run"), *TINY, "--episodes", "3"])
+    run = Run(tmp_path / "run")
+    summary, checkpoint = run.summary(), run.checkpoint()
+    assert summary["episode"] == checkpoint["episode"] == 3
+    assert summary["best"] == {k: checkpoint["best"][k] for k in ("episode", "validation_loss")}
+    assert (summary["elapsed_s"], summary["validation_s"]) == (checkpoint["elapsed_s"], checkpoint["validation_s"])
+    run.checkpoint_path.unlink()  # a kept run folder has none
+    assert run.summary() == summary
+    horizon = run.log()[-1]["validation_horizon"]
+    worse = {"episode": 4, "validation_loss": summary["best"]["validation_loss"] + 1, "validation_horizon": horizon}
+    with run.log_path.open("a") as log:
+        log.write(json.dumps(worse) + "\n")
+    assert run.summary()["best"] == summary["best"]  # the best, not the last
+    with run.log_path.open("a") as log:  # a curriculum's longer horizon: its validations alone compete
+        log.write(json.dumps({**worse, "episode": 5, "validation_horizon": horizon * 2}) + "\n")
+    assert run.summary()["best"]["episode"] == 5
 
 
 def test_ablation_refuses_runs_validated_differently(tmp_path, capsys):

@@ -109,18 +109,21 @@ ESTIMATOR_NAMES = {"bptt": "truncated BPTT", "pes": "persistent evolution strate
 
 def _recipe(config: RunConfig) -> dict:
     """The recipe as the card shows it: the estimator's options only for PES, the random scale's granularity only
-    when per tensor (so the cards of earlier runs read as they did before these options)."""
+    when per tensor, the horizon's sampling only when used (so the cards of earlier runs read as they did before
+    these options)."""
     recipe = config.to_json()["recipe"]
     if recipe["estimator"] == "bptt":
         del recipe["estimator"], recipe["pes_sigma"]
     if recipe["random_scale_per"] == "coordinate":
         del recipe["random_scale_per"]
+    if recipe["min_horizon"] is None and recipe["unknown_horizon"] == 0:
+        del recipe["min_horizon"], recipe["unknown_horizon"]
     return recipe
 
 
 def _meta_training(run: Run) -> str:
     """How ``run`` was meta-trained, as model-card bullets."""
-    config, checkpoint, stages = run.config, run.checkpoint(), lineage(run)
+    config, summary, stages = run.config, run.summary(), lineage(run)
     start = (f"; initialised from `{config.init}`{config.step_scaled}." if config.init
              else f"; fresh `{config.network_init}` initialisation.")
     training_data, validation_data = DATA.get(_data_family(config.task), DATA[None])
@@ -131,35 +134,35 @@ def _meta_training(run: Run) -> str:
         "schedule "
         f"`{config.meta_lr_schedule}` with {config.meta_lr_warmup} warm-up episodes; horizon curriculum "
         f"`{config.curriculum or 'none'}`; seed {config.seed}{start}",
-        f"- Episodes: {checkpoint['episode']}; the best network by validation loss ({metric} on "
+        f"- Episodes: {summary['episode']}; the best network by validation loss ({metric} on "
         f"{config.num_validation} fixed held-out problems"
         + validation_data
-        + f", every {config.validate_every} episodes) was found at episode {checkpoint['best']['episode']} "
-        f"(validation loss {checkpoint['best']['validation_loss']:.4g}).",
-        f"- Meta-training wall-clock: {_wall_clock(checkpoint)} on {_hardware(run)}.",
+        + f", every {config.validate_every} episodes) was found at episode {summary['best']['episode']} "
+        f"(validation loss {summary['best']['validation_loss']:.4g}).",
+        f"- Meta-training wall-clock: {_wall_clock(summary)} on {_hardware(run)}.",
         f"- Command: `{_command(run)}`",
     ]
     if stages:
-        checkpoints = [stage.checkpoint() for stage in stages]
+        summaries = [stage.summary() for stage in stages]
         described = [f"`{stage.folder}` ({c['episode']} episodes, best at {c['best']['episode']}, "
                      f"{_wall_clock(c)} on {_hardware(stage)}): `{_command(stage)}`"
-                     for stage, c in zip(stages, checkpoints)]
+                     for stage, c in zip(stages, summaries)]
         lines.append("- Earlier stages, each next stage starting from the best network of the one before (earliest "
                      f"first): {'; '.join(described)}. "
-                     f"Wall-clock of all stages: {_wall_clock(checkpoint, *checkpoints)}.")
+                     f"Wall-clock of all stages: {_wall_clock(summary, *summaries)}.")
     return "\n".join(lines)
 
 
-def _wall_clock(*checkpoints: dict) -> str:
-    """The runs' meta-training time, e.g. ``"1200 s (0.33 h), of which 300 s validation"``; runs checkpointed before
-    validation was timed count their episodes only, and the text says so."""
-    total = sum(c["elapsed_s"] + (c.get("validation_s") or 0.0) for c in checkpoints)
-    validation = sum(c.get("validation_s") or 0.0 for c in checkpoints)
-    untimed = sum(c.get("validation_s") is None for c in checkpoints)
-    if untimed == len(checkpoints):
+def _wall_clock(*summaries: dict) -> str:
+    """The runs' meta-training time (from :meth:`Run.summary`), e.g. ``"1200 s (0.33 h), of which 300 s validation"``;
+    runs whose validation was not timed count their episodes only, and the text says so."""
+    total = sum(c["elapsed_s"] + (c["validation_s"] or 0.0) for c in summaries)
+    validation = sum(c["validation_s"] or 0.0 for c in summaries)
+    untimed = sum(c["validation_s"] is None for c in summaries)
+    if untimed == len(summaries):
         note = "episodes only (validation not timed)"
     elif untimed:
-        note = f"of which {validation:.0f} s validation (not timed in {untimed} of the {len(checkpoints)} runs)"
+        note = f"of which {validation:.0f} s validation (not timed in {untimed} of the {len(summaries)} runs)"
     else:
         note = f"of which {validation:.0f} s validation"
     return f"{total:.0f} s ({total / 3600:.2f} h), {note}"

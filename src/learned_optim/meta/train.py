@@ -249,6 +249,24 @@ class Run:
             return []
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
 
+    def summary(self) -> dict[str, Any]:
+        """What the log says of the run: ``episode`` (the last one trained), ``best`` (``episode`` and
+        ``validation_loss`` of the best validation at the last validation horizon, as training keeps ``best/``),
+        and the seconds spent in episodes and in validation (``elapsed_s``, ``validation_s``; None where not
+        recorded) by the last validation."""
+        log = self.log()
+        validations = [entry for entry in log if "validation_loss" in entry]
+        if not validations:
+            raise ValueError(f"{self.folder} has no validation in its log; train it first")
+        horizon = validations[-1].get("validation_horizon")
+        latest = validations[max((i + 1 for i, v in enumerate(validations) if v.get("validation_horizon") != horizon),
+                                 default=0):]
+        best = min(latest, key=lambda entry: entry["validation_loss"])  # the first of equal losses, as training keeps
+        episodes = [entry["episode"] for entry in log if "meta_loss" in entry]
+        return {"episode": max(episodes, default=0),
+                "best": {"episode": best["episode"], "validation_loss": best["validation_loss"]},
+                "elapsed_s": validations[-1].get("elapsed_s"), "validation_s": validations[-1].get("validation_s")}
+
     def sessions(self) -> list[dict[str, Any]]:
         """One log entry per (re)start of training: the command and the hardware it ran on."""
         return [entry for entry in self.log() if entry.get("event") == "start"]
@@ -427,8 +445,11 @@ class Trainer:
         dist.all_reduce(sums)
         values = dict(zip(VALIDATION_METRICS, (sums / config.num_validation).tolist()))
         loss = values[config.validation_metric]
+        if self.validation_s is not None:
+            self.validation_s += time.perf_counter() - started
         self.log({"episode": self.episode, "validation_loss": loss, "validation_mean": values["mean"],
-                  "validation_final": values["final"], "validation_horizon": horizon})
+                  "validation_final": values["final"], "validation_horizon": horizon, "elapsed_s": self.elapsed,
+                  "validation_s": self.validation_s})
         best = self.best
         if best is None or best.get("horizon", horizon) != horizon or loss < best["validation_loss"]:
             self.best = {"episode": self.episode, "validation_loss": loss, "horizon": horizon}  # its weights: best/
@@ -449,8 +470,6 @@ class Trainer:
         if self.curriculum.observe(self.episode, loss):
             self.log({"episode": self.episode, "event": "curriculum", "horizon": self.curriculum.horizon,
                       "validation_horizon": self.curriculum.validation_horizon})
-        if self.validation_s is not None:
-            self.validation_s += time.perf_counter() - started
 
     def save(self) -> None:
         """The checkpoint, written atomically (by the main process)."""
