@@ -1,8 +1,8 @@
 """Learned optimizers for PyTorch: the coordinatewise LSTM of Andrychowicz et al. (2016)."""
 
-from .network import CheckpointError, CoordinatewiseLSTM
+from .network import CoordinatewiseLSTM
 from .optimizer import LearnedOptimizer
-from .pretrained import list_pretrained
+from .pretrained import CheckpointError, list_pretrained
 
 __all__ = ["CheckpointError", "CoordinatewiseLSTM", "LearnedOptimizer", "list_pretrained"]
 __version__ = "0.1.0"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -13,8 +12,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from huggingface_hub import PyTorchModelHubMixin, constants
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 from torch import Tensor, nn
 
 from .functional import (OUTPUTS, PROGRESS_FEATURES, FusedWeights, chunked_update, fast_update_,
@@ -27,10 +25,6 @@ CONFIG_KEYS = ("hidden_size", "num_layers", "preprocessing", "p", "output_scale"
 _LATER_KEYS = {"output": "linear", "nominal": 0.0, "scale_rate": 0.0, "progress": False}
 """Options added after the first checkpoints: written to ``config.json`` only when not at their default, so older
 checkpoints keep their config and fingerprint."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder is missing, malformed, or does not match the network it should load into."""
 
 
 class CoordinatewiseLSTM(
@@ -261,116 +255,15 @@ class CoordinatewiseLSTM(
         try:
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            from .pretrained import CheckpointError
+
             config = Path(pretrained_model_name_or_path) / constants.CONFIG_NAME
             raise CheckpointError(f"{config} is not valid JSON ({error}); "
                                   "save or download the checkpoint again") from error
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, config: dict | None = None, map_location: str = "cpu", **kwargs):
-        """Strict, safetensors-only loading from a local folder (resolved by :mod:`learned_optim.pretrained`).
+        """Strict, safetensors-only loading from a local folder: :func:`learned_optim.pretrained.read_folder`."""
+        from .pretrained import read_folder
 
-        The config is checked, then the tensor names, shapes and dtypes in the safetensors header against
-        it, all before anything is allocated; then the weights are loaded, checked to be finite and, where
-        the file records one, against its fingerprint.
-        """
-        folder = Path(model_id)
-        if not folder.is_dir():
-            raise CheckpointError(
-                f"checkpoint folder {model_id!r} does not exist; use learned_optim.pretrained.resolve() "
-                "to turn a bundled name or Hub repo id into a folder"
-            )
-        if config is None:
-            raise CheckpointError(f"checkpoint {model_id!r} has no {constants.CONFIG_NAME}; "
-                                  "save it with save_pretrained()")
-        config = _checked_config(config, folder / constants.CONFIG_NAME)
-        weights = folder / constants.SAFETENSORS_SINGLE_FILE
-        if not weights.is_file():
-            raise CheckpointError(f"checkpoint {model_id!r} has no {constants.SAFETENSORS_SINGLE_FILE}")
-        try:
-            with safe_open(os.fspath(weights), "pt", device="cpu") as handle:
-                header = {name: (tuple(handle.get_slice(name).get_shape()), handle.get_slice(name).get_dtype())
-                          for name in handle.keys()}
-                metadata = handle.metadata() or {}
-        except (SafetensorError, OSError, ValueError) as error:
-            raise CheckpointError(
-                f"{weights} is not a readable safetensors file ({error}); it may be truncated or corrupt: "
-                "download or save the checkpoint again"
-            ) from error
-        expected = _expected_shapes(config)
-        shapes = {name: shape for name, (shape, _) in header.items()}
-        if shapes != expected:
-            missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
-            misshapen = [f"{name} {shapes[name]} (expected {shape})" for name, shape in expected.items()
-                         if name in shapes and shapes[name] != shape]
-            raise CheckpointError(f"{weights} does not match its config {config}: missing {missing}, "
-                                  f"unexpected {unexpected}, misshapen {misshapen}")
-        extra_keys = sorted(set(metadata) - {"format", "fingerprint"})
-        if extra_keys:
-            raise CheckpointError(f"{weights} has unexpected metadata keys {extra_keys}; "
-                                  "the file is corrupt or was not written by learned_optim: save it again")
-        dtypes = {name: dtype for name, (_, dtype) in header.items() if dtype != "F32"}
-        if dtypes:
-            raise CheckpointError(f"{weights} holds tensors of dtype {dtypes}; checkpoints are float32 (F32)")
-        model = cls(**config)
-        try:
-            load_model(model, os.fspath(weights), strict=True, device=map_location)
-        except (SafetensorError, RuntimeError) as error:
-            raise CheckpointError(f"{weights} could not be read ({error}); "
-                                  "download or save the checkpoint again") from error
-        broken = [name for name, tensor in model.state_dict().items() if not torch.isfinite(tensor).all()]
-        if broken:
-            raise CheckpointError(f"{weights} holds non-finite (nan/inf) weights in {broken}: a diverged or corrupt "
-                                  "checkpoint would write nan into your model; use another checkpoint")
-        if "fingerprint" in metadata and metadata["fingerprint"] != model.fingerprint():
-            raise CheckpointError(f"{weights} does not match the fingerprint it was saved with: the file was changed "
-                                  "or corrupted after saving; download or save the checkpoint again")
-        return model.eval()
-
-
-_CONSTRUCTOR_DEFAULTS = {name: parameter.default for name, parameter in
-                         inspect.signature(CoordinatewiseLSTM.__init__).parameters.items()
-                         if parameter.default is not inspect.Parameter.empty}
-MAX_HIDDEN_SIZE, MAX_LAYERS = 4096, 64
-"""Bounds on a checkpoint's declared network size (the paper's is 20 units, 2 layers)."""
-
-
-def _checked_config(config: dict, path: Path) -> dict[str, Any]:
-    """``config`` if its keys, types and ranges are valid, else a :class:`CheckpointError` naming ``path``."""
-    unknown = set(config) - set(CONFIG_KEYS)
-    if unknown:
-        raise CheckpointError(f"{path} has unknown config keys {sorted(unknown)}; expected a subset of "
-                              f"{list(CONFIG_KEYS)} (was it written by another library?)")
-    checks = {
-        "hidden_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_HIDDEN_SIZE,
-        "num_layers": lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_LAYERS,
-        "preprocessing": lambda v: isinstance(v, str) and v in PREPROCESSINGS,
-        "p": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
-        "output_scale": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-        "output": lambda v: isinstance(v, str) and v in OUTPUTS,
-        "nominal": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0,
-        "scale_rate": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1,
-        "progress": lambda v: isinstance(v, bool),
-    }
-    invalid = {key: config[key] for key, ok in checks.items() if key in config and not ok(config[key])}
-    if config.get("nominal") and config.get("preprocessing") not in NOMINAL_ENCODINGS:
-        invalid["nominal"] = config["nominal"]
-    if invalid:
-        raise CheckpointError(f"{path} has an invalid config: {invalid} (hidden_size 1..{MAX_HIDDEN_SIZE}, "
-                              f"num_layers 1..{MAX_LAYERS}, preprocessing one of {sorted(PREPROCESSINGS)}, "
-                              f"finite p > 0 and output_scale, finite nominal >= 0, scale_rate in [0, 1], progress "
-                              f"a bool, output one of {sorted(OUTPUTS)}; a nominal term needs preprocessing one of "
-                              f"{list(NOMINAL_ENCODINGS)})")
-    return config
-
-
-def _expected_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-    """The tensor shapes of :class:`CoordinatewiseLSTM` ``(**config)``, computed without building it."""
-    config = {**_CONSTRUCTOR_DEFAULTS, **config}
-    hidden, layers = config["hidden_size"], config["num_layers"]
-    features = PREPROCESSINGS[config["preprocessing"]].features + PROGRESS_FEATURES * bool(config["progress"])
-    shapes = {"head.weight": (1, hidden), "head.bias": (1,)}
-    for layer in range(layers):
-        shapes.update({f"cells.{layer}.weight_ih": (4 * hidden, features if layer == 0 else hidden),
-                       f"cells.{layer}.weight_hh": (4 * hidden, hidden),
-                       f"cells.{layer}.bias_ih": (4 * hidden,), f"cells.{layer}.bias_hh": (4 * hidden,)})
-    return shapes
+        return read_folder(cls, model_id, config, map_location)
