@@ -406,3 +406,25 @@ def test_prepared_weights_are_computed_once_per_weights_object_and_the_oldest_dr
     assert [prepared(first), prepared(first), prepared(second)] == [1, 1, 2]
     assert prepared(third) == 3 and prepared(second) == 2 and prepared(first) == 4  # first was dropped
     assert calls == [first, second, third, first] and len(prepared.entries) == 2
+
+
+def test_the_thread_count_follows_measured_speed_and_probes_the_other_as_the_load_changes():
+    chooser = kernel.ThreadChooser()
+    assert chooser.choose(1, 10**6) == 1  # nothing to choose
+    per_coordinate = {2: 1.0, 1: 1.8}  # an idle machine: two threads faster
+
+    def call():
+        threads = chooser.choose(2, 1000)
+        chooser.record(2, 1000, threads, per_coordinate[threads] * 1000)
+        return threads
+
+    assert [call(), call()] == [2, 1]  # each timed once
+    idle = [call() for _ in range(3 * kernel.PROBE_EVERY)]
+    assert idle.count(1) == 3 and set(idle) == {1, 2}  # the faster, and a probe of the other every PROBE_EVERY calls
+    per_coordinate[2] = 6.0  # another process busies the cores: a two-thread call waits for the second core
+    busy = [call() for _ in range(3 * kernel.PROBE_EVERY)]
+    assert busy[:3].count(1) >= 1 and busy[10:].count(2) <= 3  # switched to one thread within a few calls
+    per_coordinate[2] = 1.0  # the other process ends: the next probe finds two threads faster again
+    after = [call() for _ in range(2 * kernel.PROBE_EVERY)]
+    assert after[-kernel.PROBE_EVERY:].count(1) == 1  # back on two threads but for the periodic probe
+    assert chooser.choose(2, 10**6) == 2  # another size class is timed on its own

@@ -53,6 +53,8 @@ STALE_DAYS = 30
 touched at every load; builds for other CPUs sharing the folder age out)."""
 MIN_COORDINATES_PER_THREAD = 4_096
 """Below this many coordinates per thread, handing a thread its share costs more than it saves."""
+PROBE_EVERY = 64
+"""Kernel calls of one size class between two timings of the thread count not in use (:class:`ThreadChooser`)."""
 NO_OPENMP = re.compile(r"openmp|gomp|libomp|-lomp|omp\.h", re.IGNORECASE)
 """What compilers say when they have no OpenMP (gcc: ``cannot find -lgomp``; clang: ``unsupported option
 '-fopenmp'``, ``library not found for -lomp``): only then is a build without it worth a second try."""
@@ -242,6 +244,46 @@ def fused_update_many_(weights: Any, grads: list[Tensor], states: list[Tensor], 
     _run(weights, grads, states, outs, moments, True, lr, decay, maximize, precision)
 
 
+class ThreadChooser:
+    """How many threads a kernel call runs on, chosen by measurement: one, or the most its size can use.
+
+    On an idle machine more threads are faster; beside another busy process a thread that waits for a core stalls
+    the whole call, and one thread is faster (``benchmarks/step_contention.py``). Per size class, each candidate is
+    timed once, then the faster per coordinate runs (its time a running average) and every :data:`PROBE_EVERY` calls
+    the other is timed again, so the choice follows the machine's load. The results do not depend on the choice:
+    every coordinate is computed alike on any thread.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[tuple[int, int], dict[int, float]] = {}  # size class: threads -> seconds per coordinate
+        self.calls: dict[tuple[int, int], int] = {}
+
+    def choose(self, most: int, coordinates: int) -> int:
+        """The thread count for a call over ``coordinates`` that could use up to ``most`` threads."""
+        if most <= 1:
+            return 1
+        key = (most, coordinates.bit_length())
+        self.calls[key] = self.calls.get(key, 0) + 1
+        timed = self.seconds.setdefault(key, {})
+        for candidate in (most, 1):
+            if candidate not in timed:
+                return candidate
+        faster = min(timed, key=timed.get)
+        slower = 1 if faster == most else most
+        return slower if self.calls[key] % PROBE_EVERY == 0 else faster
+
+    def record(self, most: int, coordinates: int, threads: int, seconds: float) -> None:
+        """A call's time: the running average of the count in use, the new timing of a probed one."""
+        if most <= 1:
+            return
+        timed, per_coordinate = self.seconds[(most, coordinates.bit_length())], seconds / max(coordinates, 1)
+        in_use = threads in timed and timed[threads] <= min(timed.values())
+        timed[threads] = 0.75 * timed[threads] + 0.25 * per_coordinate if in_use else per_coordinate
+
+
+_threads = ThreadChooser()
+
+
 def _run(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Tensor], moments: list[Tensor | None],
          accumulate: bool, lr: float, decay: float, maximize: bool, precision: str) -> None:
     """One kernel call over the tiles of all the tensors, split over up to ``torch.get_num_threads()`` threads."""
@@ -258,8 +300,17 @@ def _run(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Ten
                  (ctypes.c_int * count)(*[int(s.dtype == torch.bfloat16) for s in states]),
                  (ctypes.c_int64 * count)(*totals), pointers(*[None if m is None else m.data_ptr() for m in moments]),
                  pointers(*[o.data_ptr() for o in outs]), -1.0 if maximize else 1.0, int(accumulate), decay, lr)
-    threads = max(1, min(torch.get_num_threads(), sum(totals) // MIN_COORDINATES_PER_THREAD, tiles))
+    coordinates = sum(totals)
+    most = max(1, min(torch.get_num_threads(), coordinates // MIN_COORDINATES_PER_THREAD, tiles))
+    threads = _threads.choose(most, coordinates)
     work = torch.empty(threads, _library.learned_optim_work_size(network[0], network[2]), dtype=torch.float32)
+    started = time.perf_counter()
+    _split(arguments, tiles, threads, work)
+    _threads.record(most, coordinates, threads, time.perf_counter() - started)
+
+
+def _split(arguments: tuple, tiles: int, threads: int, work: Tensor) -> None:
+    """The kernel over ``tiles`` tiles on ``threads`` threads, each with its row of ``work``."""
     if _library.splits_with_openmp:  # one call: OpenMP splits the tiles
         _library.learned_optim_step(*arguments, 0, tiles, threads, work.data_ptr())
         return

@@ -101,7 +101,8 @@ class LearnedOptimizer(Optimizer):
             a step over fewer CPU coordinates than this runs on one thread (the PyTorch path's many small
             operations stall when other processes busy the cores), a larger one on torch's threads; 0
             always uses torch's threads. The kernel splits the coordinates over torch's threads itself,
-            at least 4,096 per thread (default: 2**20).
+            at least 4,096 per thread, or runs them on one thread where that measures faster, as beside another busy
+            process (:class:`learned_optim.kernel.ThreadChooser`) (default: 2**20).
 
     Example:
         >>> model = torch.nn.Linear(4, 1)
