@@ -42,13 +42,14 @@ def checkpoint(tmp_path, network):
     return folder
 
 
-def torchrun(args: list[str]) -> None:
-    """``python -m learned_optim.meta ARGS`` on 2 CPU processes under torchrun (gloo), one thread each."""
+def torchrun(args: list[str], program: tuple[str, ...] = ("-m", "learned_optim.meta")) -> None:
+    """``python -m learned_optim.meta ARGS`` (or another ``program``) on 2 CPU processes under torchrun (gloo), one
+    thread each."""
     import subprocess
     import sys
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "learned_optim.meta", *args]
+               *program, *args]
     result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from learned_optim import LearnedOptimizer, kernel
-from learned_optim.functional import fast_update_
+from learned_optim.functional import execution_path, fast_update_
 from learned_optim.fusion import PreparedWeights
 from learned_optim.pretrained import load
 
@@ -428,3 +428,17 @@ def test_the_thread_count_follows_measured_speed_and_probes_the_other_as_the_loa
     after = [call() for _ in range(2 * kernel.PROBE_EVERY)]
     assert after[-kernel.PROBE_EVERY:].count(1) == 1  # back on two threads but for the periodic probe
     assert chooser.choose(2, 10**6) == 2  # another size class is timed on its own
+
+
+def test_no_kernel_is_handed_a_tensor_subclass(network):
+    class Wrapped(torch.Tensor):
+        pass
+
+    weights, grad = network.fused_weights(), torch.randn(8)
+    state, out = network.initial_state(8), torch.zeros(8)
+    assert execution_path(weights, grad, state, out) in ("cpu-kernel", "pytorch")
+    for wrapped in ({"grad": grad.as_subclass(Wrapped)}, {"state": state.as_subclass(Wrapped)},
+                    {"out": out.as_subclass(Wrapped)}):
+        arguments = {"grad": grad, "state": state, "out": out, **wrapped}
+        assert execution_path(weights, **arguments) == "pytorch"
+        assert not kernel.supports(weights, arguments["grad"], arguments["state"], arguments["out"])

@@ -30,6 +30,11 @@ import math
 import torch
 from torch import Tensor
 
+try:
+    from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
+except ImportError:  # a build of torch without torch.distributed
+    DTensor = None
+
 BETAS = (0.9, 0.99)
 """The decay rates of the alignment's first and second moments."""
 SCALE_BOUNDS = (0.1, 10.0)
@@ -39,17 +44,26 @@ INITIAL_STATE = (0.0, 0.0, 0.0, 0.0)
 """``(log scale, m, v, count)`` before the first step: the network's own scale."""
 
 
-def alignment_terms(grads: list[Tensor], previous: list[Tensor]) -> Tensor:
+def alignment_terms(grads: list[Tensor], previous: list[Tensor], params: list[Tensor] | None = None) -> Tensor:
     r"""``[3]`` float64 on the CPU: :math:`\langle \nabla, u \rangle`, :math:`\lVert \nabla \rVert^2`,
     :math:`\lVert u \rVert^2` summed over the tensors of one group (three dot products per tensor, one transfer per
-    device)."""
+    device). Where ``params[k]`` is a ``DTensor``, ``grads[k]`` and ``previous[k]`` are its local shard's, and their
+    terms are summed over the shards (a collective over its mesh), so every rank steps the same scale."""
     per_device: dict[torch.device, list[Tensor]] = {}
-    for grad, update in zip(grads, previous):
+    for k, (grad, update) in enumerate(zip(grads, previous)):
         grad = grad.to(update.dtype)
-        per_device.setdefault(update.device, []).append(
-            torch.stack([torch.dot(grad, update), torch.dot(grad, grad), torch.dot(update, update)]).double())
+        terms = torch.stack([torch.dot(grad, update), torch.dot(grad, grad), torch.dot(update, update)]).double()
+        if params is not None and DTensor is not None and isinstance(params[k], DTensor):
+            terms = _summed_over_shards(terms, params[k])
+        per_device.setdefault(terms.device, []).append(terms)
     return sum((torch.stack(terms).sum(0).cpu() for terms in per_device.values()),
                torch.zeros(3, dtype=torch.float64))
+
+
+def _summed_over_shards(terms: Tensor, param: Tensor) -> Tensor:
+    """The sum of a sharded parameter's per-shard ``terms`` over its mesh (replicated dimensions counted once)."""
+    placements = [Partial() if isinstance(placement, Shard) else Replicate() for placement in param.placements]
+    return DTensor.from_local(terms, param.device_mesh, placements).full_tensor()
 
 
 def control_step(state: Tensor, terms: Tensor, rate: float) -> Tensor:

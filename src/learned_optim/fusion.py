@@ -20,11 +20,16 @@ PREPARED_CACHE_SIZE = 16
 """Weights objects kept prepared per kernel (the oldest is dropped first)."""
 
 
+PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+
+
 def fusable(weights: Any, device: str, grad: Tensor, state: Tensor, out: Tensor | None,
             moments: Tensor | None) -> bool:
     """Whether a kernel for ``device`` (``"cpu"`` or ``"cuda"``) takes these arguments: there, float32 weights,
-    output and moments, a contiguous float32 or bfloat16 state, an encoding and an output it knows."""
-    return (weights.head_weight.device.type == device and grad.device.type == device
+    output and moments, a contiguous float32 or bfloat16 state, an encoding and an output it knows, and plain tensors
+    only (a tensor subclass such as a ``DTensor`` has no memory a kernel could address: never handed one)."""
+    return (all(t is None or type(t) in PLAIN_TENSORS for t in (grad, state, out, moments))
+            and weights.head_weight.device.type == device and grad.device.type == device
             and weights.head_weight.dtype == torch.float32
             and weights.preprocessing in PREPROCESSING_CODES and weights.output in OUTPUT_CODES
             and state.device.type == device and state.dtype in (torch.float32, torch.bfloat16)

@@ -13,6 +13,11 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+try:
+    from torch.distributed.tensor import DTensor
+except ImportError:  # a build of torch without torch.distributed
+    DTensor = None
+
 from . import pretrained as checkpoints
 from . import kernel
 from .control import INITIAL_STATE, alignment_terms, control_step
@@ -224,7 +229,8 @@ class LearnedOptimizer(Optimizer):
         if work is None:
             self.skipped_steps += 1
             return loss
-        cpu_coordinates = sum(p.numel() for _, p, _ in work if p.device.type == "cpu")
+        work = [(g, p, local(grad)) for g, p, grad in work]  # a sharded parameter steps its own shard
+        cpu_coordinates = sum(local(p).numel() for _, p, _ in work if p.device.type == "cpu")
         small = 0 < cpu_coordinates < self.parallel_threshold and not kernel.available()
         with _threads(1 if small else None):
             self._update(work)
@@ -235,17 +241,17 @@ class LearnedOptimizer(Optimizer):
         parameters the fused CPU kernel takes are updated in one kernel call per group. In a group with step-scale
         control the network's update goes to the parameter's ``previous_update`` first, and then into the
         parameter times the group's new scale."""
-        flats = []  # each parameter's flat (contiguous) view or copy
+        flats = []  # each parameter's (local shard's) flat contiguous view or copy
         for g, p, grad in work:
-            state, network = self.state[p], self.networks[g]
+            state, network, shard = self.state[p], self.networks[g], local(p)
             if not state:
-                state[STATE_KEY] = network.initial_state(p.numel(), self.param_groups[g]["state_dtype"], p.device)
-                moments = network.initial_moments(p.numel(), p.device)
+                state[STATE_KEY] = network.initial_state(shard.numel(), self.param_groups[g]["state_dtype"], p.device)
+                moments = network.initial_moments(shard.numel(), p.device)
                 if moments is not None:
                     state[MOMENTS_KEY] = moments
             if network.scale_rate and PREVIOUS_KEY not in state:
-                state[PREVIOUS_KEY] = torch.zeros(p.numel(), dtype=torch.float32, device=p.device)
-            flats.append(p.contiguous().view(-1))  # a non-contiguous parameter: a copy, written back at the end
+                state[PREVIOUS_KEY] = torch.zeros(shard.numel(), dtype=torch.float32, device=p.device)
+            flats.append(shard.contiguous().view(-1))  # a non-contiguous parameter: a copy, written back at the end
         scales = self._control_scales(work)
         step_weights = {}  # (group index, device): the group's network at this step's progress, fused
         batches: dict[int, tuple[FusedWeights, list]] = {}  # group index: weights, [(grad, out, state)]
@@ -275,8 +281,8 @@ class LearnedOptimizer(Optimizer):
                 options = _step_options(self.param_groups[g])
                 flat.mul_(options["decay"]).add_(self.state[p][PREVIOUS_KEY].to(flat.dtype),
                                                  alpha=options["lr"] * scales[g])
-            if not p.is_contiguous():
-                p.copy_(flat.view(p.shape))
+            if not local(p).is_contiguous():
+                local(p).copy_(flat.view(local(p).shape))
         for g in {g for g, _, _ in work}:
             if STEPS_KEY in self.param_groups[g]:
                 self.param_groups[g][STEPS_KEY] += 1
@@ -284,16 +290,17 @@ class LearnedOptimizer(Optimizer):
     def _control_scales(self, work: list[tuple[int, Tensor, Tensor]]) -> dict[int, float]:
         """Steps the controller of each group with step-scale control from its gradients and its parameters' previous
         updates (:mod:`learned_optim.control`); returns each such group's new scale."""
-        controlled: dict[int, tuple[list[Tensor], list[Tensor]]] = {}
+        controlled: dict[int, tuple[list[Tensor], list[Tensor], list[Tensor]]] = {}
         for g, p, grad in work:
             if self.networks[g].scale_rate:
-                grads, previous = controlled.setdefault(g, ([], []))
+                grads, previous, params = controlled.setdefault(g, ([], [], []))
                 grads.append(grad.reshape(-1))
                 previous.append(self.state[p][PREVIOUS_KEY])
+                params.append(p)
         scales = {}
-        for g, (grads, previous) in controlled.items():
+        for g, (grads, previous, params) in controlled.items():
             group = self.param_groups[g]
-            terms = alignment_terms(grads, previous)
+            terms = alignment_terms(grads, previous, params)
             if group["maximize"]:
                 terms[0] = -terms[0]  # the network stepped along -grad
             state = control_step(torch.tensor(group[CONTROL_KEY], dtype=torch.float64), terms,
@@ -368,21 +375,22 @@ class LearnedOptimizer(Optimizer):
                     f"{f' and {PREVIOUS_KEY!r}' if network.scale_rate else ''}: "
                     "this state dict is not from a LearnedOptimizer"
                 )
-            if PREVIOUS_KEY in entry and tuple(entry[PREVIOUS_KEY].shape) != (p.numel(),):
+            numel = local(p).numel()
+            if PREVIOUS_KEY in entry and tuple(entry[PREVIOUS_KEY].shape) != (numel,):
                 raise ValueError(f"loaded previous update for parameter {key} has shape "
-                                 f"{tuple(entry[PREVIOUS_KEY].shape)}, expected {(p.numel(),)}: it was saved for "
+                                 f"{tuple(entry[PREVIOUS_KEY].shape)}, expected {(numel,)}: it was saved for "
                                  "another parameter")
             if not network.scale_rate:
                 entry = {k: v for k, v in entry.items() if k != PREVIOUS_KEY}
-            expected = (2 * network.num_layers, p.numel(), network.hidden_size)
+            expected = (2 * network.num_layers, numel, network.hidden_size)
             if tuple(entry[STATE_KEY].shape) != expected:
                 raise ValueError(
                     f"loaded LSTM state for parameter {key} has shape {tuple(entry[STATE_KEY].shape)}, expected "
                     f"{expected}: it was saved for another parameter or another network"
                 )
-            if MOMENTS_KEY in entry and tuple(entry[MOMENTS_KEY].shape) != (network.num_moments, p.numel()):
+            if MOMENTS_KEY in entry and tuple(entry[MOMENTS_KEY].shape) != (network.num_moments, numel):
                 raise ValueError(f"loaded moments for parameter {key} have shape {tuple(entry[MOMENTS_KEY].shape)}, "
-                                 f"expected {(network.num_moments, p.numel())}: they were saved for another parameter "
+                                 f"expected {(network.num_moments, numel)}: they were saved for another parameter "
                                  "or another network")
             hidden[p] = entry
         groups = [{**copy.deepcopy({k: v for k, v in saved.items() if k != "params"}), "params": group["params"]}
@@ -422,6 +430,12 @@ class LearnedOptimizer(Optimizer):
             group.setdefault("maximize", False)
             group.setdefault("weight_decay", 0.0)
             group.setdefault("state_dtype", torch.float32)
+
+
+def local(tensor: Tensor) -> Tensor:
+    """A ``DTensor``'s local shard (the rule is coordinatewise, so a shard steps on its own, with no communication),
+    any other tensor itself."""
+    return tensor.to_local() if DTensor is not None and isinstance(tensor, DTensor) else tensor
 
 
 def _frozen_network(pretrained: Any, revision: str | None = None) -> CoordinatewiseLSTM:
