@@ -292,7 +292,11 @@ def test_evaluate_reuses_an_earlier_evaluations_baselines_and_refuses_other_sett
     assert "was measured with other settings" in refused and "'tuning_problems': (2, 3)" in refused
     with pytest.raises(SystemExit):
         main([*evaluate, "--out", str(tmp_path / "fourth"), "--baselines-from", str(tmp_path / "missing")])
-    assert "evaluate this panel once without --baselines-from" in capsys.readouterr().err
+    assert "missing does not exist; point at the folder of an earlier evaluation" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()  # an evaluation without this panel: its baselines are tuned here
+    main([*evaluate, "--out", str(tmp_path / "fifth"), "--baselines-from", str(tmp_path / "other")])
+    fifth = json.loads((tmp_path / "fifth" / "quadratic.json").read_text())
+    assert "baselines_from" not in fifth and fifth["results"] == first["results"]
 
 
 def test_evaluate_runs_the_named_panels_of_a_suite_and_refuses_unknown_ones(checkpoint, capsys):

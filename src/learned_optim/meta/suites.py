@@ -95,7 +95,7 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: d
     with a baseline, an image grid), and ``out/README.md``
     with a summary against the best tuned baseline and every table and figure; ``command`` is the command line
     that regenerates them. With ``baselines_from``, an earlier evaluation's folder, the baselines are taken from
-    its panels (:func:`measured_baselines`) instead of being tuned and run again.
+    its panels (:func:`measured_baselines`) instead of being tuned and run again (those it lacks are tuned).
     """
     if baselines_from is not None and any(panel.spec["name"] == "art" for panel in panels.values()):
         raise ValueError("neural-art panels draw the baselines' images, which an earlier evaluation does not keep; "
@@ -115,7 +115,8 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: d
         measured = None
         if baselines_from is not None:
             measured = measured_baselines(Path(baselines_from) / f"{name}.json", info)
-            info["baselines_from"] = str(baselines_from)
+            if measured is not None:
+                info["baselines_from"] = str(baselines_from)
         baselines = {key: BASELINES[key] for key in panel_protocol.get("baselines", BASELINES)}
         if measured is not None:
             measured = [summary for summary in measured if summary.name in baselines]
@@ -153,12 +154,15 @@ RECORDED_LATER = {"split": "test", "tuning_split": "test", "lr_grid": LR_GRID}
 """Panel settings that evaluations began to record later, with the values every evaluation before used."""
 
 
-def measured_baselines(path: Path, info: dict[str, Any]) -> list[Summary]:
+def measured_baselines(path: Path, info: dict[str, Any]) -> list[Summary] | None:
     """The baselines' summaries in an earlier evaluation's panel ``path``, checked to have been measured with the
-    panel settings in ``info`` (the same problems, tuning and grid: common random numbers)."""
+    panel settings in ``info`` (the same problems, tuning and grid: common random numbers); None where that
+    evaluation has no such panel (its baselines are then tuned and run here)."""
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"--baselines-from: {path.parent} does not exist; point at the folder of an earlier "
+                                "evaluation, or evaluate without --baselines-from")
     if not path.is_file():
-        raise FileNotFoundError(f"--baselines-from: {path} does not exist; evaluate this panel once without "
-                                "--baselines-from (or point at the folder of an evaluation that has it)")
+        return None
     earlier = json.loads(path.read_text())
     settings = {key: earlier.get(key, RECORDED_LATER.get(key)) for key in PANEL_SETTINGS}
     differing = {key: (settings[key], info[key]) for key in PANEL_SETTINGS if settings[key] != info[key]}
