@@ -30,11 +30,11 @@ def test_bundled_checkpoints_are_listed_with_descriptions():
     assert all(description for description in bundled.values())
 
 
-def test_default_optimizer_runs_the_generalist():
+def test_default_optimizer_runs_the_generalist_with_step_scale_control():
     optimizer = LearnedOptimizer([torch.nn.Parameter(torch.ones(2))])
-    assert DEFAULT_CHECKPOINT == "l2o-generalist"
-    generalist = CoordinatewiseLSTM.from_pretrained(resolve("l2o-generalist"))
-    assert optimizer.network.fingerprint() == generalist.fingerprint()
+    assert DEFAULT_CHECKPOINT == "l2o-generalist-2"
+    generalist = CoordinatewiseLSTM.from_pretrained(resolve("l2o-generalist-2"))
+    assert optimizer.network.fingerprint() == generalist.fingerprint() and generalist.scale_rate == 0.01
 
 
 def test_local_folder(checkpoint, network):

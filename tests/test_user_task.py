@@ -45,7 +45,7 @@ def test_a_users_task_meta_trains_from_the_generalist_by_file_or_module(user_fil
           "--unroll", "4", "--validate-every", "1", "--num-validation", "2"])
     config = json.loads((run / "run.json").read_text())
     assert config["task"] == {"name": "module", "reference": f"{user_file}:regression"}
-    assert config["init"] == "l2o-generalist" and config["network"]["preprocessing"] == "adam"
+    assert config["init"] == "l2o-generalist-2" and config["network"]["preprocessing"] == "adam"
     assert (run / "best" / "model.safetensors").is_file()
     monkeypatch.syspath_prepend(str(user_file.parent))
     assert isinstance(make_task({"name": "module", "reference": "my_tasks:regression"}, "validation"), ModuleTask)

@@ -35,8 +35,9 @@ class CheckpointError(ValueError):
     """A checkpoint folder is missing, malformed, or does not match the network it should load into."""
 
 
-DEFAULT_CHECKPOINT = "l2o-generalist"
-"""The network ``LearnedOptimizer(params)`` runs: meta-trained on many MLP architectures, not one task."""
+DEFAULT_CHECKPOINT = "l2o-generalist-2"
+"""The network ``LearnedOptimizer(params)`` runs: meta-trained on many MLP architectures, not one task, with
+step-scale control in the loop."""
 CHECKPOINT_FILES = [constants.CONFIG_NAME, constants.SAFETENSORS_SINGLE_FILE, "README.md"]
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 

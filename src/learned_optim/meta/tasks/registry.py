@@ -58,11 +58,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                                                               {"name": "mnist-convnets", "weight": 0.3}]}),
     "text-lm": _like_mnist({"name": "text-lm"}),  # a byte-level Transformer on Python source (text.py)
     "text-lms": _like_mnist({"name": "text-lms"}),  # sampled ones
-    "module": {  # the user's own task (train --task-module), fine-tuning the generalist
+    "module": {  # the user's own task (train --task-module), fine-tuning the default network
         "task": {"name": "module", "reference": None},
         "network": {"hidden_size": 20, "num_layers": 2, "preprocessing": "adam", "p": 10.0, "output_scale": 0.03,
-                    "output": "tanh"},
-        "training": {"init": "l2o-generalist", "objective": "log", "meta_lr": 1e-4, "meta_lr_warmup": 5, "clip": 1.0,
+                    "output": "tanh", "scale_rate": 0.01},
+        "training": {"init": "l2o-generalist-2", "objective": "log", "meta_lr": 1e-4, "meta_lr_warmup": 5, "clip": 1.0,
                      "meta_lr_schedule": "cosine", "validation_metric": "final", "num_validation": 20,
                      "validate_every": 10},
         "evaluation": {"steps": 100, "problems": 20, "tuning_problems": 10},
