@@ -10,7 +10,7 @@ from learned_optim import CheckpointError, LearnedOptimizer, kernel
 from learned_optim.functional import reference_update
 from learned_optim.optimizer import STATE_KEY
 
-from conftest import random_network
+from conftest import missing, random_network
 
 
 def grads_for(params, seed):
@@ -434,6 +434,36 @@ def test_small_steps_run_on_one_thread_and_restore_torchs_setting(network, thres
         with mock.patch.object(module, "fast_update_", recording):
             optimizer.step()
         assert seen == [1 if expected == 1 else 2]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threshold, expected", [(2**20, 1), (0, 2)])
+def test_a_small_steps_pytorch_operations_run_on_one_thread_and_the_kernel_on_up_to_torchs(network, threshold,
+                                                                                           expected, monkeypatch):
+    """Beside another busy process several threads stall on small operations; the kernel chooses its own count."""
+    from unittest import mock
+
+    if not kernel.available():
+        missing("the fused CPU kernel")
+    monkeypatch.setenv(kernel.ENV_VAR, "1")
+    seen, real = [], kernel.fused_update_many_
+
+    def recording(*args, **kwargs):
+        seen.append((torch.get_num_threads(), kwargs["max_threads"]))
+        return real(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        param = torch.nn.Parameter(torch.randn(10))
+        optimizer = LearnedOptimizer([param], random_network(preprocessing="adam", scale_rate=0.1),
+                                     parallel_threshold=threshold)
+        param.grad = torch.randn(10)
+        with mock.patch.object(kernel, "fused_update_many_", recording):
+            optimizer.step()
+        assert seen == [(expected, 2)] and optimizer.last_step_paths == {"cpu-kernel": 1}
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

@@ -46,18 +46,25 @@ INITIAL_STATE = (0.0, 0.0, 0.0, 0.0)
 
 def alignment_terms(grads: list[Tensor], previous: list[Tensor], params: list[Tensor] | None = None) -> Tensor:
     r"""``[3]`` float64 on the CPU: :math:`\langle \nabla, u \rangle`, :math:`\lVert \nabla \rVert^2`,
-    :math:`\lVert u \rVert^2` summed over the tensors of one group (three dot products per tensor, one transfer per
-    device). Where ``params[k]`` is a ``DTensor``, ``grads[k]`` and ``previous[k]`` are its local shard's, and their
-    terms are summed over the shards (a collective over its mesh), so every rank steps the same scale."""
-    per_device: dict[torch.device, list[Tensor]] = {}
-    for k, (grad, update) in enumerate(zip(grads, previous)):
-        grad = grad.to(update.dtype)
-        terms = torch.stack([torch.dot(grad, update), torch.dot(grad, grad), torch.dot(update, update)]).double()
-        if params is not None and DTensor is not None and isinstance(params[k], DTensor):
-            terms = _summed_over_shards(terms, params[k])
-        per_device.setdefault(terms.device, []).append(terms)
-    return sum((torch.stack(terms).sum(0).cpu() for terms in per_device.values()),
-               torch.zeros(3, dtype=torch.float64))
+    :math:`\lVert u \rVert^2` summed over the tensors of one group (a dot product per tensor and two foreach norms,
+    one transfer per device). Where ``params[k]`` is a ``DTensor``, ``grads[k]`` and ``previous[k]`` are its local
+    shard's, and their terms are summed over the shards (a collective over its mesh), so every rank steps the same
+    scale."""
+    grads = [grad.to(update.dtype) for grad, update in zip(grads, previous)]
+    by_device: dict[torch.device, list[int]] = {}
+    for k, update in enumerate(previous):
+        by_device.setdefault(update.device, []).append(k)
+    total = torch.zeros(3, dtype=torch.float64)
+    for indices in by_device.values():
+        mine, theirs = [grads[k] for k in indices], [previous[k] for k in indices]
+        terms = torch.stack([torch.stack([torch.dot(grad, update) for grad, update in zip(mine, theirs)]),
+                             torch.stack(torch._foreach_norm(mine)).square(),
+                             torch.stack(torch._foreach_norm(theirs)).square()], dim=1).double()  # [tensors, 3]
+        for row, k in enumerate(indices):
+            if params is not None and DTensor is not None and isinstance(params[k], DTensor):
+                terms[row] = _summed_over_shards(terms[row], params[k])
+        total += terms.sum(0).cpu()
+    return total
 
 
 def _summed_over_shards(terms: Tensor, param: Tensor) -> Tensor:

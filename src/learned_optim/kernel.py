@@ -236,12 +236,12 @@ def fused_update_(weights: Any, grad: Tensor, state: Tensor, *, out: Tensor | No
 @torch.no_grad()
 def fused_update_many_(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Tensor],
                        moments: list[Tensor | None], lr: float = 1.0, decay: float = 1.0, maximize: bool = False,
-                       precision: str = DEFAULT_PRECISION) -> None:
+                       precision: str = DEFAULT_PRECISION, max_threads: int | None = None) -> None:
     """:func:`fused_update_` with an ``out`` for each of several tensors in one call: ``outs[k] <- decay * outs[k]
     + lr * update_k``. The threads split the tensors' tiles laid end to end, so many small tensors (a model's
-    biases and norms) run like one large one, without a call per tensor. Call only where :func:`supports` holds
-    for every tensor."""
-    _run(weights, grads, states, outs, moments, True, lr, decay, maximize, precision)
+    biases and norms) run like one large one, without a call per tensor, on up to ``max_threads`` threads (default:
+    torch's). Call only where :func:`supports` holds for every tensor."""
+    _run(weights, grads, states, outs, moments, True, lr, decay, maximize, precision, max_threads)
 
 
 class ThreadChooser:
@@ -285,8 +285,10 @@ _threads = ThreadChooser()
 
 
 def _run(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Tensor], moments: list[Tensor | None],
-         accumulate: bool, lr: float, decay: float, maximize: bool, precision: str) -> None:
-    """One kernel call over the tiles of all the tensors, split over up to ``torch.get_num_threads()`` threads."""
+         accumulate: bool, lr: float, decay: float, maximize: bool, precision: str,
+         max_threads: int | None = None) -> None:
+    """One kernel call over the tiles of all the tensors, split over up to ``max_threads`` threads (default:
+    ``torch.get_num_threads()``)."""
     totals = [grad.shape[0] for grad in grads]
     tiles = sum(-(-total // _library.tile) for total in totals)
     if tiles == 0:
@@ -301,7 +303,7 @@ def _run(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Ten
                  (ctypes.c_int64 * count)(*totals), pointers(*[None if m is None else m.data_ptr() for m in moments]),
                  pointers(*[o.data_ptr() for o in outs]), -1.0 if maximize else 1.0, int(accumulate), decay, lr)
     coordinates = sum(totals)
-    most = max(1, min(torch.get_num_threads(), coordinates // MIN_COORDINATES_PER_THREAD, tiles))
+    most = max(1, min(max_threads or torch.get_num_threads(), coordinates // MIN_COORDINATES_PER_THREAD, tiles))
     threads = _threads.choose(most, coordinates)
     work = torch.empty(threads, _library.learned_optim_work_size(network[0], network[2]), dtype=torch.float32)
     started = time.perf_counter()

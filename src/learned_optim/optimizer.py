@@ -102,12 +102,12 @@ class LearnedOptimizer(Optimizer):
             TensorFloat-32 products), ``"ieee"`` (float32 on the CUDA cores, slower), ``"tf32"`` or ``"bf16"``. CPU
             parameters (:mod:`learned_optim.kernel`): ``"bf16"`` uses AVX-512-BF16 dot products where the CPU has
             them, and every other case computes in float32 (default: ``"tf32x3"``).
-        parallel_threshold (int, optional): without the fused CPU kernel (:mod:`learned_optim.kernel`),
-            a step over fewer CPU coordinates than this runs on one thread (the PyTorch path's many small
-            operations stall when other processes busy the cores), a larger one on torch's threads; 0
-            always uses torch's threads. The kernel splits the coordinates over torch's threads itself,
-            at least 4,096 per thread, or runs them on one thread where that measures faster, as beside another busy
-            process (:class:`learned_optim.kernel.ThreadChooser`) (default: 2**20).
+        parallel_threshold (int, optional): a step over fewer CPU coordinates than this runs its PyTorch
+            operations on one thread (many small operations on several threads stall when other processes busy the
+            cores), a larger one on torch's threads; 0 always uses torch's threads. The fused CPU kernel
+            (:mod:`learned_optim.kernel`) splits its coordinates over up to torch's threads itself, at least 4,096
+            per thread, or runs them on one thread where that measures faster, as beside another busy process
+            (:class:`learned_optim.kernel.ThreadChooser`) (default: 2**20).
 
     Example:
         >>> model = torch.nn.Linear(4, 1)
@@ -231,16 +231,16 @@ class LearnedOptimizer(Optimizer):
             return loss
         work = [(g, p, local(grad)) for g, p, grad in work]  # a sharded parameter steps its own shard
         cpu_coordinates = sum(local(p).numel() for _, p, _ in work if p.device.type == "cpu")
-        small = 0 < cpu_coordinates < self.parallel_threshold and not kernel.available()
+        small, threads = 0 < cpu_coordinates < self.parallel_threshold, torch.get_num_threads()
         with _threads(1 if small else None):
-            self._update(work)
+            self._update(work, threads)
         return loss
 
-    def _update(self, work: list[tuple[int, Tensor, Tensor]]) -> None:
+    def _update(self, work: list[tuple[int, Tensor, Tensor]], kernel_threads: int) -> None:
         """The learned update of every ``(group index, param, grad)``, the state created on first use. The
-        parameters the fused CPU kernel takes are updated in one kernel call per group. In a group with step-scale
-        control the network's update goes to the parameter's ``previous_update`` first, and then into the
-        parameter times the group's new scale."""
+        parameters the fused CPU kernel takes are updated in one kernel call per group, on up to ``kernel_threads``.
+        In a group with step-scale control the network's update goes to the parameter's ``previous_update`` first,
+        and then into the parameter times the group's new scale."""
         flats = []  # each parameter's (local shard's) flat contiguous view or copy
         for g, p, grad in work:
             state, network, shard = self.state[p], self.networks[g], local(p)
@@ -275,12 +275,18 @@ class LearnedOptimizer(Optimizer):
             grads, outs, states = zip(*batch)
             kernel.fused_update_many_(weights, grads, [state[STATE_KEY] for state in states], outs,
                                       [state.get(MOMENTS_KEY) for state in states], precision=self.precision,
+                                      max_threads=kernel_threads,
                                       **_step_options(self.param_groups[g], g in scales))
+        for g, scale in scales.items():  # each controlled group's parameters, with one foreach call per operation
+            targets = [(flat, self.state[p][PREVIOUS_KEY]) for (h, p, _), flat in zip(work, flats) if h == g]
+            options = _step_options(self.param_groups[g])
+            for dtype in {flat.dtype for flat, _ in targets}:  # foreach calls take one dtype
+                outs = [flat for flat, _ in targets if flat.dtype == dtype]
+                updates = [update.to(dtype) for flat, update in targets if flat.dtype == dtype]
+                if options["decay"] != 1:
+                    torch._foreach_mul_(outs, options["decay"])
+                torch._foreach_add_(outs, updates, alpha=options["lr"] * scale)
         for (g, p, _), flat in zip(work, flats):
-            if g in scales:
-                options = _step_options(self.param_groups[g])
-                flat.mul_(options["decay"]).add_(self.state[p][PREVIOUS_KEY].to(flat.dtype),
-                                                 alpha=options["lr"] * scales[g])
             if not local(p).is_contiguous():
                 local(p).copy_(flat.view(local(p).shape))
         for g in {g for g, _, _ in work}:
