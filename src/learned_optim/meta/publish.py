@@ -181,7 +181,7 @@ def _settings(run: Run) -> dict[str, object]:
 
 def _validations(run: Run, horizon: int) -> dict[int, float]:
     return {e["episode"]: e["validation_loss"] for e in run.log()
-            if "validation_loss" in e and e.get("validation_horizon", horizon) == horizon}
+            if "validation_loss" in e and e["validation_horizon"] == horizon}
 
 
 def ablation(runs: list[Run]) -> str:

@@ -150,8 +150,6 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: d
 
 PANEL_SETTINGS = ("task", "steps", "problems", "tuning_problems", "split", "tuning_split", "lr_grid")
 """What makes two evaluations of a panel comparable: the same problems, the same tuning and grid."""
-RECORDED_LATER = {"split": "test", "tuning_split": "test", "lr_grid": LR_GRID}
-"""Panel settings that evaluations began to record later, with the values every evaluation before used."""
 
 
 def measured_baselines(path: Path, info: dict[str, Any]) -> list[Summary] | None:
@@ -164,7 +162,7 @@ def measured_baselines(path: Path, info: dict[str, Any]) -> list[Summary] | None
     if not path.is_file():
         return None
     earlier = json.loads(path.read_text())
-    settings = {key: earlier.get(key, RECORDED_LATER.get(key)) for key in PANEL_SETTINGS}
+    settings = {key: earlier.get(key) for key in PANEL_SETTINGS}
     differing = {key: (settings[key], info[key]) for key in PANEL_SETTINGS if settings[key] != info[key]}
     if differing:
         raise ValueError(f"--baselines-from: {path} was measured with other settings (earlier, now): {differing}; "

@@ -451,7 +451,7 @@ class Trainer:
                   "validation_final": values["final"], "validation_horizon": horizon, "elapsed_s": self.elapsed,
                   "validation_s": self.validation_s})
         best = self.best
-        if best is None or best.get("horizon", horizon) != horizon or loss < best["validation_loss"]:
+        if best is None or best["horizon"] != horizon or loss < best["validation_loss"]:
             self.best = {"episode": self.episode, "validation_loss": loss, "horizon": horizon}  # its weights: best/
             if dist.is_main:
                 write_folder_atomic(run.best_path, self.network.save_weights)
