@@ -1,7 +1,7 @@
-"""Training a small Transformer with LearnedOptimizer, sharded by FSDP2 over the processes of a torchrun (gloo), or in
-one process without sharding: the same global batches, so the two must end with the same parameters.
+"""Training a small Transformer with LearnedOptimizer over the processes of a torchrun (gloo), sharded by FSDP2 or
+replicated by DDP, or in one process: the same global batches, so all must end with the same parameters.
 
-    torchrun --standalone --nproc-per-node 2 tests/fsdp_training.py OUT.pt [--scale-rate R]
+    torchrun --standalone --nproc-per-node 2 tests/fsdp_training.py OUT.pt [--ddp] [--scale-rate R]
     python tests/fsdp_training.py OUT.pt --single [--scale-rate R]
 """
 
@@ -16,7 +16,7 @@ from learned_optim.meta.tasks.text import CharTransformer
 STEPS, BATCH, CONTEXT = 4, 8, 16
 
 
-def train(sharded: bool, scale_rate: float) -> dict:
+def train(sharded: bool, scale_rate: float, replicated: bool = False) -> dict:
     torch.manual_seed(0)
     model = CharTransformer(context=CONTEXT, width=16, layers=2)
     rank, world = 0, 1
@@ -27,10 +27,13 @@ def train(sharded: bool, scale_rate: float) -> dict:
 
         dist.init_process_group("gloo")
         rank, world = dist.get_rank(), dist.get_world_size()
-        mesh = init_device_mesh("cpu", (world,))
-        for block in model.blocks:
-            fully_shard(block, mesh=mesh)
-        fully_shard(model, mesh=mesh)
+        if replicated:
+            model = torch.nn.parallel.DistributedDataParallel(model)
+        else:
+            mesh = init_device_mesh("cpu", (world,))
+            for block in model.blocks:
+                fully_shard(block, mesh=mesh)
+            fully_shard(model, mesh=mesh)
     optimizer = LearnedOptimizer(model.parameters(), pretrained.load().with_scale_rate(scale_rate))
     generator = torch.Generator().manual_seed(1)
     for _ in range(STEPS):
@@ -40,7 +43,7 @@ def train(sharded: bool, scale_rate: float) -> dict:
         logits = model(mine[:, :-1])
         torch.nn.functional.cross_entropy(logits, mine[:, 1:].reshape(-1)).backward()
         optimizer.step()
-    full = {name: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+    full = {name.removeprefix("module."): (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
             for name, p in model.named_parameters()}
     shard_floats = sum(state["lstm_state"].numel() for state in optimizer.state.values())
     result = {"params": full, "state_floats": shard_floats, "paths": optimizer.last_step_paths,
@@ -51,6 +54,7 @@ def train(sharded: bool, scale_rate: float) -> dict:
         states = [None] * world
         dist.all_gather_object(states, shard_floats)
         result["state_floats_per_rank"] = states
+        dist.barrier()  # no process tears its connections down while another still uses them
         dist.destroy_process_group()
     return result if rank == 0 else None
 
@@ -59,8 +63,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--single", action="store_true")
+    parser.add_argument("--ddp", action="store_true")
     parser.add_argument("--scale-rate", type=float, default=0.0)
     args = parser.parse_args()
-    result = train(not args.single and "WORLD_SIZE" in os.environ, args.scale_rate)
+    result = train(not args.single and "WORLD_SIZE" in os.environ, args.scale_rate, args.ddp)
     if result is not None:
         torch.save(result, args.out)

@@ -1,5 +1,5 @@
 """LearnedOptimizer where models are trained at scale: FSDP2's sharded (DTensor) parameters step on their local
-shards, with no gather, and end as an unsharded run does."""
+shards, with no gather, and DDP's replicas step alike; both end as one process does."""
 
 import pytest
 import torch
@@ -25,3 +25,16 @@ def test_fsdp2_on_two_processes_steps_each_shard_and_matches_one_unsharded_proce
     if scale_rate:
         assert sharded["scale_control"][0] == pytest.approx(single["scale_control"][0], rel=1e-3, abs=1e-7)
         assert sharded["scale_control"][0][3] == 3  # stepped from the second step on
+
+
+def test_ddp_on_two_processes_matches_one_process_with_the_defaults_step_scale_control(tmp_path):
+    out = tmp_path / "replicated.pt"
+    torchrun([str(out), "--ddp", "--scale-rate", "0.01"], program=("tests/fsdp_training.py",))
+    replicated, single = torch.load(out, weights_only=False), train(False, 0.01)
+    for name, expected in single["params"].items():
+        got = replicated["params"][name]
+        if name.endswith("qkv.bias"):  # attention ignores the keys' bias: its gradient is rounding noise, skip it
+            got, expected = got.view(3, -1)[[0, 2]], expected.view(3, -1)[[0, 2]]
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=name)
+    assert replicated["state_floats_per_rank"] == [single["state_floats"]] * 2  # each replica keeps the whole state
+    assert replicated["scale_control"][0] == pytest.approx(single["scale_control"][0], rel=1e-3, abs=1e-7)
