@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from learned_optim import CoordinatewiseLSTM, LearnedOptimizer
-from learned_optim.control import INITIAL_STATE, SCALE_BOUNDS, alignment_terms, batch_terms, control_step
+from learned_optim.control import INITIAL_STATE, SCALE_BOUNDS, BatchControl, alignment_terms, control_step
 from learned_optim.meta.pes import Particles
 from learned_optim.meta.tasks import stack_problems
 from learned_optim.meta.truncated import Unroller
@@ -38,12 +38,16 @@ def test_the_scale_grows_while_steps_stay_downhill_shrinks_after_overshoots_and_
         SCALE_BOUNDS[0])
 
 
-def test_alignment_terms_of_a_group_sum_its_tensors_and_batch_terms_agree():
+def test_alignment_terms_of_a_group_sum_its_tensors_and_meta_trainings_controllers_agree():
     grads, previous = [torch.randn(7), torch.randn(3)], [torch.randn(7), torch.randn(3)]
     g, u = torch.cat(grads), torch.cat(previous)
     expected = torch.stack([g @ u, g @ g, u @ u]).double()
     assert torch.allclose(alignment_terms(grads, previous), expected)
-    assert torch.allclose(batch_terms(g[None], u[None])[0], expected)
+    control = BatchControl(0.1, 1, 10, u)  # meta-training's controllers step on the same terms
+    control.previous = u[None].clone()
+    control.scaled(torch.ones(1, 10), g[None])
+    start = torch.tensor([INITIAL_STATE], dtype=torch.float64)
+    assert torch.allclose(control.state, control_step(start, expected[None], 0.1))
 
 
 def test_control_changes_the_trajectory_and_a_zero_rate_is_the_uncontrolled_network_exactly(path):

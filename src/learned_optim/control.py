@@ -30,10 +30,10 @@ import math
 import torch
 from torch import Tensor
 
-try:
-    from torch.distributed.tensor import DTensor, Partial, Replicate, Shard
-except ImportError:  # a build of torch without torch.distributed
-    DTensor = None
+from .fusion import DTensor
+
+if DTensor is not None:
+    from torch.distributed.tensor import Partial, Replicate, Shard
 
 BETAS = (0.9, 0.99)
 """The decay rates of the alignment's first and second moments."""
@@ -91,8 +91,21 @@ def control_step(state: Tensor, terms: Tensor, rate: float) -> Tensor:
     return torch.where(valid[..., None], torch.stack([new_log_scale, new_m, new_v, new_count], -1), state)
 
 
-def batch_terms(grads: Tensor, previous: Tensor) -> Tensor:
-    """``[K, 3]`` float64: :func:`alignment_terms` of ``K`` controllers at once, each of one row of ``grads`` and
-    ``previous`` (``[K, N]``; meta-training's problems)."""
-    grads = grads.to(previous.dtype)
-    return torch.stack([(grads * previous).sum(1), (grads * grads).sum(1), (previous * previous).sum(1)], -1).double()
+class BatchControl:
+    """The controllers of ``K`` problems stepped together (meta-training's rollouts): state ``[K, 4]`` and each
+    problem's previous update ``[K, N]``. :meth:`scaled` is the one step they all take."""
+
+    def __init__(self, rate: float, problems: int, coordinates: int, like: Tensor) -> None:
+        self.rate = rate
+        self.state = torch.tensor(INITIAL_STATE, dtype=torch.float64).repeat(problems, 1)
+        self.previous = like.new_zeros(problems, coordinates)
+
+    def scaled(self, update: Tensor, grad: Tensor) -> Tensor:
+        """``update [K, N]`` times each problem's new scale, its controller stepped first on ``grad [K, N]`` and its
+        previous update (the scale a constant of any graph ``update`` has)."""
+        grad = grad.detach().to(self.previous.dtype)
+        terms = torch.stack([(grad * self.previous).sum(1), (grad * grad).sum(1),
+                             (self.previous * self.previous).sum(1)], -1).double()
+        self.state = control_step(self.state, terms, self.rate)
+        self.previous = update.detach()
+        return update * self.state[:, 0].exp().to(update.dtype)[:, None]

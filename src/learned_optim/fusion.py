@@ -20,7 +20,18 @@ PREPARED_CACHE_SIZE = 16
 """Weights objects kept prepared per kernel (the oldest is dropped first)."""
 
 
+try:
+    from torch.distributed.tensor import DTensor
+except ImportError:  # a build of torch without torch.distributed
+    DTensor = None
+
 PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+
+
+def local(tensor: Tensor) -> Tensor:
+    """A ``DTensor``'s local shard (the rule is coordinatewise, so a shard steps on its own, with no communication),
+    any other tensor itself."""
+    return tensor.to_local() if DTensor is not None and isinstance(tensor, DTensor) else tensor
 
 
 def fusable(weights: Any, device: str, grad: Tensor, state: Tensor, out: Tensor | None,

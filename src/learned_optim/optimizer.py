@@ -13,16 +13,11 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-try:
-    from torch.distributed.tensor import DTensor
-except ImportError:  # a build of torch without torch.distributed
-    DTensor = None
-
 from . import pretrained as checkpoints
 from . import kernel
 from .control import INITIAL_STATE, alignment_terms, control_step
 from .functional import DEFAULT_CHUNK_SIZE, FusedWeights, execution_path, fast_update_
-from .fusion import DEFAULT_PRECISION, PRECISIONS
+from .fusion import DEFAULT_PRECISION, PRECISIONS, local
 from .network import CoordinatewiseLSTM
 
 STATE_KEY = "lstm_state"
@@ -436,12 +431,6 @@ class LearnedOptimizer(Optimizer):
             group.setdefault("maximize", False)
             group.setdefault("weight_decay", 0.0)
             group.setdefault("state_dtype", torch.float32)
-
-
-def local(tensor: Tensor) -> Tensor:
-    """A ``DTensor``'s local shard (the rule is coordinatewise, so a shard steps on its own, with no communication),
-    any other tensor itself."""
-    return tensor.to_local() if DTensor is not None and isinstance(tensor, DTensor) else tensor
 
 
 def _frozen_network(pretrained: Any, revision: str | None = None) -> CoordinatewiseLSTM:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from ..control import INITIAL_STATE, batch_terms, control_step
+from ..control import BatchControl
 from ..functional import FusedWeights, fast_update_
 from .tasks import Problem, ProblemBatch, stack_problems
 from .truncated import OBJECTIVES, AllReduce, BatchLayout, Recipe, apply_meta_gradient
@@ -51,9 +51,8 @@ class Particles:
         self.moments = [network.initial_moments(size, self.psi.device) for _ in range(self.layout.problems)]
         self.step = 0
         self.initial_loss, self.grad = self.loss_and_grad()
-        self.scale_rate = getattr(network, "scale_rate", 0.0)
-        self.control = torch.tensor(INITIAL_STATE, dtype=torch.float64).repeat(self.layout.problems, 1)
-        self.previous = torch.zeros_like(self.layout.per_problem(self.psi))
+        rate = getattr(network, "scale_rate", 0.0)
+        self.control = BatchControl(rate, self.layout.problems, size, self.psi) if rate else None
 
     def loss_and_grad(self) -> tuple[Tensor, Tensor]:
         """The losses ``[K]`` at the current step and their gradient with respect to :math:`\\psi`."""
@@ -69,15 +68,13 @@ class Particles:
         grads, psi = self.layout.per_problem(self.grad), self.layout.per_problem(self.psi)
         weights = [w.at_progress(self.step, self.total_steps) for w in weights]
         with torch.no_grad():
-            if not self.scale_rate:
+            if self.control is None:
                 for k, (state, moments) in enumerate(zip(self.states, self.moments)):
                     fast_update_(weights[k], grads[k], state, out=psi[k], moments=moments)
             else:
                 updates = torch.stack([fast_update_(weights[k], grads[k], state, moments=moments)
                                        for k, (state, moments) in enumerate(zip(self.states, self.moments))])
-                self.control = control_step(self.control, batch_terms(grads, self.previous), self.scale_rate)
-                self.previous = updates
-                psi.add_(updates * self.control[:, 0].exp().to(updates.dtype)[:, None])
+                psi.add_(self.control.scaled(updates, grads))
         self.step += 1
         loss, self.grad = self.loss_and_grad()
         return loss

@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..control import INITIAL_STATE, batch_terms, control_step
+from ..control import BatchControl
 from .metrics import FINAL_STEPS
 from .tasks import Params, Problem, ProblemBatch, stack_problems
 
@@ -198,9 +198,9 @@ class Unroller:
         initial, self.grad = self.loss_and_grad(self.psi)
         self.initial_loss = initial.detach()
         self.total_steps = total_steps
-        self.scale_rate = getattr(network, "scale_rate", 0.0)
-        self.control = torch.tensor(INITIAL_STATE, dtype=torch.float64).repeat(self.layout.problems, 1)
-        self.previous = torch.zeros_like(self.psi)
+        rate = getattr(network, "scale_rate", 0.0)
+        problems = self.layout.problems
+        self.control = BatchControl(rate, problems, size // problems, self.psi) if rate else None
 
     @property
     def progress(self) -> dict[str, int | None]:
@@ -210,13 +210,10 @@ class Unroller:
     def controlled(self, update: Tensor) -> Tensor:
         """``update`` times each problem's step scale, its controller stepped first (:mod:`learned_optim.control`;
         a network without step-scale control: ``update`` itself). The scale is a constant of the meta-graph."""
-        if not self.scale_rate:
+        if self.control is None:
             return update
-        terms = batch_terms(self.layout.per_problem(self.grad.detach()), self.layout.per_problem(self.previous))
-        self.control = control_step(self.control, terms, self.scale_rate)
-        self.previous = update.detach()
-        scales = self.control[:, 0].exp().to(update.dtype)
-        return (self.layout.per_problem(update) * scales[:, None]).reshape(-1)
+        per_problem = self.layout.per_problem
+        return self.control.scaled(per_problem(update), per_problem(self.grad)).reshape(-1)
 
     @property
     def theta(self) -> Tensor:
