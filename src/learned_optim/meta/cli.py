@@ -18,6 +18,7 @@ from ..network import CONFIG_KEYS
 from ..preprocessing import PREPROCESSINGS
 from .tasks.mnist import DataError
 from .evaluation import BASELINES, LR_GRID
+from .fitting import BUDGET_EPISODES, LONGEST_UNROLL, parse_duration, training_options
 from .metrics import FINAL_STEPS
 from .publish import publish
 from .tasks.registry import DEFAULTS, TASK_NAMES
@@ -97,10 +98,23 @@ def _default(key: str) -> str:
     return f"(default: {'; '.join([str(base), *families])})"
 
 
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def run_config(args: argparse.Namespace) -> RunConfig:
     """The run the arguments ask for: the task family's training defaults, overridden by the options given."""
     given = {key: getattr(args, key) for key in RECIPE_OPTIONS + RUN_OPTIONS if getattr(args, key) is not None}
-    options = {**DEFAULTS[args.task].get("training", {}), **given}
+    if args.validation_baseline == "none":
+        given["validation_baseline"] = None
+    if args.budget_s is not None and args.episodes is None:
+        given["episodes"] = BUDGET_EPISODES  # the budget sizes the run
+    defaults = (training_options(given.get("horizon", Recipe.horizon)) if args.task == "module"
+                else DEFAULTS[args.task].get("training", {}))  # your own task: the recipe derived from the horizon
+    options = {**defaults, **given}
     network = dict(DEFAULTS[args.task]["network"])
     network.update({key: getattr(args, key) for key in CONFIG_KEYS if getattr(args, key) is not None})
     return RunConfig(task=_task_spec(args), network=network,
@@ -195,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "apply)")
     p.add_argument("--episodes", type=int,
                    help=f"episodes {_default('episodes')}; with --resume, extends the run to this many")
+    p.add_argument("--budget", type=_duration, dest="budget_s", metavar="DURATION",
+                   help="wall-clock budget for episodes and validation, e.g. 90s, 10m or 1.5h: after the first "
+                   "episode the run is sized to the episodes that fit (at most --episodes) (default: none)")
     task = p.add_argument_group("task", "the problems meta-trained on (default: the task family's)")
     _add_task_options(task)
     network = p.add_argument_group("network", "the LSTM and where it starts")
@@ -224,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "(Vicol et al. 2021: antithetic perturbations of the weights, forward passes only) "
                            f"{_default('estimator')}")
     estimator.add_argument("--pes-sigma", type=float, help=f"PES's perturbation scale {_default('pes_sigma')}")
-    estimator.add_argument("--horizon", type=int, help=f"steps per episode {_default('horizon')}")
+    estimator.add_argument("--horizon", type=int, help=f"steps per episode {_default('horizon')}; with "
+                           "--task-module the steps you will train for, from which the unroll and curriculum follow "
+                           f"(one unroll up to {LONGEST_UNROLL} steps; beyond, doubling horizons)")
     estimator.add_argument("--min-horizon", type=int, metavar="STEPS",
                            help="draw each episode's horizon log-uniformly from [STEPS, --horizon] (default: none)")
     estimator.add_argument("--unknown-horizon", type=float, metavar="FRACTION",
@@ -271,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help=f"episodes between validations {_default('validate_every')}")
     validation.add_argument("--num-validation", type=int,
                             help=f"held-out validation problems {_default('num_validation')}")
+    validation.add_argument("--validation-baseline", choices=[*BASELINES, "none"],
+                            help="tune this optimizer's learning rate on the validation problems and report every "
+                            f"validation as a ratio to it {_default('validation_baseline')}")
     validation.add_argument("--validation-metric", choices=["mean", "final"],
                             help="select the best network by the mean loss over the horizon or the final loss "
                             f"{_default('validation_metric')}")

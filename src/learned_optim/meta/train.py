@@ -5,7 +5,7 @@ A run lives in one folder:
 * ``run.json``: everything needed to repeat it (task, network config, recipe, seed, schedules);
 * ``log.jsonl``: one JSON line per episode (estimator, horizon, meta-loss, final loss, skipped
   meta-steps) and per validation (the mean loss over the horizon and the final loss, on fixed
-  held-out problems);
+  held-out problems, and their ratio to a tuned baseline's on the same problems where the run has one);
 * ``checkpoint.pt``: network, meta-optimizer, curriculum, best network so far, seconds spent in
   episodes (``elapsed_s``) and in validation (``validation_s``);
   written atomically after every episode and loaded with ``weights_only=True`` on ``resume``;
@@ -20,6 +20,7 @@ with the same weights as an uninterrupted one, and a run split over processes by
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -39,6 +40,7 @@ from ..network import CoordinatewiseLSTM
 from .atomic import write_file_atomic, write_folder_atomic
 from .distributed import Distribution, from_environment
 from .estimators import ESTIMATORS
+from .evaluation import BASELINES, LR_GRID, run_optimizer
 from .tasks.families import SampledArchitectureTask
 from .metrics import METRICS
 from .tasks.registry import make_task
@@ -103,6 +105,12 @@ class RunConfig:
         curriculum (list[int] | None): horizons of a :class:`~learned_optim.meta.schedules.HorizonCurriculum`
             (default: None, always ``recipe.horizon``).
         curriculum_patience (int): validations without improvement before the next stage.
+        budget_s (float | None): wall-clock seconds for episodes and validation together: after the second episode,
+            ``episodes`` is sized to the episodes that fit (at most the given number) and recorded in ``run.json``
+            (default: None, ``episodes`` as given).
+        validation_baseline (str | None): a key of :data:`~learned_optim.meta.evaluation.BASELINES` whose learning
+            rate is tuned on the validation problems at the start; every validation then reports the network's
+            loss as a ratio to its loss on the same problems (default: None).
     """
 
     task: dict[str, Any] = field(default_factory=lambda: {"name": "quadratic", "num_functions": 32})
@@ -122,6 +130,8 @@ class RunConfig:
     network_init: str = "pytorch"
     curriculum: list[int] | None = None
     curriculum_patience: int = 2
+    budget_s: float | None = None
+    validation_baseline: str | None = None
 
     def __post_init__(self) -> None:
         if self.validation_metric not in VALIDATION_METRICS:
@@ -134,6 +144,11 @@ class RunConfig:
             raise ValueError(f"Invalid network_init: {self.network_init!r}; use one of {list(NETWORK_INITS)}")
         if self.meta_lr_warmup < 0:
             raise ValueError(f"Invalid meta_lr_warmup: {self.meta_lr_warmup}; it must be >= 0")
+        if self.budget_s is not None and not (math.isfinite(self.budget_s) and self.budget_s > 0):
+            raise ValueError(f"Invalid budget_s: {self.budget_s}; it must be a positive number of seconds")
+        if self.validation_baseline is not None and self.validation_baseline not in BASELINES:
+            raise ValueError(f"Invalid validation_baseline: {self.validation_baseline!r}; use one of "
+                             f"{list(BASELINES)} or None")
         if not (math.isfinite(self.init_step_scale) and self.init_step_scale > 0):
             raise ValueError(f"Invalid init_step_scale: {self.init_step_scale}; it must be finite and > 0")
         if self.init_step_scale != 1 and self.init is None:
@@ -217,6 +232,13 @@ def validation_losses(network: nn.Module, task: Task, indices: range | list[int]
         problems = task.sample_many([seeded(VALIDATION_SEED + i) for i in chunk])
         curves += Unroller(network, problems, total_steps=horizon).rollout(horizon).t().tolist()
     return curves
+
+
+def baseline_losses(make: Callable[[list[torch.Tensor]], torch.optim.Optimizer], task: Task,
+                    indices: range | list[int], horizon: int) -> list[list[float]]:
+    """Loss curves of a hand-designed optimizer on the validation problems ``indices`` (those of
+    :func:`validation_losses`: the same initial parameters and minibatches)."""
+    return [run_optimizer(task.sample(seeded(VALIDATION_SEED + i)), make, horizon).losses for i in indices]
 
 
 def validation_loss(network: nn.Module, task: Task, num_problems: int, horizon: int, metric: str = "mean") -> float:
@@ -339,6 +361,8 @@ class Trainer:
         self.curriculum = config.make_curriculum()
         self.episode, self.elapsed, self.validation_s = 0, 0.0, 0.0
         self.best: dict[str, Any] | None = None
+        self.baseline: dict[str, Any] | None = None  # the tuned baseline's validation results
+        self.last_validation_s = 0.0
         self.report_lines = False  # one line per validation instead of a progress bar (set by fit)
 
     def restore(self, checkpoint: dict[str, Any] | None) -> None:
@@ -370,6 +394,7 @@ class Trainer:
         self.meta_optimizer.load_state_dict(checkpoint["meta_optimizer"])
         self.curriculum.load_state_dict(checkpoint.get("curriculum", self.curriculum.state_dict()))
         self.episode, self.elapsed, self.best = checkpoint["episode"], checkpoint["elapsed_s"], checkpoint["best"]
+        self.baseline = checkpoint.get("baseline")
         self.validation_s = checkpoint.get("validation_s")  # None: a run from before validation was timed
 
     def fit(self, progress: bool = True, command: str | None = None) -> None:
@@ -395,7 +420,12 @@ class Trainer:
             self.save()
         running = None
         while self.episode < config.episodes:
+            before = self.elapsed
             name, result = self.train_episode()
+            if self.episode == 2 and config.budget_s is not None:  # timed on the second: the first warms up
+                self.size_to_budget(self.elapsed - before)
+                config = self.config
+                bar.total = config.episodes
             if self.episode % config.validate_every == 0 or self.episode == config.episodes:
                 self.validate()
             self.save()
@@ -403,7 +433,9 @@ class Trainer:
                 running = result["meta_loss"] if running is None else 0.95 * running + 0.05 * result["meta_loss"]
             bar.set_postfix(meta_loss=f"{float('nan') if running is None else running:.4g}",
                             val=f"{self.best['validation_loss']:.4g}", best_ep=self.best["episode"],
-                            horizon=self.curriculum.horizon)
+                            horizon=self.curriculum.horizon,
+                            **({f"vs_{self.baseline['name']}": f"{self.ratio(self.best['validation_loss']):.3g}x"}
+                               if self.baseline else {}))
             bar.update()
         bar.close()
         dist.barrier()
@@ -411,6 +443,46 @@ class Trainer:
             print(f"meta-training done: best validation loss {self.best['validation_loss']:.4g} at episode "
                   f"{self.best['episode']}; the network is in {self.run.best_path}/, the log in {self.run.log_path}",
                   flush=True)
+
+    def size_to_budget(self, episode_s: float) -> None:
+        """After the second episode, which took ``episode_s`` (the first warms up): as many episodes as fit
+        ``budget_s`` with their validations (at most the config's), timed on the main process and recorded in
+        ``run.json``."""
+        config = self.config
+        spent, per_validation = self.elapsed + (self.validation_s or 0.0), self.last_validation_s
+        per_episode = episode_s + per_validation / config.validate_every
+        fits = self.episode + max(0, int((config.budget_s - spent - per_validation) / per_episode))
+        episodes = self.dist.broadcast_object(min(config.episodes, fits))
+        self.config = dataclasses.replace(config, episodes=episodes)
+        self.log({"episode": self.episode, "event": "budget", "budget_s": config.budget_s, "episodes": episodes,
+                  "episode_s": episode_s, "one_validation_s": per_validation})
+        if self.dist.is_main:
+            self.run.config_path.write_text(json.dumps(self.config.to_json(), indent=2) + "\n")
+
+    def tune_baseline(self) -> None:
+        """The baseline's learning rate tuned over :data:`~learned_optim.meta.evaluation.LR_GRID` on the
+        validation problems, at the validation horizon, by the validation metric; its results logged."""
+        config, dist = self.config, self.dist
+        started = time.perf_counter()
+        horizon, make = self.curriculum.validation_horizon, BASELINES[config.validation_baseline]
+        indices = dist.shard(config.num_validation)
+        scores = torch.tensor([[sum(VALIDATION_METRICS[metric](curve) for curve in curves)
+                                for metric in VALIDATION_METRICS]
+                               for curves in (baseline_losses(functools.partial(make, lr=lr), self.validation_task,
+                                                              indices, horizon) for lr in LR_GRID)],
+                              dtype=torch.float64)
+        dist.all_reduce(scores)
+        scores /= config.num_validation
+        best = int(scores[:, list(VALIDATION_METRICS).index(config.validation_metric)].argmin())
+        self.baseline = {"name": config.validation_baseline, "lr": LR_GRID[best], "validation_horizon": horizon,
+                         **{f"validation_{metric}": float(value) for metric, value in zip(VALIDATION_METRICS,
+                                                                                          scores[best])}}
+        self.validation_s = (self.validation_s or 0.0) + time.perf_counter() - started
+        self.log({"episode": self.episode, "event": "baseline", **self.baseline})
+
+    def ratio(self, loss: float) -> float:
+        """A validation loss over the tuned baseline's on the same problems."""
+        return loss / self.baseline[f"validation_{self.config.validation_metric}"]
 
     def train_episode(self) -> tuple[str, dict]:
         """One episode of this process's share of the meta-batch; returns the estimator's name and result."""
@@ -437,19 +509,23 @@ class Trainer:
     def validate(self) -> None:
         """Both validation metrics on the fixed held-out problems; a better network becomes ``best/``."""
         config, dist, run = self.config, self.dist, self.run
-        started = time.perf_counter()
         horizon = self.curriculum.validation_horizon
+        if config.validation_baseline is not None and (self.baseline or {}).get("validation_horizon") != horizon:
+            self.tune_baseline()  # at the start, and again at each new validation horizon of a curriculum
+        started = time.perf_counter()
         curves = validation_losses(self.network, self.validation_task, dist.shard(config.num_validation), horizon)
         sums = torch.tensor([[VALIDATION_METRICS[m](c) for m in VALIDATION_METRICS] for c in curves] or
                             [[0.0] * len(VALIDATION_METRICS)], dtype=torch.float64).sum(0)
         dist.all_reduce(sums)
         values = dict(zip(VALIDATION_METRICS, (sums / config.num_validation).tolist()))
         loss = values[config.validation_metric]
+        self.last_validation_s = time.perf_counter() - started
         if self.validation_s is not None:
-            self.validation_s += time.perf_counter() - started
+            self.validation_s += self.last_validation_s
         self.log({"episode": self.episode, "validation_loss": loss, "validation_mean": values["mean"],
                   "validation_final": values["final"], "validation_horizon": horizon, "elapsed_s": self.elapsed,
-                  "validation_s": self.validation_s})
+                  "validation_s": self.validation_s,
+                  **({"baseline_ratio": self.ratio(loss)} if self.baseline else {})})
         best = self.best
         if best is None or best["horizon"] != horizon or loss < best["validation_loss"]:
             self.best = {"episode": self.episode, "validation_loss": loss, "horizon": horizon}  # its weights: best/
@@ -464,8 +540,9 @@ class Trainer:
                     "--meta-lr 1e-3 --meta-lr-warmup 20 --network-init sonnet) or the objective unsuited (--objective "
                     f"log); see {run.log_path}", RuntimeWarning, stacklevel=2)
         if self.report_lines:
-            print(f"episode {self.episode}/{config.episodes}: validation {config.validation_metric} {loss:.4g} "
-                  f"(best {self.best['validation_loss']:.4g} at episode {self.best['episode']}), "
+            against = f", {self.ratio(loss):.3g}x tuned {self.baseline['name']}'s" if self.baseline else ""
+            print(f"episode {self.episode}/{config.episodes}: validation {config.validation_metric} {loss:.4g}"
+                  f"{against} (best {self.best['validation_loss']:.4g} at episode {self.best['episode']}), "
                   f"{self.elapsed:.0f} s of episodes", flush=True)
         if self.curriculum.observe(self.episode, loss):
             self.log({"episode": self.episode, "event": "curriculum", "horizon": self.curriculum.horizon,
@@ -476,7 +553,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         snapshot = {"episode": self.episode, "elapsed_s": self.elapsed, "validation_s": self.validation_s,
-                    "best": self.best, "network": self.network.state_dict(),
+                    "best": self.best, "baseline": self.baseline, "network": self.network.state_dict(),
                     "meta_optimizer": self.meta_optimizer.state_dict(), "curriculum": self.curriculum.state_dict()}
         write_file_atomic(self.run.checkpoint_path, lambda handle: torch.save(snapshot, handle))
 

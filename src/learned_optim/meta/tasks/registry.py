@@ -64,7 +64,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                     "output": "tanh", "scale_rate": 0.01},
         "training": {"init": "l2o-generalist-2", "objective": "log", "meta_lr": 1e-4, "meta_lr_warmup": 5, "clip": 1.0,
                      "meta_lr_schedule": "cosine", "validation_metric": "final", "num_validation": 20,
-                     "validate_every": 10},
+                     "validate_every": 10, "validation_baseline": "Adam"},
         "evaluation": {"steps": 100, "problems": 20, "tuning_problems": 10},
     },
     "user-models": _like_mnist({"name": "user-models", "components": [
