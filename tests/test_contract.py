@@ -7,6 +7,7 @@ import pickle
 import pytest
 import torch
 from torch import nn
+from torch.optim import lr_scheduler
 
 from learned_optim import LearnedOptimizer, list_pretrained, pretrained
 
@@ -140,3 +141,65 @@ def test_a_loaded_tensor_lr_is_the_optimizers_own(network):
     second.load_state_dict(first.state_dict())
     second.param_groups[0]["lr"].fill_(0.1)
     assert first.param_groups[0]["lr"].item() == 0.5
+
+
+SCHEDULERS = {  # every scheduler in torch.optim.lr_scheduler, as a user would configure it
+    "LambdaLR": lambda o: lr_scheduler.LambdaLR(o, lambda t: 0.9 ** t),
+    "MultiplicativeLR": lambda o: lr_scheduler.MultiplicativeLR(o, lambda t: 0.9),
+    "StepLR": lambda o: lr_scheduler.StepLR(o, step_size=2, gamma=0.5),
+    "MultiStepLR": lambda o: lr_scheduler.MultiStepLR(o, milestones=[2, 5], gamma=0.5),
+    "ConstantLR": lambda o: lr_scheduler.ConstantLR(o, factor=0.5, total_iters=3),
+    "LinearLR": lambda o: lr_scheduler.LinearLR(o, start_factor=0.2, total_iters=4),
+    "ExponentialLR": lambda o: lr_scheduler.ExponentialLR(o, gamma=0.8),
+    "PolynomialLR": lambda o: lr_scheduler.PolynomialLR(o, total_iters=6, power=2.0),
+    "CosineAnnealingLR": lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=6),
+    "CosineAnnealingWarmRestarts": lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=3),
+    "CyclicLR": lambda o: lr_scheduler.CyclicLR(o, base_lr=0.1, max_lr=1.0, step_size_up=2, cycle_momentum=False),
+    "OneCycleLR": lambda o: lr_scheduler.OneCycleLR(o, max_lr=1.0, total_steps=10, cycle_momentum=False),
+    "SequentialLR": lambda o: lr_scheduler.SequentialLR(o, [lr_scheduler.LinearLR(o, 0.2, total_iters=2),
+                                                            lr_scheduler.ExponentialLR(o, 0.8)], milestones=[2]),
+    "ChainedScheduler": lambda o: lr_scheduler.ChainedScheduler([lr_scheduler.ConstantLR(o, 0.5, total_iters=3),
+                                                                 lr_scheduler.ExponentialLR(o, 0.9)]),
+    "ReduceLROnPlateau": lambda o: lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=1),
+}
+
+
+def test_every_scheduler_of_torch_is_covered():
+    import inspect
+
+    schedulers = {name for name, value in vars(lr_scheduler).items() if inspect.isclass(value) and issubclass(
+        value, (lr_scheduler.LRScheduler, lr_scheduler.ReduceLROnPlateau)) and value is not lr_scheduler.LRScheduler
+        and not name.startswith("_")}
+    assert schedulers == set(SCHEDULERS)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")  # the reference SGD only schedules, it never steps
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_every_scheduler_sets_the_rate_as_on_sgd_and_each_step_is_its_rate_times_the_rule(path, network, name):
+    """The learning rates follow the same sequence as on torch.optim.SGD, and every step moves the parameters by the
+    current rate times the rule's update (a twin at rate 1 from the same parameters and state), on every execution
+    path; the scheduler's state dict resumes it."""
+    model, optimizer = model_and_optimizer(network)
+    twin_model, twin = model_and_optimizer(network)
+    sgd = torch.optim.SGD([{"params": [nn.Parameter(torch.zeros(1))]}, {"params": [nn.Parameter(torch.zeros(1))],
+                                                                         "lr": 0.5}], lr=optimizer.param_groups[0]["lr"])
+    schedule, reference = SCHEDULERS[name](optimizer), SCHEDULERS[name](sgd)
+    plateau = name == "ReduceLROnPlateau"
+    for step in range(8):
+        lrs = [group["lr"] for group in optimizer.param_groups]
+        assert lrs == [group["lr"] for group in sgd.param_groups], step
+        twin_model.load_state_dict(model.state_dict())
+        twin.load_state_dict(optimizer.state_dict())
+        for group in twin.param_groups:
+            group["lr"] = 1.0
+        before = parameters(model)
+        train(model, optimizer, 1, seed=step)
+        train(twin_model, twin, 1, seed=step)
+        assert set(optimizer.last_step_paths) == {path}
+        for a, b, start, lr in zip(parameters(model), parameters(twin_model), before, [lrs[0]] * 2 + [lrs[1]] * 2):
+            torch.testing.assert_close(a - start, lr * (b - start), rtol=1e-4, atol=1e-7)
+        schedule.step(*([1.0] if plateau else []))  # a loss that never improves: the plateau halves the rate
+        reference.step(*([1.0] if plateau else []))
+    resumed = SCHEDULERS[name](optimizer)
+    resumed.load_state_dict(schedule.state_dict())
+    assert resumed.state_dict() == schedule.state_dict() or plateau
