@@ -126,3 +126,11 @@ def test_the_command_line_takes_a_budget_and_derives_the_unroll(tmp_path, capsys
     with pytest.raises(SystemExit):
         main(["train", str(tmp_path / "other"), "--task-module", f"{path}:regression", "--budget", "ten minutes"])
     assert "such as 90s, 10m or 1.5h" in capsys.readouterr().err
+
+
+def test_fit_again_on_its_folder_resumes_without_training_further(tmp_path):
+    options = {"horizon": 5, "budget": 1e-3, "num_validation": 2, "problems": 2, "progress": False}
+    first = fit(regression, tmp_path / "mine", **options)
+    assert first.run.config.episodes == 2
+    again = fit(regression, tmp_path / "mine", **options)
+    assert again.run.summary()["episode"] == 2 and again.run.config.episodes == 2

@@ -312,7 +312,8 @@ def train(
     """Meta-train as ``config`` says into ``folder``; with ``resume``, continue the run found there.
 
     A resumed run keeps the config recorded in its ``run.json``: ``config`` may then be None, or must equal the
-    recorded one except for ``episodes``, which (like the ``episodes`` argument) extends or shortens the run.
+    recorded one except for ``episodes``, which (like the ``episodes`` argument) extends or shortens the run; a run
+    with a budget keeps the size its budget gave it unless the ``episodes`` argument says otherwise.
     With ``resume`` and no run in ``folder``, ``config`` starts one. ``command`` is logged as the command line that
     started this session (default: ``sys.argv``). ``task`` (and ``validation_task``, default: ``task``) meta-train
     on your own task instead of the built-in one named by ``config.task``; pass the same objects again to resume.
@@ -329,6 +330,8 @@ def train(
         if config is not None and dataclasses.replace(config, episodes=recorded.episodes) != recorded:
             raise ValueError(f"{run.folder} holds a run with another config ({run.config_path}); resume it with "
                              "config=None or the same config, or start the new one in another folder")
+        if recorded.budget_s is not None:  # sized by its budget: the config's episodes were only the most it may take
+            config = None
         config = dataclasses.replace(recorded, episodes=episodes or (config or recorded).episodes)
     elif run.config_path.exists():
         raise FileExistsError(f"{run.folder} already holds a run; pass resume=True (--resume) or use a new folder")
