@@ -181,8 +181,9 @@ def test_every_scheduler_sets_the_rate_as_on_sgd_and_each_step_is_its_rate_times
     path; the scheduler's state dict resumes it."""
     model, optimizer = model_and_optimizer(network)
     twin_model, twin = model_and_optimizer(network)
-    sgd = torch.optim.SGD([{"params": [nn.Parameter(torch.zeros(1))]}, {"params": [nn.Parameter(torch.zeros(1))],
-                                                                         "lr": 0.5}], lr=optimizer.param_groups[0]["lr"])
+    sgd = torch.optim.SGD([{"params": [nn.Parameter(torch.zeros(1))]}, {"params": [nn.Parameter(torch.zeros(1))]}],
+                          lr=optimizer.param_groups[0]["lr"])
+    sgd.param_groups[1]["lr"] = optimizer.param_groups[1]["lr"]
     schedule, reference = SCHEDULERS[name](optimizer), SCHEDULERS[name](sgd)
     plateau = name == "ReduceLROnPlateau"
     for step in range(8):
