@@ -42,13 +42,13 @@ def checkpoint(tmp_path, network):
     return folder
 
 
-def torchrun(args: list[str], program: tuple[str, ...] = ("-m", "learned_optim.meta")) -> None:
-    """``python -m learned_optim.meta ARGS`` (or another ``program``) on 2 CPU processes under torchrun (gloo), one
-    thread each."""
+def torchrun(args: list[str], program: tuple[str, ...] = ("-m", "learned_optim.meta"), processes: int = 2) -> None:
+    """``python -m learned_optim.meta ARGS`` (or another ``program``) on 2 (``processes``) CPU processes under
+    torchrun (gloo), one thread each."""
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
                *program, *args]
     result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                             timeout=300)

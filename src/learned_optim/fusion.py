@@ -34,6 +34,44 @@ def local(tensor: Tensor) -> Tensor:
     return tensor.to_local() if DTensor is not None and isinstance(tensor, DTensor) else tensor
 
 
+def sharded_like(state: Tensor, param: Tensor, lead: int) -> Tensor:
+    """A state tensor of ``param``'s local shard, laid out ``[*lead, local numel, *trailing]`` (``lead`` leading
+    dimensions), as a ``DTensor`` laid out like a ``DTensor`` parameter: ``[*lead, *param.shape, *trailing]``, sharded
+    on the parameter's dimensions (how ``torch.distributed.checkpoint`` saves it and reshards it for another number of
+    processes); for any other parameter, ``state`` itself (a view, no copy)."""
+    if DTensor is None or not isinstance(param, DTensor):
+        return state
+    shape = (*state.shape[:lead], *param.shape, *state.shape[lead + 1:])
+    strides = [1] * len(shape)
+    for d in range(len(shape) - 2, -1, -1):
+        strides[d] = strides[d + 1] * shape[d + 1]
+    view = state.view(*state.shape[:lead], *param.to_local().shape, *state.shape[lead + 1:])
+    return DTensor.from_local(view, param.device_mesh, _state_placements(param, lead), run_check=False,
+                              shape=torch.Size(shape), stride=tuple(strides))
+
+
+def local_state(value: Tensor, param: Tensor, lead: int) -> Tensor:
+    """The inverse of :func:`sharded_like`: a saved state tensor as ``param``'s local state ``[*lead, local numel,
+    *trailing]``; a ``DTensor`` laid out for another number of processes is redistributed first, and gathered whole
+    for a parameter that is not a ``DTensor``. Anything else is returned as it is."""
+    if DTensor is None or not isinstance(value, DTensor):
+        return value
+    if isinstance(param, DTensor):
+        placements = _state_placements(param, lead)
+        if tuple(value.placements) != tuple(placements) or value.device_mesh != param.device_mesh:
+            value = value.redistribute(param.device_mesh, placements)
+        value = value.to_local()
+    else:
+        value = value.full_tensor()
+    return value.reshape(*value.shape[:lead], -1, *value.shape[lead + param.dim():])
+
+
+def _state_placements(param: Tensor, lead: int) -> list:
+    from torch.distributed.tensor import Shard
+
+    return [Shard(p.dim + lead) if isinstance(p, Shard) else p for p in param.placements]
+
+
 def fusable(weights: Any, device: str, grad: Tensor, state: Tensor, out: Tensor | None,
             moments: Tensor | None) -> bool:
     """Whether a kernel for ``device`` (``"cpu"`` or ``"cuda"``) takes these arguments: there, float32 weights,

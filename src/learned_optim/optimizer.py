@@ -17,12 +17,14 @@ from . import pretrained as checkpoints
 from . import kernel
 from .control import INITIAL_STATE, alignment_terms, control_step
 from .functional import DEFAULT_CHUNK_SIZE, FusedWeights, execution_path, fast_update_
-from .fusion import DEFAULT_PRECISION, PRECISIONS, local
+from .fusion import DEFAULT_PRECISION, PRECISIONS, local, local_state, sharded_like
 from .network import CoordinatewiseLSTM
 
 STATE_KEY = "lstm_state"
 MOMENTS_KEY = "moments"
 PREVIOUS_KEY = "previous_update"
+STATE_LEAD = {STATE_KEY: 1, MOMENTS_KEY: 1, PREVIOUS_KEY: 0}
+"""Each per-parameter state tensor's dimensions before its coordinates ([2 layers, n, H], [moments, n], [n])."""
 """Per-parameter state: the LSTM state ``[2L, N, H]``, for a network with a stateful encoding its moments ``[M, N]``,
 and for a network with step-scale control the network's last update ``[N]`` (float32)."""
 STEPS_KEY = "steps_done"
@@ -314,6 +316,10 @@ class LearnedOptimizer(Optimizer):
         """``torch.optim``'s state dict plus ``"network"`` and ``"group_networks"``: the config and fingerprint of
         the default network and of each group's, whose hidden states it holds (checked by :meth:`load_state_dict`)."""
         state = super().state_dict()
+        params = [p for group in self.param_groups for p in group["params"]]  # in the order torch numbers them
+        for index, entry in state["state"].items():  # a DTensor parameter's state as DTensors laid out like it
+            state["state"][index] = {key: sharded_like(tensor, params[index], STATE_LEAD[key])
+                                     for key, tensor in entry.items()}
         state["network"] = _describe_network(self.network)
         state["group_networks"] = [_describe_network(network) for network in self.networks]
         return state
@@ -369,6 +375,7 @@ class LearnedOptimizer(Optimizer):
             if p is None:
                 raise ValueError(f"loaded state has an entry for parameter id {key}, which no param group holds")
             network = network_of[id(p)]
+            entry = {k: local_state(v, p, STATE_LEAD.get(k, 0)) for k, v in entry.items()}  # as sharded_like saved
             keys = {STATE_KEY, MOMENTS_KEY} if network.num_moments else {STATE_KEY}
             if not keys <= set(entry) <= keys | {PREVIOUS_KEY}:  # a previous update is dropped or restarted at 0
                 raise ValueError(
