@@ -275,14 +275,12 @@ class LearnedOptimizer(Optimizer):
                                       max_threads=kernel_threads,
                                       **_step_options(self.param_groups[g], g in scales))
         for g, scale in scales.items():  # each controlled group's parameters, with one foreach call per operation
-            targets = [(flat, self.state[p][PREVIOUS_KEY]) for (h, p, _), flat in zip(work, flats) if h == g]
+            outs = [flat for (h, _, _), flat in zip(work, flats) if h == g]
+            updates = [self.state[p][PREVIOUS_KEY] for h, p, _ in work if h == g]  # float32
             options = _step_options(self.param_groups[g])
-            for dtype in {flat.dtype for flat, _ in targets}:  # foreach calls take one dtype
-                outs = [flat for flat, _ in targets if flat.dtype == dtype]
-                updates = [update.to(dtype) for flat, update in targets if flat.dtype == dtype]
-                if options["decay"] != 1:
-                    torch._foreach_mul_(outs, options["decay"])
-                torch._foreach_add_(outs, updates, alpha=options["lr"] * scale)
+            if options["decay"] != 1:
+                torch._foreach_mul_(outs, options["decay"])
+            torch._foreach_add_(outs, updates, alpha=options["lr"] * scale)  # a bfloat16 parameter: rounded once
         for (g, p, _), flat in zip(work, flats):
             if not local(p).is_contiguous():
                 local(p).copy_(flat.view(local(p).shape))
