@@ -1,5 +1,6 @@
 """Long runs are safe: 10,000 steps of an MNIST MLP stay finite; the default ends below its start, l2o-generalist keeps
-improving."""
+improving; 5,000 steps of a byte-level Transformer (examples/language_model.py) stay finite, learn and keep their
+memory flat."""
 
 import math
 
@@ -28,7 +29,6 @@ def test_the_default_runs_10000_steps_finite_and_ends_below_its_start():
     run = run_optimizer(task.sample(seeded(7)), lambda params: LearnedOptimizer(params, network), STEPS)
     assert all(math.isfinite(loss) for loss in run.losses)
     means = windows(run.losses)
-    # l2l-mnist ends below its start (ln 10), not below its best: ~0.25 at step 1,000, then back up to ~0.73
     assert means[-1] < 0.5 * run.losses[0]
     assert all(torch.isfinite(p).all() for p in run.params.values())
 
@@ -42,3 +42,18 @@ def test_l2o_generalist_keeps_improving_for_10000_steps():
     assert all(math.isfinite(loss) for loss in run.losses)
     means = windows(run.losses)
     assert means[-1] < 0.5 * means[2]  # the last 500 steps against steps 1,000-1,500
+
+
+@pytest.mark.slow
+def test_a_language_model_trains_5000_steps_finite_and_learning_with_flat_memory():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
+    from language_model import train
+
+    run = train(lambda params, steps: LearnedOptimizer(params, total_steps=steps), 5000, 1000, "LearnedOptimizer")
+    assert all(math.isfinite(loss) for loss in run["losses"])
+    means = windows(run["losses"])
+    assert means[-1] < 0.75 * means[0] and run["validation"][5000] < run["validation"][1000]
+    assert run["memory_mb"][5000] < run["memory_mb"][1000] + 50  # no state or graph kept across steps
