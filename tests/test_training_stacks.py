@@ -76,12 +76,14 @@ def batches(steps: int, size: int = 32):
     return [(x, (x @ projection).argmax(1)) for x in inputs]
 
 
-def test_a_compiled_model_trains_as_the_eager_one():
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_a_compiled_model_trains_as_the_eager_one(backend):
+    """The graph compiled by aot_eager, and by inductor (torch.compile's default, which builds C++: a slow test)."""
     runs = []
     for compiled in (False, True):
         model = small_model()
         optimizer = LearnedOptimizer(model.parameters())
-        forward = torch.compile(model, backend="aot_eager") if compiled else model
+        forward = torch.compile(model, backend=backend) if compiled else model
         for x, y in batches(4):
             optimizer.zero_grad()
             torch.nn.functional.cross_entropy(forward(x), y).backward()
