@@ -125,9 +125,10 @@ def fit(make_task: Callable[[str], Task] | Task, folder: str | os.PathLike, hori
     name = getattr(make_task, "__qualname__", None) if not isinstance(make_task, Task) else None
     reference = f"{make_task.__module__}:{name}" if name else None
     budget_s = parse_duration(budget) if budget is not None else None
-    options = {"validation_baseline": baseline, "budget_s": budget_s, **({"episodes": BUDGET_EPISODES} if budget_s
-                                                                        else {}), **overrides}
-    config = run_config({"name": "module", "reference": reference}, horizon, **options)
+    options = {"validation_baseline": baseline, "budget_s": budget_s}
+    if budget_s is not None:
+        options["episodes"] = BUDGET_EPISODES  # the budget sizes the run
+    config = run_config({"name": "module", "reference": reference}, horizon, **{**options, **overrides})
     run = train(config, folder, resume=True, progress=progress, task=tasks["train"],
                 validation_task=tasks["validation"])
     network = run.best_network()
