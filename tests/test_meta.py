@@ -510,3 +510,40 @@ def test_papers_convnet_is_the_cifar_architecture_and_trains_on_mnist():
     # meta-training runs a meta-batch of them together (vmap), each with its own batch norm statistics
     batch = mnist_task(paper_convnet, "test", root=root).sample_many([seeded(1), seeded(2)])
     assert batch.loss(batch.params, 0).shape == (2,)
+
+
+def test_the_memory_of_an_unroll_is_measured_per_problem_and_step():
+    from learned_optim.meta.truncated import unroll_memory
+
+    network, task = random_network(), QuadraticTask(dim=50, num_functions=4)
+    one, two = (unroll_memory(network, task.sample_many([seeded(k) for k in range(n)]), Recipe(horizon=40, unroll=20))
+                for n in (1, 2))
+    assert one > 0 and two == pytest.approx(2 * one, rel=0.1)  # the graph of 2 problems holds twice the tensors
+    longer = unroll_memory(network, task.sample_many([seeded(0)]), Recipe(horizon=40, unroll=40))
+    assert longer == pytest.approx(2 * one, rel=0.01)
+
+
+def test_the_memory_of_an_unroll_leaves_out_the_optimizees_own_graph():
+    """An optimizee's activations are freed once its gradient is taken: a batch 64 times larger keeps no more."""
+    from learned_optim.meta.truncated import unroll_memory
+
+    def regression(batch):
+        return ModuleTask(lambda: nn.Sequential(nn.Linear(4, 64), nn.Tanh(), nn.Linear(64, 1)),
+                          lambda g: (torch.randn(batch, 4, generator=g), torch.zeros(batch, 1)), nn.functional.mse_loss)
+
+    small, large = (unroll_memory(random_network(), regression(batch).sample_many([seeded(0)]),
+                                  Recipe(horizon=10, unroll=10)) for batch in (16, 1024))
+    assert large == pytest.approx(small, rel=0.05)
+
+
+def test_a_recipe_whose_unroll_would_not_fit_in_memory_is_refused_naming_the_fix(tmp_path):
+    from learned_optim.meta import train as training
+
+    config = RunConfig(recipe=Recipe(horizon=20, unroll=20, meta_batch=4), episodes=1, num_validation=2)
+    with mock.patch.object(training, "available_memory", return_value=1_000), \
+            pytest.raises(ValueError, match=r"lower the meta-batch \(--meta-batch 1 or fewer, and the unroll\)"):
+        train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    pes = dataclasses.replace(config, recipe=dataclasses.replace(config.recipe, estimator="pes"))
+    with mock.patch.object(training, "available_memory", return_value=1_000):
+        train(pes, tmp_path / "pes", progress=False)  # forward passes only: no graph to keep

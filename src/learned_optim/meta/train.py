@@ -46,7 +46,7 @@ from .metrics import METRICS
 from .tasks.registry import make_task
 from .schedules import META_LR_SCHEDULES, HorizonCurriculum, meta_lr
 from .tasks import Task, seeded
-from .truncated import BatchLayout, Recipe, Unroller, random_scales
+from .truncated import BatchLayout, Recipe, Unroller, random_scales, unroll_memory
 
 VALIDATION_METRICS = {"mean": lambda losses: METRICS["sum"](losses) / len(losses), "final": METRICS["final"]}
 """Validation criteria: mean loss over the horizon or evaluation's ``final`` (the mean of the last
@@ -55,6 +55,8 @@ VALIDATION_SEED = 1_000_000_007
 """Validation problem ``i`` is drawn with seed ``VALIDATION_SEED + i`` (disjoint from training seeds)."""
 VALIDATION_CHUNK = 25
 """Validation problems run together, at most."""
+MEMORY_SHARE = 0.9
+"""The most of the memory available at the start that the graph of one unroll may take."""
 STALL_EPISODES = 100
 """A run whose best validation loss is still within 2% of its initial one after this many episodes gets a warning."""
 
@@ -247,6 +249,18 @@ def validation_loss(network: nn.Module, task: Task, num_problems: int, horizon: 
     return sum(VALIDATION_METRICS[metric](curve) for curve in curves) / num_problems
 
 
+def available_memory(device: torch.device | str) -> int | None:
+    """Bytes free on ``device``: a GPU's free memory, or the host's available memory (Linux); None where unknown."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) * 1024 for line in lines if line.startswith("MemAvailable:")), None)
+
+
 class Run:
     """A run folder: its config, log and checkpoint."""
 
@@ -367,6 +381,30 @@ class Trainer:
         self.baseline: dict[str, Any] | None = None  # the tuned baseline's validation results
         self.last_validation_s = 0.0
         self.report_lines = False  # one line per validation instead of a progress bar (set by fit)
+        self.check_memory()
+
+    def check_memory(self) -> None:
+        """Refuse, naming the fix, a recipe whose backpropagation through one unroll would take more than
+        :data:`MEMORY_SHARE` of the memory available (measured on two steps of this process's first problems, by
+        :func:`~learned_optim.meta.truncated.unroll_memory`), instead of running out of memory mid-run."""
+        config, recipe = self.config, self.config.recipe
+        available = available_memory(self.device)
+        if (recipe.estimator != "bptt" and not recipe.imitation) or available is None:
+            return  # PES runs forward passes only
+        shard = self.dist.shard(recipe.meta_batch)
+        longest = dataclasses.replace(recipe, horizon=max(self.curriculum.stages))
+        with torch.random.fork_rng(devices=[]):  # the run's random numbers stay as they were
+            problems = self.task.sample_many([problem_generator(config.seed, 0, k) for k in shard])
+            needed = unroll_memory(self.network, problems, longest)
+        if needed > MEMORY_SHARE * available:
+            per_problem = needed / len(shard)
+            fits = int(MEMORY_SHARE * available // per_problem) * self.dist.world_size
+            raise ValueError(
+                f"meta-training would keep about {needed / 2**30:.1f} GB for backpropagation through each unroll "
+                f"({min(recipe.unroll, longest.horizon)} steps of {len(shard)} problems, {per_problem / 2**30:.2f} GB "
+                f"each) and {available / 2**30:.1f} GB are available: lower the meta-batch (--meta-batch "
+                f"{max(fits, 1)} or fewer{'' if fits else ', and the unroll'}) or the unroll (--unroll), or use "
+                "--estimator pes, which keeps no graph")
 
     def restore(self, checkpoint: dict[str, Any] | None) -> None:
         """Start the run folder (from ``config.init`` if given), or continue from ``checkpoint``."""

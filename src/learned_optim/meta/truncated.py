@@ -22,6 +22,7 @@ coordinate, the rule optimizes :math:`\psi` with :math:`\theta = c \odot \psi`, 
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -287,6 +288,29 @@ class Unroller:
         """Cut the graph: the next unroll starts from the current values with no history."""
         self.psi, self.grad = self.psi.detach(), self.grad.detach()
         self.state = tuple(s.detach() for s in self.state)
+
+
+def unroll_memory(network: nn.Module, problems: ProblemBatch | Problem, recipe: Recipe, steps: int = 2) -> int:
+    """Bytes that backpropagation through one unroll (``recipe.unroll`` steps, at most the horizon) of ``problems``
+    keeps for the meta-gradient, measured: the tensors autograd saves over ``steps`` steps and still holds at their
+    end (an optimizee's own graph, freed once its gradient is taken, does not count), scaled to the unroll."""
+    held: dict[int, tuple[weakref.ref, int]] = {}  # storage address: (its packed holder, bytes)
+
+    class Saved:
+        def __init__(self, tensor: Tensor) -> None:
+            self.tensor = tensor
+
+    def pack(tensor: Tensor) -> Saved:
+        saved, storage = Saved(tensor), tensor.untyped_storage()
+        held.setdefault(storage.data_ptr(), (weakref.ref(saved), storage.nbytes()))
+        return saved
+
+    unroller = Unroller(network, problems, recipe.second_order, recipe.objective, recipe.horizon)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda saved: saved.tensor):
+        meta_loss, _ = unroller.unroll(steps)
+    kept = sum(size for holder, size in held.values() if holder() is not None)
+    del meta_loss
+    return kept * min(recipe.unroll, recipe.horizon) // steps
 
 
 AllReduce = Callable[[Tensor], None]
