@@ -102,3 +102,5 @@ if __name__ == "__main__":
                    args.stop_after, args.load)
     if result is not None:
         torch.save(result, args.out)
+        print(f"{sum(p.numel() for p in result['params'].values()):,} parameters; LSTM state floats per process: "
+              f"{result.get('state_floats_per_rank', [result['state_floats']])}")

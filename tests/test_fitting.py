@@ -11,10 +11,10 @@ from torch import nn
 from learned_optim import LearnedOptimizer
 from learned_optim.meta import fit
 from learned_optim.meta.cli import main
-from learned_optim.meta.evaluation import BASELINES, LR_GRID
+from learned_optim.meta.evaluation import BASELINES, LR_GRID, run_optimizer
 from learned_optim.meta.fitting import horizon_options, parse_duration
-from learned_optim.meta.tasks import ModuleTask
-from learned_optim.meta.train import Run, RunConfig, baseline_losses, train
+from learned_optim.meta.tasks import ModuleTask, seeded
+from learned_optim.meta.train import VALIDATION_SEED, Run, RunConfig, train
 from learned_optim.meta.truncated import Recipe
 
 
@@ -59,8 +59,10 @@ def test_validation_reports_the_ratio_to_the_baseline_tuned_on_the_same_problems
     run = train(small_config(validation_baseline="Adam"), tmp_path / "run", progress=False, task=task,
                 validation_task=validation)
     baseline = next(entry for entry in run.log() if entry.get("event") == "baseline")
-    finals = {lr: sum(sum(curve[-10:]) / len(curve[-10:]) for curve in baseline_losses(
-        functools.partial(BASELINES["Adam"], lr=lr), validation, range(3), 6)) / 3 for lr in LR_GRID}
+    problems = [validation.sample(seeded(VALIDATION_SEED + i)) for i in range(3)]  # validation's own problems
+    finals = {lr: sum(sum(curve[-10:]) / len(curve[-10:]) for curve in (
+        run_optimizer(problem, functools.partial(BASELINES["Adam"], lr=lr), 6).losses for problem in problems)) / 3
+        for lr in LR_GRID}
     assert baseline["lr"] == min(finals, key=finals.get)
     assert baseline["validation_final"] == pytest.approx(finals[baseline["lr"]], rel=1e-6)
     validations = [entry for entry in run.log() if "validation_loss" in entry]
@@ -134,3 +136,9 @@ def test_fit_again_on_its_folder_resumes_without_training_further(tmp_path):
     assert first.run.config.episodes == 2
     again = fit(regression, tmp_path / "mine", **options)
     assert again.run.summary()["episode"] == 2 and again.run.config.episodes == 2
+
+
+def test_fit_refuses_an_unknown_baseline_naming_the_choices(tmp_path):
+    with pytest.raises(ValueError, match=r"'AdamW'; use one of \['SGD', 'NAG', 'RMSprop', 'Adam'\]"):
+        fit(regression, tmp_path / "mine", baseline="AdamW", budget=None)
+    assert not (tmp_path / "mine").exists()

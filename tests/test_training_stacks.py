@@ -12,16 +12,21 @@ from conftest import torchrun
 from fsdp_training import train
 
 
+def assert_parameters_match(run: dict, single: dict) -> None:
+    """A distributed run's parameters against one process's, to 1e-4 relative, 1e-5 absolute."""
+    for name, expected in single["params"].items():
+        got = run["params"][name]
+        if name.endswith("qkv.bias"):  # attention ignores the keys' bias: its gradient is rounding noise, skip it
+            got, expected = got.view(3, -1)[[0, 2]], expected.view(3, -1)[[0, 2]]
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=name)
+
+
 @pytest.mark.parametrize("scale_rate", [0.0, 0.05])
 def test_fsdp2_on_two_processes_steps_each_shard_and_matches_one_unsharded_process(tmp_path, scale_rate):
     out = tmp_path / "sharded.pt"
     torchrun([str(out), "--scale-rate", str(scale_rate)], program=("tests/fsdp_training.py",))
     sharded, single = torch.load(out, weights_only=False), train(False, scale_rate)
-    for name, expected in single["params"].items():
-        got = sharded["params"][name]
-        if name.endswith("qkv.bias"):  # attention ignores the keys' bias: its gradient is rounding noise, skip it
-            got, expected = got.view(3, -1)[[0, 2]], expected.view(3, -1)[[0, 2]]
-        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=name)
+    assert_parameters_match(sharded, single)
     assert sharded["paths"] == {"cpu-kernel": sum(1 for _ in single["params"])} or "pytorch" in sharded["paths"]
     ranks = sharded["state_floats_per_rank"]
     assert len(ranks) == 2 and sum(ranks) == single["state_floats"]  # the LSTM state is sharded like the parameters
@@ -35,11 +40,7 @@ def test_ddp_on_two_processes_matches_one_process_with_the_defaults_step_scale_c
     out = tmp_path / "replicated.pt"
     torchrun([str(out), "--ddp", "--scale-rate", "0.01"], program=("tests/fsdp_training.py",))
     replicated, single = torch.load(out, weights_only=False), train(False, 0.01)
-    for name, expected in single["params"].items():
-        got = replicated["params"][name]
-        if name.endswith("qkv.bias"):  # attention ignores the keys' bias: its gradient is rounding noise, skip it
-            got, expected = got.view(3, -1)[[0, 2]], expected.view(3, -1)[[0, 2]]
-        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=name)
+    assert_parameters_match(replicated, single)
     assert replicated["state_floats_per_rank"] == [single["state_floats"]] * 2  # each replica keeps the whole state
     assert replicated["scale_control"][0] == pytest.approx(single["scale_control"][0], rel=1e-3, abs=1e-7)
 
@@ -55,11 +56,7 @@ def test_a_distributed_checkpoint_resumes_on_the_same_or_another_number_of_proce
              program=("tests/fsdp_training.py",))
     torchrun([str(out), "--load", str(folder), *arguments], program=("tests/fsdp_training.py",), processes=processes)
     resumed, single = torch.load(out, weights_only=False), train(False, 0.01)
-    for name, expected in single["params"].items():
-        got = resumed["params"][name]
-        if name.endswith("qkv.bias"):  # attention ignores the keys' bias: its gradient is rounding noise, skip it
-            got, expected = got.view(3, -1)[[0, 2]], expected.view(3, -1)[[0, 2]]
-        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=name)
+    assert_parameters_match(resumed, single)
     assert resumed["scale_control"][0] == pytest.approx(single["scale_control"][0], rel=1e-3, abs=1e-7)
 
 

@@ -23,10 +23,10 @@ from .network import CoordinatewiseLSTM
 STATE_KEY = "lstm_state"
 MOMENTS_KEY = "moments"
 PREVIOUS_KEY = "previous_update"
-STATE_LEAD = {STATE_KEY: 1, MOMENTS_KEY: 1, PREVIOUS_KEY: 0}
-"""Each per-parameter state tensor's dimensions before its coordinates ([2 layers, n, H], [moments, n], [n])."""
 """Per-parameter state: the LSTM state ``[2L, N, H]``, for a network with a stateful encoding its moments ``[M, N]``,
 and for a network with step-scale control the network's last update ``[N]`` (float32)."""
+STATE_LEAD = {STATE_KEY: 1, MOMENTS_KEY: 1, PREVIOUS_KEY: 0}
+"""Each per-parameter state tensor's dimensions before its coordinates."""
 STEPS_KEY = "steps_done"
 """The per-group count of steps taken, a group entry of a network with progress inputs."""
 CONTROL_KEY = "scale_control"

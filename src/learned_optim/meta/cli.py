@@ -117,9 +117,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     options = {**defaults, **given}
     network = dict(DEFAULTS[args.task]["network"])
     network.update({key: getattr(args, key) for key in CONFIG_KEYS if getattr(args, key) is not None})
-    return RunConfig(task=_task_spec(args), network=network,
-                     recipe=Recipe(**{key: value for key, value in options.items() if key in RECIPE_OPTIONS}),
-                     **{key: value for key, value in options.items() if key in RUN_OPTIONS})
+    return RunConfig.from_options(_task_spec(args), network, options)
 
 
 def cmd_train(args: argparse.Namespace) -> Run:

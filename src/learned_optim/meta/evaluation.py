@@ -119,19 +119,29 @@ def _stderr(values: list[float]) -> float:
     return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
 
 
+def lr_scores(
+    make: Callable[[list[torch.Tensor], float], torch.optim.Optimizer], problems: list[Problem], steps: int,
+    metrics: dict[str, Callable[[list[float]], float]] = METRICS, description: str = "",
+    lr_grid: list[float] = LR_GRID,
+) -> dict[str, dict[float, float]]:
+    """Per metric of ``metrics`` and learning rate of ``lr_grid``: the metric's mean over ``problems``, each
+    optimized ``steps`` steps (a progress bar named by ``description`` on a terminal)."""
+    from tqdm.auto import tqdm
+
+    scores = {metric: {} for metric in metrics}
+    for lr in tqdm(lr_grid, desc=f"tuning {description}", unit="lr", leave=False, disable=None):
+        runs = [run_optimizer(problem, functools.partial(make, lr=lr), steps) for problem in problems]
+        for metric, fn in metrics.items():
+            scores[metric][lr] = _mean([fn(run.losses) for run in runs])
+    return scores
+
+
 def tune(
     make: Callable[[list[torch.Tensor], float], torch.optim.Optimizer], problems: list[Problem], steps: int,
     description: str = "", lr_grid: list[float] = LR_GRID,
 ) -> dict[str, float]:
-    """The learning rate of ``lr_grid`` minimizing each metric's mean over ``problems`` (a progress bar
-    named by ``description`` on a terminal)."""
-    from tqdm.auto import tqdm
-
-    scores = {metric: {} for metric in METRICS}
-    for lr in tqdm(lr_grid, desc=f"tuning {description}", unit="lr", leave=False, disable=None):
-        runs = [run_optimizer(problem, functools.partial(make, lr=lr), steps) for problem in problems]
-        for metric, fn in METRICS.items():
-            scores[metric][lr] = _mean([fn(run.losses) for run in runs])
+    """The learning rate of ``lr_grid`` minimizing each metric's mean over ``problems`` (:func:`lr_scores`)."""
+    scores = lr_scores(make, problems, steps, METRICS, description, lr_grid)
     return {metric: min(by_lr, key=lambda lr: (by_lr[lr], lr)) for metric, by_lr in scores.items()}
 
 

@@ -26,7 +26,6 @@ from .evaluation import BASELINES, Summary, compare
 from .tasks import Task
 from .tasks.registry import DEFAULTS
 from .train import Run, RunConfig, train
-from .truncated import Recipe
 
 LONGEST_UNROLL = 200
 """The longest unroll (meta-gradient through one stretch of steps) the recipe takes: horizons up to it are one
@@ -71,11 +70,8 @@ def training_options(horizon: int) -> dict[str, Any]:
 def run_config(task_spec: dict[str, Any], horizon: int, **overrides: Any) -> RunConfig:
     """The :class:`~learned_optim.meta.train.RunConfig` of :func:`training_options`, network config and any
     ``overrides`` (Recipe or RunConfig fields)."""
-    options = {**training_options(horizon), **overrides}
-    recipe_keys = set(Recipe.__dataclass_fields__)
-    return RunConfig(task=task_spec, network=dict(DEFAULTS["module"]["network"]),
-                     recipe=Recipe(**{key: value for key, value in options.items() if key in recipe_keys}),
-                     **{key: value for key, value in options.items() if key not in recipe_keys})
+    return RunConfig.from_options(task_spec, dict(DEFAULTS["module"]["network"]),
+                                  {**training_options(horizon), **overrides})
 
 
 @dataclass
@@ -120,8 +116,6 @@ def fit(make_task: Callable[[str], Task] | Task, folder: str | os.PathLike, hori
         if not isinstance(task, Task):
             raise ValueError(f"make_task({split!r}) returned {type(task).__name__}; it must return a "
                              "learned_optim.meta.tasks.Task, such as a ModuleTask(model_factory, sample_batch)")
-    if baseline not in BASELINES:
-        raise ValueError(f"unknown baseline {baseline!r}; choose one of {list(BASELINES)}")
     name = getattr(make_task, "__qualname__", None) if not isinstance(make_task, Task) else None
     reference = f"{make_task.__module__}:{name}" if name else None
     budget_s = parse_duration(budget) if budget is not None else None

@@ -20,7 +20,6 @@ with the same weights as an uninterrupted one, and a run split over processes by
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -40,7 +39,7 @@ from ..network import CoordinatewiseLSTM
 from .atomic import write_file_atomic, write_folder_atomic
 from .distributed import Distribution, from_environment
 from .estimators import ESTIMATORS
-from .evaluation import BASELINES, LR_GRID, run_optimizer
+from .evaluation import BASELINES, LR_GRID, lr_scores
 from .tasks.families import SampledArchitectureTask
 from .metrics import METRICS
 from .tasks.registry import make_task
@@ -178,6 +177,14 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
+    def from_options(cls, task: dict[str, Any], network: dict[str, Any], options: dict[str, Any]) -> "RunConfig":
+        """A run of ``task`` with ``network``, ``options`` holding :class:`Recipe` and :class:`RunConfig` fields
+        alike (a task family's training defaults with what the user gave)."""
+        recipe_keys = {f.name for f in dataclasses.fields(Recipe)}
+        return cls(task=task, network=network, recipe=Recipe(**{k: v for k, v in options.items() if k in recipe_keys}),
+                   **{k: v for k, v in options.items() if k not in recipe_keys})
+
+    @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunConfig":
         """The config ``run.json`` stored (:meth:`to_json`)."""
         return cls(**{**data, "recipe": Recipe(**data["recipe"])})
@@ -234,13 +241,6 @@ def validation_losses(network: nn.Module, task: Task, indices: range | list[int]
         problems = task.sample_many([seeded(VALIDATION_SEED + i) for i in chunk])
         curves += Unroller(network, problems, total_steps=horizon).rollout(horizon).t().tolist()
     return curves
-
-
-def baseline_losses(make: Callable[[list[torch.Tensor]], torch.optim.Optimizer], task: Task,
-                    indices: range | list[int], horizon: int) -> list[list[float]]:
-    """Loss curves of a hand-designed optimizer on the validation problems ``indices`` (those of
-    :func:`validation_losses`: the same initial parameters and minibatches)."""
-    return [run_optimizer(task.sample(seeded(VALIDATION_SEED + i)), make, horizon).losses for i in indices]
 
 
 def validation_loss(network: nn.Module, task: Task, num_problems: int, horizon: int, metric: str = "mean") -> float:
@@ -344,9 +344,9 @@ def train(
         if config is not None and dataclasses.replace(config, episodes=recorded.episodes) != recorded:
             raise ValueError(f"{run.folder} holds a run with another config ({run.config_path}); resume it with "
                              "config=None or the same config, or start the new one in another folder")
-        if recorded.budget_s is not None:  # sized by its budget: the config's episodes were only the most it may take
-            config = None
-        config = dataclasses.replace(recorded, episodes=episodes or (config or recorded).episodes)
+        sized = recorded.budget_s is not None  # sized by its budget: a config's episodes were only the most it may take
+        given = recorded if sized or config is None else config
+        config = dataclasses.replace(recorded, episodes=episodes or given.episodes)
     elif run.config_path.exists():
         raise FileExistsError(f"{run.folder} already holds a run; pass resume=True (--resume) or use a new folder")
     elif config is None:
@@ -393,7 +393,8 @@ class Trainer:
             return  # PES runs forward passes only
         shard = self.dist.shard(recipe.meta_batch)
         longest = dataclasses.replace(recipe, horizon=max(self.curriculum.stages))
-        with torch.random.fork_rng(devices=[]):  # the run's random numbers stay as they were
+        # whatever a task's sampler draws from torch's generators, the run's random numbers stay as they were
+        with torch.random.fork_rng(devices=[] if torch.device(self.device).type == "cpu" else None):
             problems = self.task.sample_many([problem_generator(config.seed, 0, k) for k in shard])
             needed = unroll_memory(self.network, problems, longest)
         if needed > MEMORY_SHARE * available:
@@ -505,14 +506,15 @@ class Trainer:
         validation problems, at the validation horizon, by the validation metric; its results logged."""
         config, dist = self.config, self.dist
         started = time.perf_counter()
-        horizon, make = self.curriculum.validation_horizon, BASELINES[config.validation_baseline]
-        indices = dist.shard(config.num_validation)
-        scores = torch.tensor([[sum(VALIDATION_METRICS[metric](curve) for curve in curves)
-                                for metric in VALIDATION_METRICS]
-                               for curves in (baseline_losses(functools.partial(make, lr=lr), self.validation_task,
-                                                              indices, horizon) for lr in LR_GRID)],
-                              dtype=torch.float64)
-        dist.all_reduce(scores)
+        horizon = self.curriculum.validation_horizon
+        problems = [self.validation_task.sample(seeded(VALIDATION_SEED + i))  # validation_losses' problems
+                    for i in dist.shard(config.num_validation)]
+        scores = torch.zeros(len(LR_GRID), len(VALIDATION_METRICS), dtype=torch.float64)
+        if problems:  # a process without validation problems adds nothing
+            means = lr_scores(BASELINES[config.validation_baseline], problems, horizon, VALIDATION_METRICS)
+            scores = torch.tensor([[means[metric][lr] * len(problems) for metric in VALIDATION_METRICS]
+                                   for lr in LR_GRID], dtype=torch.float64)
+        dist.all_reduce(scores)  # this process's share of the sums, summed over the processes
         scores /= config.num_validation
         best = int(scores[:, list(VALIDATION_METRICS).index(config.validation_metric)].argmin())
         self.baseline = {"name": config.validation_baseline, "lr": LR_GRID[best], "validation_horizon": horizon,
