@@ -5,8 +5,8 @@
 Times ``optimizer.step()`` on a 784-20-10 MLP (15,910 parameters) for Adam, for LearnedOptimizer's
 PyTorch path (without the fused kernel: ``LEARNED_OPTIM_KERNEL=0``) on torch's threads
 (``parallel_threshold=0``) and as it ships (steps below 2**20 coordinates on one thread), and for
-LearnedOptimizer with the fused kernel (on torch's threads, at least 4,096 coordinates each, or on one thread where
-that measures faster: ``kernel.ThreadChooser``): first on an idle machine,
+LearnedOptimizer with the fused kernel (the caller and a helper thread, at least 4,096 coordinates each, the caller
+never waiting for the helper to wake): first on an idle machine,
 then while another process trains a model with 2 torch threads (once with Adam, once with
 LearnedOptimizer). Prints the median step time and the slowdown against the idle machine, measured in
 the same run.

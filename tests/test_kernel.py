@@ -1,9 +1,11 @@
 """The fused CPU kernel: equal to the PyTorch path in lockstep, its build cache, and the fallback."""
 
 import ctypes
+import multiprocessing
 import os
 import stat
 import subprocess
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -107,6 +109,71 @@ def test_threads_split_the_coordinates_with_identical_results(network):
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
+def _two_thread_update(weights, grad, state):
+    """The kernel's update of ``grad`` on two threads (the caller and a helper), ``state`` stepped in place."""
+    out = torch.zeros_like(grad)
+    kernel.fused_update_many_(weights, [grad], [state], [out], [None], max_threads=2)
+    return out
+
+
+def _threads_of_this_process() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _forked_child_update(weights, grad, state, expected, results):
+    torch.set_num_threads(1)  # as a DataLoader worker does: torch's OpenMP threads do not survive a fork
+    threads = _threads_of_this_process()
+    update = _two_thread_update(weights, grad, state)
+    results.put((torch.equal(update, expected[0]) and torch.equal(state, expected[1]),
+                 _threads_of_this_process() - threads))
+
+
+@needs_kernel
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="counts threads in Linux's /proc/self/task")
+def test_a_forked_child_steps_on_helpers_of_its_own(network):
+    """A child forked after the parent's helpers started (a DataLoader worker) has none of its threads: it starts
+    its own helper and steps like the parent."""
+    weights, size = network.fused_weights(), 8 * kernel.MIN_COORDINATES_PER_THREAD
+    grad, state = torch.randn(size), network.initial_state(size).normal_(0, 0.5)
+    child_state = state.clone()
+    expected = _two_thread_update(weights, grad, state)  # the parent's helper is running now
+    context = multiprocessing.get_context("fork")
+    results = context.SimpleQueue()
+    child = context.Process(target=_forked_child_update,
+                            args=(weights, grad, child_state, (expected, state), results))
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 0
+    same, started = results.get()
+    assert same and started == 1  # the parent's results, with one helper of its own: the call was split
+
+
+@needs_kernel
+def test_concurrent_calls_from_several_threads_each_step_their_own_tensors(network):
+    """Two Python threads stepping at once (ctypes releases the GIL): one call has the helpers, the other runs
+    alone; each gets its own result."""
+    weights, size = network.fused_weights(), 4 * kernel.MIN_COORDINATES_PER_THREAD + 5
+    grads = [torch.randn(size) for _ in range(2)]
+    states = [network.initial_state(size).normal_(0, 0.5) for _ in range(2)]
+    expected = []
+    for grad, state in zip(grads, states):
+        state = state.clone()
+        expected.append([(_two_thread_update(weights, grad, state), state.clone()) for _ in range(30)])
+    got = [[], []]
+
+    def steps(k):
+        for _ in range(30):
+            got[k].append((_two_thread_update(weights, grads[k], states[k]), states[k].clone()))
+
+    workers = [threading.Thread(target=steps, args=(k,)) for k in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for mine, theirs in zip(got, expected):
+        assert all(torch.equal(a, b) and torch.equal(c, d) for (a, c), (b, d) in zip(mine, theirs))
+
+
 @needs_kernel
 @pytest.mark.parametrize("config", [{}, {"hidden_size": 7, "preprocessing": "adam", "output": "tanh"},
                                     {"hidden_size": 7, "preprocessing": "adam", "output": "tanh", "nominal": 0.05}])
@@ -190,7 +257,7 @@ def test_build_is_cached_and_atomic(fresh_kernel):
     built = list(fresh_kernel.iterdir())
     assert len(built) == 1 and built[0].suffix == ".so"  # no partial file left behind
     with mock.patch.object(subprocess, "run", side_effect=AssertionError("compiled twice")):
-        assert kernel._build(kernel._compiler(), kernel.FLAGS + kernel.OPENMP_FLAGS) == built[0]
+        assert kernel._build(kernel._compiler(), kernel.FLAGS) == built[0]
 
 
 @pytest.mark.parametrize("lanes", [8, 16])
@@ -285,37 +352,6 @@ def test_optimizer_passes_its_precision_to_the_kernel(network):
     assert spy.call_args.kwargs["precision"] == "bf16"
 
 
-def test_compiler_without_openmp_builds_a_serial_kernel(fresh_kernel, monkeypatch, tmp_path, network):
-    real = kernel._compiler()
-    if real is None:
-        missing("a C++ compiler")
-    compiler = tmp_path / "c++-without-openmp"
-    rejects_openmp = 'case " $* " in *" -fopenmp "*) echo "no OpenMP" >&2; exit 1;; esac'
-    compiler.write_text(f'#!/bin/sh\n{rejects_openmp}\nexec {real} "$@"\n')
-    compiler.chmod(0o755)
-    monkeypatch.setenv("CXX", str(compiler))
-    monkeypatch.setattr(kernel, "MIN_COORDINATES_PER_THREAD", 16)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert kernel.available()
-    assert len(list(fresh_kernel.iterdir())) == 1 and not kernel._library.splits_with_openmp
-    weights, grad, state = network.fused_weights(), torch.randn(100), network.initial_state(100)
-    update = kernel.fused_update_(weights, grad, state.clone())  # on two Python threads
-    torch.testing.assert_close(update, pytorch_path(weights, grad, state.clone()))
-
-
-@needs_kernel
-@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc/self/maps")
-def test_kernel_runs_in_torchs_openmp_runtime():
-    """One OpenMP runtime in the process: the kernel's threads are torch's, not a second pool competing with it."""
-    lines = Path("/proc/self/maps").read_text().splitlines()
-    runtimes = {line.split()[-1] for line in lines if any(name in line for name in ("libgomp", "libomp", "libiomp"))}
-    if not runtimes or not kernel._library.splits_with_openmp:
-        pytest.skip("torch was built without OpenMP here, or the compiler has none")
-    assert len(runtimes) == 1, runtimes
-
-
 def test_build_is_readable_by_every_user_and_stale_builds_are_pruned(fresh_kernel):
     if kernel._compiler() is None:
         missing("a C++ compiler")
@@ -327,7 +363,7 @@ def test_build_is_readable_by_every_user_and_stale_builds_are_pruned(fresh_kerne
     os.utime(stale, (month_ago, month_ago))
     os.utime(foreign, (month_ago, month_ago))
     assert kernel.available()
-    built = kernel._build(kernel._compiler(), kernel.FLAGS + kernel.OPENMP_FLAGS)
+    built = kernel._build(kernel._compiler(), kernel.FLAGS)
     assert stat.S_IMODE(built.stat().st_mode) == 0o755
     assert sorted(path.name for path in fresh_kernel.iterdir()) == sorted([built.name, recent.name])
 
@@ -343,27 +379,19 @@ def test_cache_follows_xdg_cache_home_unless_learned_optim_cache_is_set(monkeypa
     assert kernel._cache_dir() == Path.home() / ".cache" / "learned_optim" / "kernels"
 
 
-@pytest.mark.parametrize("reason, serial", [("libgomp.so.1: cannot open shared object file", True),
-                                            ("lstm_step.so: invalid ELF header", False)])
-def test_a_library_that_does_not_load_is_rebuilt_only_for_a_missing_openmp(fresh_kernel, monkeypatch, reason, serial):
-    """Without OpenMP's runtime the serial build is the fix; any other load failure is said, not worked around."""
+def test_a_library_that_does_not_load_is_said_not_worked_around(fresh_kernel, monkeypatch):
     if kernel._compiler() is None:
         missing("a C++ compiler")
-    real, loaded = ctypes.CDLL, []
+    loaded = []
 
     def cdll(path):
         loaded.append(path)
-        if len(loaded) == 1:
-            raise OSError(reason)
-        return real(path)
+        raise OSError("lstm_step.so: invalid ELF header")
 
     monkeypatch.setattr(ctypes, "CDLL", cdll)
-    if serial:
-        assert kernel.available() and not kernel._library.splits_with_openmp and len(loaded) == 2
-    else:
-        with pytest.warns(RuntimeWarning, match="invalid ELF header"):
-            assert not kernel.available()
-        assert len(loaded) == 1
+    with pytest.warns(RuntimeWarning, match="invalid ELF header"):
+        assert not kernel.available()
+    assert len(loaded) == 1
 
 
 def test_missing_compiler_falls_back_with_one_warning(fresh_kernel, monkeypatch, network):
@@ -385,7 +413,7 @@ def test_failing_compiler_falls_back_with_its_message_and_leaves_no_file(fresh_k
     with pytest.warns(RuntimeWarning, match="broken toolchain"):
         assert not kernel.available()
     assert list(fresh_kernel.iterdir()) == []
-    assert calls.read_text().count("called") == 1  # not tried again without OpenMP: the failure is not about it
+    assert calls.read_text().count("called") == 1
 
 
 @needs_kernel
@@ -406,28 +434,6 @@ def test_prepared_weights_are_computed_once_per_weights_object_and_the_oldest_dr
     assert [prepared(first), prepared(first), prepared(second)] == [1, 1, 2]
     assert prepared(third) == 3 and prepared(second) == 2 and prepared(first) == 4  # first was dropped
     assert calls == [first, second, third, first] and len(prepared.entries) == 2
-
-
-def test_the_thread_count_follows_measured_speed_and_probes_the_other_as_the_load_changes():
-    chooser = kernel.ThreadChooser()
-    assert chooser.choose(1, 10**6) == 1  # nothing to choose
-    per_coordinate = {2: 1.0, 1: 1.8}  # an idle machine: two threads faster
-
-    def call():
-        threads = chooser.choose(2, 1000)
-        chooser.record(2, 1000, threads, per_coordinate[threads] * 1000)
-        return threads
-
-    assert [call(), call()] == [2, 1]  # each timed once
-    idle = [call() for _ in range(3 * kernel.PROBE_EVERY)]
-    assert idle.count(1) == 3 and set(idle) == {1, 2}  # the faster, and a probe of the other every PROBE_EVERY calls
-    per_coordinate[2] = 6.0  # another process busies the cores: a two-thread call waits for the second core
-    busy = [call() for _ in range(3 * kernel.PROBE_EVERY)]
-    assert busy[:3].count(1) >= 1 and busy[10:].count(2) <= 3  # switched to one thread within a few calls
-    per_coordinate[2] = 1.0  # the other process ends: the next probe finds two threads faster again
-    after = [call() for _ in range(2 * kernel.PROBE_EVERY)]
-    assert after[-kernel.PROBE_EVERY:].count(1) == 1  # back on two threads but for the periodic probe
-    assert chooser.choose(2, 10**6) == 2  # another size class is timed on its own
 
 
 def test_no_kernel_is_handed_a_tensor_subclass(network):

@@ -13,12 +13,11 @@ or with ``LEARNED_OPTIM_KERNEL=0``, :func:`available` is False and callers use t
 ``precision="bf16"`` on a CPU with AVX-512-BF16 (:func:`bf16_dot`), in bfloat16 pairs with float32 sums.
 
 One call steps any number of tensors (:func:`fused_update_many_`, which ``LearnedOptimizer`` calls once per param
-group): their tiles are laid end to end and split over up to ``torch.get_num_threads()`` OpenMP threads, at least
-:data:`MIN_COORDINATES_PER_THREAD` coordinates each. Built with ``-fopenmp``, the library needs ``libgomp.so.1``,
-which is torch's own where torch loaded it (Linux wheels): the step then runs in torch's thread pool, whose workers
-are already awake after backward, instead of starting threads that compete with them. Where the compiler has no
-OpenMP, the kernel is built without it and the tiles are split over Python threads instead (ctypes releases the
-GIL for the call, so they run in parallel).
+group): their tiles are laid end to end and split, in chunks, over the calling thread and up to
+``torch.get_num_threads() - 1`` helper threads of the library's own, at least :data:`MIN_COORDINATES_PER_THREAD`
+coordinates per thread. A helper takes chunks while any are left; the caller never waits for a helper to wake, only
+for the chunks one has taken, so beside another busy process the step slows down by the share of the cores it gets,
+not by a thread that waits for one (``benchmarks/step_contention.py``).
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import ctypes
 import hashlib
 import os
 import platform
-import re
 import shutil
 import subprocess
 import tempfile
@@ -44,8 +42,7 @@ from .fusion import DEFAULT_PRECISION, OUTPUT_CODES, PREPROCESSING_CODES, Prepar
 from .preprocessing import ADAM_EPSILON, MOMENT_DECAY
 
 SOURCE = Path(__file__).with_name("csrc") / "lstm_step.cpp"
-FLAGS = ("-O3", "-march=native", "-std=c++17", "-fno-math-errno", "-shared", "-fPIC")
-OPENMP_FLAGS = ("-fopenmp",)
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-fno-math-errno", "-shared", "-fPIC", "-pthread")
 ENV_VAR = "LEARNED_OPTIM_KERNEL"
 CACHE_ENV_VAR = "LEARNED_OPTIM_CACHE"
 STALE_DAYS = 30
@@ -53,11 +50,6 @@ STALE_DAYS = 30
 touched at every load; builds for other CPUs sharing the folder age out)."""
 MIN_COORDINATES_PER_THREAD = 4_096
 """Below this many coordinates per thread, handing a thread its share costs more than it saves."""
-PROBE_EVERY = 64
-"""Kernel calls of one size class between two timings of the thread count not in use (:class:`ThreadChooser`)."""
-NO_OPENMP = re.compile(r"openmp|gomp|libomp|-lomp|omp\.h", re.IGNORECASE)
-"""What compilers say when they have no OpenMP (gcc: ``cannot find -lgomp``; clang: ``unsupported option
-'-fopenmp'``, ``library not found for -lomp``): only then is a build without it worth a second try."""
 
 
 class CompilerError(RuntimeError):
@@ -135,12 +127,7 @@ def _load() -> Any:
     compiler = _compiler()
     if compiler is None:
         raise RuntimeError("no C++ compiler found (install g++ or clang++, or set CXX)")
-    try:
-        library = ctypes.CDLL(str(_build(compiler, FLAGS + OPENMP_FLAGS)))
-    except (OSError, CompilerError) as error:  # no OpenMP here (or no libgomp): Python threads split the work
-        if not NO_OPENMP.search(error.stderr if isinstance(error, CompilerError) else str(error)):
-            raise  # a compiler that fails whatever the flags, or a library that cannot load: said, not worked around
-        library = ctypes.CDLL(str(_build(compiler, FLAGS)))
+    library = ctypes.CDLL(str(_build(compiler, FLAGS)))
     i64, f32, i32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
     library.learned_optim_step.argtypes = [i64, i64, i64, i32, f32, f32, f32, ptr, ptr, ptr, f32, f32, i32, f32,
                                            ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, f32, i32, f32, f32, i64, i64, i32,
@@ -148,12 +135,10 @@ def _load() -> Any:
     library.learned_optim_step.restype = None
     library.learned_optim_work_size.argtypes = [i64, i64]
     library.learned_optim_work_size.restype = i64
-    library.learned_optim_openmp.restype = i32
     library.learned_optim_tile.restype = i64
     library.learned_optim_bf16_dot.restype = i32
     library.tile = library.learned_optim_tile()  # coordinates per tile: threads get whole tiles
     library.bf16_dot = bool(library.learned_optim_bf16_dot())
-    library.splits_with_openmp = bool(library.learned_optim_openmp())  # asked once, not every step
     return library
 
 
@@ -244,46 +229,6 @@ def fused_update_many_(weights: Any, grads: list[Tensor], states: list[Tensor], 
     _run(weights, grads, states, outs, moments, True, lr, decay, maximize, precision, max_threads)
 
 
-class ThreadChooser:
-    """How many threads a kernel call runs on, chosen by measurement: one, or the most its size can use.
-
-    On an idle machine more threads are faster; beside another busy process a thread that waits for a core stalls
-    the whole call, and one thread is faster (``benchmarks/step_contention.py``). Per size class, each candidate is
-    timed once, then the faster per coordinate runs (its time a running average) and every :data:`PROBE_EVERY` calls
-    the other is timed again, so the choice follows the machine's load. The results do not depend on the choice:
-    every coordinate is computed alike on any thread.
-    """
-
-    def __init__(self) -> None:
-        self.seconds: dict[tuple[int, int], dict[int, float]] = {}  # size class: threads -> seconds per coordinate
-        self.calls: dict[tuple[int, int], int] = {}
-
-    def choose(self, most: int, coordinates: int) -> int:
-        """The thread count for a call over ``coordinates`` that could use up to ``most`` threads."""
-        if most <= 1:
-            return 1
-        key = (most, coordinates.bit_length())
-        self.calls[key] = self.calls.get(key, 0) + 1
-        timed = self.seconds.setdefault(key, {})
-        for candidate in (most, 1):
-            if candidate not in timed:
-                return candidate
-        faster = min(timed, key=timed.get)
-        slower = 1 if faster == most else most
-        return slower if self.calls[key] % PROBE_EVERY == 0 else faster
-
-    def record(self, most: int, coordinates: int, threads: int, seconds: float) -> None:
-        """A call's time: the running average of the count in use, the new timing of a probed one."""
-        if most <= 1:
-            return
-        timed, per_coordinate = self.seconds[(most, coordinates.bit_length())], seconds / max(coordinates, 1)
-        in_use = threads in timed and timed[threads] <= min(timed.values())
-        timed[threads] = 0.75 * timed[threads] + 0.25 * per_coordinate if in_use else per_coordinate
-
-
-_threads = ThreadChooser()
-
-
 def _run(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Tensor], moments: list[Tensor | None],
          accumulate: bool, lr: float, decay: float, maximize: bool, precision: str,
          max_threads: int | None = None) -> None:
@@ -302,29 +247,6 @@ def _run(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Ten
                  (ctypes.c_int * count)(*[int(s.dtype == torch.bfloat16) for s in states]),
                  (ctypes.c_int64 * count)(*totals), pointers(*[None if m is None else m.data_ptr() for m in moments]),
                  pointers(*[o.data_ptr() for o in outs]), -1.0 if maximize else 1.0, int(accumulate), decay, lr)
-    coordinates = sum(totals)
-    most = max(1, min(max_threads or torch.get_num_threads(), coordinates // MIN_COORDINATES_PER_THREAD, tiles))
-    threads = _threads.choose(most, coordinates)
+    threads = max(1, min(max_threads or torch.get_num_threads(), sum(totals) // MIN_COORDINATES_PER_THREAD, tiles))
     work = torch.empty(threads, _library.learned_optim_work_size(network[0], network[2]), dtype=torch.float32)
-    started = time.perf_counter()
-    _split(arguments, tiles, threads, work)
-    _threads.record(most, coordinates, threads, time.perf_counter() - started)
-
-
-def _split(arguments: tuple, tiles: int, threads: int, work: Tensor) -> None:
-    """The kernel over ``tiles`` tiles on ``threads`` threads, each with its row of ``work``."""
-    if _library.splits_with_openmp:  # one call: OpenMP splits the tiles
-        _library.learned_optim_step(*arguments, 0, tiles, threads, work.data_ptr())
-        return
-    per_thread = -(-tiles // threads)  # else a Python thread per share, each a one-thread call
-    ranges = [(start, min(start + per_thread, tiles)) for start in range(0, tiles, per_thread)]
-
-    def run(index: int) -> None:  # 64-byte aligned rows of work: nothing can fail inside
-        _library.learned_optim_step(*arguments, *ranges[index], 1, work[index].data_ptr())
-
-    workers = [threading.Thread(target=run, args=(index,)) for index in range(1, len(ranges))]
-    for worker in workers:
-        worker.start()
-    run(0)
-    for worker in workers:
-        worker.join()
+    _library.learned_optim_step(*arguments, 0, tiles, threads, work.data_ptr())

@@ -102,9 +102,8 @@ class LearnedOptimizer(Optimizer):
         parallel_threshold (int, optional): a step over fewer CPU coordinates than this runs its PyTorch
             operations on one thread (many small operations on several threads stall when other processes busy the
             cores), a larger one on torch's threads; 0 always uses torch's threads. The fused CPU kernel
-            (:mod:`learned_optim.kernel`) splits its coordinates over up to torch's threads itself, at least 4,096
-            per thread, or runs them on one thread where that measures faster, as beside another busy process
-            (:class:`learned_optim.kernel.ThreadChooser`) (default: 2**20).
+            (:mod:`learned_optim.kernel`) splits its coordinates over up to torch's thread count itself, at least
+            4,096 per thread, on threads that never wait for one another (default: 2**20).
 
     Example:
         >>> model = torch.nn.Linear(4, 1)

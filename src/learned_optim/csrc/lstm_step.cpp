@@ -7,8 +7,15 @@
 // coordinates, held transposed ([unit][coordinate]) while in flight, so every multiply-add of the
 // gate matmuls works on LANES coordinates and four gate columns share each input load.
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <system_error>
+#include <thread>
 #if defined(__AVX__)
 #include <immintrin.h>
 #endif
@@ -353,18 +360,112 @@ static void step_tiles(const Network &net, int64_t count, const float *const *gr
     }
 }
 
-// Whether this build runs `threads` > 1 in parallel (else its callers start their own threads).
-extern "C" int learned_optim_openmp(void) {
-#if defined(_OPENMP)
-    return 1;
-#else
-    return 0;
-#endif
-}
+// The tiles of one call and its arguments, shared by the threads that step them, a chunk of tiles at a time.
+struct Call {
+    Network net;
+    int64_t count;
+    const float *const *grads;
+    void *const *states;
+    const int *state_bf16;
+    const int64_t *totals;
+    float *const *moments, *const *outs;
+    float grad_sign;
+    int accumulate;
+    float decay, lr;
+    int64_t first_tile, last_tile, chunk_tiles;
+    float *work;  // one work space per thread
+    int64_t work_size;
 
-// The step of `count` tensors laid end to end: their tiles [first_tile, last_tile) split evenly over `threads`
-// threads (so many small tensors run like one large one), run by OpenMP: in torch's own thread pool when torch's
-// libgomp is the one loaded, so no threads are started and none compete with torch's idle workers.
+    void step_chunk(int64_t chunk, int thread) const {
+        const int64_t first = first_tile + chunk * chunk_tiles;
+        const int64_t last = first + chunk_tiles < last_tile ? first + chunk_tiles : last_tile;
+        step_tiles(net, count, grads, states, state_bf16, totals, moments, outs, grad_sign, accumulate, decay, lr,
+                   first, last, work + thread * work_size);
+    }
+};
+
+// Threads that help the calling thread through a call's chunks. The caller publishes the call and steps chunks
+// itself; a helper takes chunks while any are left, whenever it gets a core. The caller waits only for the chunks
+// a helper has taken, never for a helper to wake up: beside another busy process, a helper waiting for a core
+// costs nothing (the caller steps its chunks), where a fork-join pool would stall the call until it ran.
+class Helpers {
+  public:
+    // Steps every chunk of `call` on the caller and up to `threads` - 1 helpers; a second caller while one is
+    // in flight (another Python thread) steps its chunks alone.
+    void run(const Call &call, int64_t chunks, int threads) {
+        if (threads < 2 || in_flight.exchange(true, std::memory_order_acquire)) {
+            for (int64_t chunk = 0; chunk < chunks; ++chunk) call.step_chunk(chunk, 0);
+            return;
+        }
+        try {
+            for (; started < threads - 1; ++started) std::thread(&Helpers::serve, this, started + 1).detach();
+        } catch (const std::system_error &) {  // no more threads to be had: the ones started share the call
+            threads = started + 1;
+        }
+        current = call;
+        finished.store(0, std::memory_order_relaxed);
+        generation = (generation + 1) & GENERATION_MASK;
+        ticket.store(generation << 40 | uint64_t(threads) << 32 | uint64_t(chunks), std::memory_order_release);
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            ++published;
+        }
+        wake.notify_all();
+        take(0);
+        while (finished.load(std::memory_order_acquire) < chunks) std::this_thread::yield();  // taken by a helper
+        in_flight.store(false, std::memory_order_release);
+    }
+
+  private:
+    static constexpr uint64_t GENERATION_MASK = (uint64_t(1) << 24) - 1;
+
+    // Steps chunks of the current call while any are left and thread may help it.
+    void take(int thread) {
+        uint64_t seen = ticket.load(std::memory_order_acquire);
+        for (;;) {
+            const uint64_t left = seen & 0xffffffffu, threads = seen >> 32 & 0xff;
+            if (left == 0 || uint64_t(thread) >= threads) return;
+            if (ticket.compare_exchange_weak(seen, seen - 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+                current.step_chunk(int64_t(left - 1), thread);  // current is the call's until its chunks finish
+                finished.fetch_add(1, std::memory_order_release);
+                seen = ticket.load(std::memory_order_acquire);
+            }
+        }
+    }
+
+    void serve(int thread) {
+        uint64_t seen = 0;
+        for (;;) {
+            {
+                std::unique_lock<std::mutex> lock(mutex);
+                wake.wait(lock, [&] { return published != seen; });
+                seen = published;
+            }
+            take(thread);
+        }
+    }
+
+    std::mutex mutex;  // guards published, which wakes the helpers
+    std::condition_variable wake;
+    uint64_t published = 0;
+    int started = 0;
+    uint64_t generation = 0;
+    std::atomic<bool> in_flight{false};
+    std::atomic<uint64_t> ticket{0};  // the call's generation (24 bits) | threads (8) | chunks not yet taken (32)
+    std::atomic<int64_t> finished{0};
+    Call current{};
+};
+
+// Never destroyed (its helpers wait on it until the process ends); a forked child, which has none of the parent's
+// threads, starts its own.
+static Helpers *helpers = new Helpers;
+static const int forks_start_fresh = pthread_atfork(nullptr, nullptr, [] { helpers = new Helpers; });
+
+// Chunks per thread: enough that a helper that stops for another process leaves little for the others to wait on.
+#define CHUNKS_PER_THREAD 16
+
+// The step of `count` tensors laid end to end: their tiles [first_tile, last_tile) split over `threads` threads
+// (so many small tensors run like one large one), the calling thread and threads - 1 helpers.
 // Per tensor k: grads[k] [totals[k]], states[k] [2L, totals[k], H] (bfloat16 where state_bf16[k]), moments[k]
 // (adam: [3, totals[k]] as m, v, w; else unused) and outs[k] (out = decay out + lr update, or the update).
 // work: threads x learned_optim_work_size floats, 64-byte aligned.
@@ -379,14 +480,13 @@ extern "C" void learned_optim_step(
     float *const *moments, float *const *outs,
     float grad_sign, int accumulate, float decay, float lr,    // grad_sign -1: maximize
     int64_t first_tile, int64_t last_tile, int threads, float *work) {
-    const Network net{H, L, F, preprocessing, p, beta, eps, weights, biases, head_weight, head_bias, output_scale,
-                      bounded, nominal, bf16_weights};
-    const int64_t per_thread = (last_tile - first_tile + threads - 1) / threads, size = learned_optim_work_size(H, F);
-#pragma omp parallel for num_threads(threads) schedule(static, 1) if (threads > 1)
-    for (int t = 0; t < threads; ++t) {
-        const int64_t first = first_tile + t * per_thread;
-        const int64_t last = first + per_thread < last_tile ? first + per_thread : last_tile;
-        step_tiles(net, count, grads, states, state_bf16, totals, moments, outs, grad_sign, accumulate, decay, lr,
-                   first, last, work + t * size);
-    }
+    const int64_t tiles = last_tile - first_tile;
+    if (threads > 255) threads = 255;
+    const int64_t chunks_wanted = threads > 1 ? threads * CHUNKS_PER_THREAD : 1;
+    const int64_t chunk_tiles = (tiles + chunks_wanted - 1) / chunks_wanted;
+    const Call call{{H, L, F, preprocessing, p, beta, eps, weights, biases, head_weight, head_bias, output_scale,
+                     bounded, nominal, bf16_weights},
+                    count, grads, states, state_bf16, totals, moments, outs, grad_sign, accumulate, decay, lr,
+                    first_tile, last_tile, chunk_tiles, work, learned_optim_work_size(H, F)};
+    if (tiles > 0) helpers->run(call, (tiles + chunk_tiles - 1) / chunk_tiles, threads);
 }
