@@ -4,10 +4,13 @@
         [--suite generalist] [--panels mnist-20-relu-100 ...] [--tasks mnist-mlps:100] [--split validation]
         [--problems 20]
 
-Each network is a checkpoint (bundled name, folder, Hub repo id) with optional ``+key=value`` changes of its run-time
-options: ``scale_rate`` (step-scale control bolted on, :meth:`~learned_optim.CoordinatewiseLSTM.with_scale_rate`).
-Every network runs as ``LearnedOptimizer(params, network, total_steps=steps)`` on the same problems of each panel
-(those ``evaluate`` draws for the split: common random numbers): the suite's ``--panels`` and, with ``--tasks
+Each network is a checkpoint (bundled name, folder, Hub repo id) with optional ``+key=value`` changes: of its
+run-time options, ``scale_rate`` (step-scale control bolted on,
+:meth:`~learned_optim.CoordinatewiseLSTM.with_scale_rate`); of how it is applied, ``lr`` (a constant scale of its
+step), ``groups=tensor`` (every parameter its own group, so a step-scale controller per tensor) and
+``lr_decay=cosine`` (``lr`` decayed to 0 over the run by ``LambdaLR``, stepped after each step).
+Every network runs as ``LearnedOptimizer(params, network, total_steps=steps)`` (so changed) on the same problems of
+each panel (those ``evaluate`` draws for the split: common random numbers): the suite's ``--panels`` and, with ``--tasks
 NAME:STEPS``, problems of a task family as it is meta-trained on (its validation images with ``--split
 validation``). Printed per panel and network: the mean final loss (mean of the last 10 steps), the mean over problems
 of log(final / the first network's final) with its standard error (negative: better than the first network), the
@@ -20,7 +23,9 @@ import argparse
 import math
 import statistics
 
-from learned_optim import LearnedOptimizer, pretrained
+from torch.optim.lr_scheduler import LambdaLR
+
+from learned_optim import CoordinatewiseLSTM, LearnedOptimizer, pretrained
 from learned_optim.meta.evaluation import EVALUATION_SEED, run_optimizer
 from learned_optim.meta.metrics import METRICS
 from learned_optim.meta.tasks.registry import DEFAULTS, make_task
@@ -29,20 +34,41 @@ from learned_optim.meta.tasks import seeded
 
 import _report as report  # benchmarks/_report.py, beside this script
 
-CHANGES = {"scale_rate": lambda network, value: network.with_scale_rate(float(value))}
-"""The ``+key=value`` changes a network name may carry."""
+NETWORK_CHANGES = {"scale_rate": lambda network, value: network.with_scale_rate(float(value))}
+OPTIMIZER_CHANGES = {"lr": float, "groups": ["tensor"].index, "lr_decay": ["cosine"].index}
+"""The ``+key=value`` changes a network name may carry: of the network, and of the optimizer that applies it (each a
+check of its value)."""
 
 
-def load_network(name: str):
-    """``CHECKPOINT[+key=value...]``: the checkpoint with those :data:`CHANGES`."""
+def load_variant(name: str) -> tuple[CoordinatewiseLSTM, dict[str, str]]:
+    """``CHECKPOINT[+key=value...]``: the checkpoint with its :data:`NETWORK_CHANGES`, and its
+    :data:`OPTIMIZER_CHANGES`."""
     checkpoint, *changes = name.split("+")
-    network = pretrained.load(checkpoint)
+    network, options = pretrained.load(checkpoint), {}
     for change in changes:
         key, _, value = change.partition("=")
-        if key not in CHANGES or not value:
-            raise SystemExit(f"unknown change {change!r} of {name!r}; use +KEY=VALUE with KEY one of {list(CHANGES)}")
-        network = CHANGES[key](network, value)
-    return network
+        try:
+            if key in NETWORK_CHANGES:
+                network = NETWORK_CHANGES[key](network, value)
+            else:
+                OPTIMIZER_CHANGES[key](value)
+                options[key] = value
+        except (KeyError, ValueError):
+            raise SystemExit(f"unknown change {change!r} of {name!r}; use +KEY=VALUE with KEY one of "
+                             f"{[*NETWORK_CHANGES, *OPTIMIZER_CHANGES]} (groups=tensor, lr_decay=cosine)") from None
+    return network, options
+
+
+def optimizer_factory(network: CoordinatewiseLSTM, options: dict[str, str], steps: int):
+    """Makes ``LearnedOptimizer(params, network, total_steps=steps)`` with the :data:`OPTIMIZER_CHANGES`."""
+    def make(params):
+        groups = [{"params": [p]} for p in params] if options.get("groups") == "tensor" else params
+        optimizer = LearnedOptimizer(groups, network, total_steps=steps, lr=float(options.get("lr", 1.0)))
+        if options.get("lr_decay") == "cosine":
+            schedule = LambdaLR(optimizer, lambda t: (1 + math.cos(math.pi * min(t / steps, 1.0))) / 2)
+            optimizer.register_step_post_hook(lambda *_: schedule.step())
+        return optimizer
+    return make
 
 
 def main() -> None:
@@ -70,7 +96,7 @@ def main() -> None:
         chosen[f"{name} (its meta-training distribution)"] = ({"name": name}, int(steps))
     if not chosen:
         parser.error("name at least one of --panels or --tasks")
-    networks = {name: load_network(name) for name in args.networks}
+    networks = {name: load_variant(name) for name in args.networks}
     print(f"{args.problems} problems of the {args.split} split per panel; ratios against {args.networks[0]}")
     print("| panel | network | final (mean of last 10) | log(final / first's), paired | largest ratio | "
           "ends below start |")
@@ -79,9 +105,8 @@ def main() -> None:
         task = make_task(spec, args.split)
         problems = [task.sample(seeded(EVALUATION_SEED + i)) for i in range(args.problems)]
         first = None
-        for name, network in networks.items():
-            runs = [run_optimizer(p, lambda params: LearnedOptimizer(params, network, total_steps=steps), steps).losses
-                    for p in problems]
+        for name, (network, options) in networks.items():
+            runs = [run_optimizer(p, optimizer_factory(network, options, steps), steps).losses for p in problems]
             finals = [METRICS["final"](run) for run in runs]
             below = sum(run[-1] < run[0] for run in runs)
             first = first or finals
