@@ -54,8 +54,9 @@ def load_variant(name: str) -> tuple[CoordinatewiseLSTM, dict[str, str]]:
                 OPTIMIZER_CHANGES[key](value)
                 options[key] = value
         except (KeyError, ValueError):
-            raise SystemExit(f"unknown change {change!r} of {name!r}; use +KEY=VALUE with KEY one of "
-                             f"{[*NETWORK_CHANGES, *OPTIMIZER_CHANGES]} (groups=tensor, lr_decay=cosine)") from None
+            raise SystemExit(f"cannot apply {change!r} of {name!r}: use +KEY=VALUE with KEY one of "
+                             f"{[*NETWORK_CHANGES, *OPTIMIZER_CHANGES]}, scale_rate and lr numbers, groups=tensor, "
+                             "lr_decay=cosine") from None
     return network, options
 
 

@@ -130,8 +130,7 @@ def _load() -> Any:
     library = ctypes.CDLL(str(_build(compiler, FLAGS)))
     i64, f32, i32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_int, ctypes.c_void_p
     library.learned_optim_step.argtypes = [i64, i64, i64, i32, f32, f32, f32, ptr, ptr, ptr, f32, f32, i32, f32,
-                                           ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, f32, i32, f32, f32, i64, i64, i32,
-                                           ptr]
+                                           ptr, i64, ptr, ptr, ptr, ptr, ptr, ptr, f32, i32, f32, f32, i64, i32, ptr]
     library.learned_optim_step.restype = None
     library.learned_optim_work_size.argtypes = [i64, i64]
     library.learned_optim_work_size.restype = i64
@@ -249,4 +248,4 @@ def _run(weights: Any, grads: list[Tensor], states: list[Tensor], outs: list[Ten
                  pointers(*[o.data_ptr() for o in outs]), -1.0 if maximize else 1.0, int(accumulate), decay, lr)
     threads = max(1, min(max_threads or torch.get_num_threads(), sum(totals) // MIN_COORDINATES_PER_THREAD, tiles))
     work = torch.empty(threads, _library.learned_optim_work_size(network[0], network[2]), dtype=torch.float32)
-    _library.learned_optim_step(*arguments, 0, tiles, threads, work.data_ptr())
+    _library.learned_optim_step(*arguments, tiles, threads, work.data_ptr())

@@ -372,13 +372,13 @@ struct Call {
     float grad_sign;
     int accumulate;
     float decay, lr;
-    int64_t first_tile, last_tile, chunk_tiles;
+    int64_t tiles, chunk_tiles;
     float *work;  // one work space per thread
     int64_t work_size;
 
     void step_chunk(int64_t chunk, int thread) const {
-        const int64_t first = first_tile + chunk * chunk_tiles;
-        const int64_t last = first + chunk_tiles < last_tile ? first + chunk_tiles : last_tile;
+        const int64_t first = chunk * chunk_tiles;
+        const int64_t last = first + chunk_tiles < tiles ? first + chunk_tiles : tiles;
         step_tiles(net, count, grads, states, state_bf16, totals, moments, outs, grad_sign, accumulate, decay, lr,
                    first, last, work + thread * work_size);
     }
@@ -464,8 +464,8 @@ static const int forks_start_fresh = pthread_atfork(nullptr, nullptr, [] { helpe
 // Chunks per thread: enough that a helper that stops for another process leaves little for the others to wait on.
 #define CHUNKS_PER_THREAD 16
 
-// The step of `count` tensors laid end to end: their tiles [first_tile, last_tile) split over `threads` threads
-// (so many small tensors run like one large one), the calling thread and threads - 1 helpers.
+// The step of `count` tensors laid end to end: their `tiles` tiles split over `threads` threads (so many small
+// tensors run like one large one), the calling thread and threads - 1 helpers (at most 254).
 // Per tensor k: grads[k] [totals[k]], states[k] [2L, totals[k], H] (bfloat16 where state_bf16[k]), moments[k]
 // (adam: [3, totals[k]] as m, v, w; else unused) and outs[k] (out = decay out + lr update, or the update).
 // work: threads x learned_optim_work_size floats, 64-byte aligned.
@@ -479,14 +479,13 @@ extern "C" void learned_optim_step(
     int64_t count, const float *const *grads, void *const *states, const int *state_bf16, const int64_t *totals,
     float *const *moments, float *const *outs,
     float grad_sign, int accumulate, float decay, float lr,    // grad_sign -1: maximize
-    int64_t first_tile, int64_t last_tile, int threads, float *work) {
-    const int64_t tiles = last_tile - first_tile;
-    if (threads > 255) threads = 255;
+    int64_t tiles, int threads, float *work) {
+    if (threads > 255) threads = 255;  // the helpers' ticket holds a thread count in 8 bits
     const int64_t chunks_wanted = threads > 1 ? threads * CHUNKS_PER_THREAD : 1;
     const int64_t chunk_tiles = (tiles + chunks_wanted - 1) / chunks_wanted;
     const Call call{{H, L, F, preprocessing, p, beta, eps, weights, biases, head_weight, head_bias, output_scale,
                      bounded, nominal, bf16_weights},
                     count, grads, states, state_bf16, totals, moments, outs, grad_sign, accumulate, decay, lr,
-                    first_tile, last_tile, chunk_tiles, work, learned_optim_work_size(H, F)};
+                    tiles, chunk_tiles, work, learned_optim_work_size(H, F)};
     if (tiles > 0) helpers->run(call, (tiles + chunk_tiles - 1) / chunk_tiles, threads);
 }
