@@ -1,7 +1,7 @@
 """Networks against each other on the same problems: ablations of a meta-training recipe, chosen on validation.
 
     python benchmarks/compare_networks.py --networks l2o-generalist l2o-generalist+scale_rate=0.01 RUN/best
-        [--suite generalist] [--panels mnist-20-relu-100 ...] [--tasks mnist-mlps:100] [--split validation]
+        [--suite generalist] [--panels mnist-20-relu-100 ...] [--tasks mnist-mlps:100 ...] [--split validation]
         [--problems 20]
 
 Each network is a checkpoint (bundled name, folder, Hub repo id) with optional ``+key=value`` changes: of its
@@ -11,15 +11,18 @@ step), ``groups=tensor`` (every parameter its own group, so a step-scale control
 ``lr_decay=cosine`` (``lr`` decayed to 0 over the run by ``LambdaLR``, stepped after each step).
 Every network runs as ``LearnedOptimizer(params, network, total_steps=steps)`` (so changed) on the same problems of
 each panel (those ``evaluate`` draws for the split: common random numbers): the suite's ``--panels`` and, with ``--tasks
-NAME:STEPS``, problems of a task family as it is meta-trained on (its validation images with ``--split
-validation``). Printed per panel and network: the mean final loss (mean of the last 10 steps), the mean over problems
-of log(final / the first network's final) with its standard error (negative: better than the first network), the
-largest such ratio, and how many runs end below their start. Needs MNIST.
+NAME:STEPS``, problems of a task family as it is meta-trained on (its validation data with ``--split validation``);
+NAME may also be a task spec in JSON, such as ``'{"name": "art", "style": "family", "size": 128}:128'`` (the
+validation photos in styles made of one another). Printed per panel and network: the mean final loss (mean of the
+last 10 steps), the mean over problems of log(final / the first network's final) with its standard error (negative:
+better than the first network), the largest such ratio, and how many runs end below their start. Needs the data of
+the tasks named (MNIST, the art folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 
@@ -91,10 +94,15 @@ def main() -> None:
         parser.error(f"unknown panels {unknown} of suite {args.suite}; choose from {sorted(panels)}")
     chosen = {name: panels[name] for name in args.panels}
     for entry in args.tasks:
-        name, _, steps = entry.partition(":")
-        if name not in DEFAULTS or not steps.isdigit():
-            parser.error(f"--tasks takes NAME:STEPS with NAME one of {sorted(DEFAULTS)}, got {entry!r}")
-        chosen[f"{name} (its meta-training distribution)"] = ({"name": name}, int(steps))
+        name, _, steps = entry.rpartition(":")
+        try:
+            spec = json.loads(name) if name.startswith("{") else {"name": name}
+        except json.JSONDecodeError:
+            spec = {}
+        if not isinstance(spec, dict) or spec.get("name") not in DEFAULTS or not steps.isdigit():
+            parser.error(f"--tasks takes NAME:STEPS with NAME one of {sorted(DEFAULTS)} or a JSON task spec "
+                         f"{{\"name\": NAME, ...}}, got {entry!r}")
+        chosen[f"{name} (its meta-training distribution)"] = (spec, int(steps))
     if not chosen:
         parser.error("name at least one of --panels or --tasks")
     networks = {name: load_variant(name) for name in args.networks}

@@ -3,9 +3,15 @@
     python examples/neural_art.py CONTENT STYLE [--size 128] [--steps 128] [--out outputs]
 
 The optimizee is the image itself; the loss is Gatys et al.'s content + style + total variation on VGG-16
-features (learned_optim.meta.tasks.art). The features come from --vgg: a safetensors file in torchvision's
-vgg16().features layout or a Hub repo id; by default $LEARNED_OPTIM_ART/vgg16_features.safetensors, else the
-ImageNet VGG-16 timm/vgg16.tv_in1k from the Hugging Face Hub. Writes lstm.png and adam.png into --out.
+features (learned_optim.meta.tasks.art). STYLE is an image file or a generated style's name (mosaic). A style the
+optimizer never saw in meta-training, at twice its training size, is the paper's harder test:
+
+    python examples/neural_art.py my_photo.jpg $LEARNED_OPTIM_ART/style/hubble_deep_field.jpg --size 128
+    python examples/neural_art.py my_photo.jpg mosaic --size 128
+
+The features come from --vgg: a safetensors file in torchvision's vgg16().features layout or a Hub repo id; by
+default $LEARNED_OPTIM_ART/vgg16_features.safetensors, else the ImageNet VGG-16 timm/vgg16.tv_in1k from the Hugging
+Face Hub. Writes lstm.png and adam.png into --out.
 """
 
 import argparse
@@ -16,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from learned_optim import LearnedOptimizer
-from learned_optim.meta.tasks.art import StyleLoss, load_image, load_vgg16, save_image, square
+from learned_optim.meta.tasks.art import StyleLoss, load_image, load_style, load_vgg16, save_image, square
 
 
 def stylise(image, loss_fn, optimizer, steps, name):
@@ -34,7 +40,7 @@ def stylise(image, loss_fn, optimizer, steps, name):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("content", help="your photo (any size; its centred square is used)")
-    parser.add_argument("style", help="the style image")
+    parser.add_argument("style", help="the style image, or a generated style's name (mosaic)")
     parser.add_argument("--size", type=int, default=128, help="side of the result in pixels (default: 128)")
     parser.add_argument("--steps", type=int, default=128, help="optimizer steps (default: 128, l2l-art's horizon)")
     parser.add_argument("--pretrained", default="l2l-art", help="learned optimizer (default: l2l-art)")
@@ -45,7 +51,7 @@ def main():
     args = parser.parse_args()
 
     content = square(load_image(args.content), args.size)
-    loss_fn = StyleLoss(load_vgg16(args.vgg), content[None], square(load_image(args.style), args.size))
+    loss_fn = StyleLoss(load_vgg16(args.vgg), content[None], square(load_style(args.style), args.size))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     optimizers = {"lstm": lambda image: LearnedOptimizer([image], pretrained=args.pretrained),

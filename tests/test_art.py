@@ -1,7 +1,9 @@
 """Neural art: the VGG-16 loader and its errors, the style-transfer task, its suite, meta-training and example."""
 
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from learned_optim.meta.tasks.art import (ENV_VAR, MIN_CROP, SPLITS, StyleLoss, StyleTransferTask, find_style, gram,
-                                    load_image, load_vgg16, photos, save_image, square, style_transfer_task)
+from learned_optim.meta.tasks import textures
+from learned_optim.meta.tasks.art import (ENV_VAR, HELD_OUT_STYLES, MIN_CROP, SPLITS, StyleLoss, StyleTransferSizes,
+                                          StyleTransferTask, find_style, gram, load_image, load_style, load_vgg16,
+                                          photos, save_image, square, style_family, style_transfer_task)
 from learned_optim.meta.cli import main
 from learned_optim.meta.tasks.mnist import DataError
 from learned_optim.meta.tasks.registry import DEFAULTS
@@ -83,11 +87,17 @@ def test_loader_errors_name_the_problem(tmp_path):
     (tmp_path / "garbage.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(DataError, match="cannot read"):
         load_vgg16(tmp_path / "garbage.safetensors")
-    with pytest.raises(DataError, match="starry_night.jpg"):
+    with pytest.raises(DataError, match="starry_night.jpg.*mosaic.*'family'"):
         find_style("mona_lisa.jpg", ART)
     with pytest.raises(DataError, match="LEARNED_OPTIM_ART"):
         with mock.patch.dict(os.environ, {ENV_VAR: ""}):
             style_transfer_task(root=None)
+    with mock.patch.dict(os.environ):
+        os.environ.pop(ENV_VAR, None)
+        with pytest.raises(DataError, match=r"'typo.jpg' not found; pass the path of an image file, .*\(mosaic\).*"
+                                            "set LEARNED_OPTIM_ART"):
+            load_style("typo.jpg")
+        assert load_style("mosaic").shape == (3, textures.SIDE, textures.SIDE)  # needs no art folder
 
 
 def test_splits_keep_whole_photos_apart():
@@ -180,18 +190,21 @@ def test_meta_training_on_art_and_the_neural_art_suite(tmp_path, capsys):
     assert "tiny-images.png" in (tmp_path / "ev" / "README.md").read_text()
 
 
-def test_the_neural_art_suite_is_the_papers_two_conditions(checkpoint):
+def test_the_neural_art_suite_is_the_papers_conditions_with_every_held_out_style(checkpoint):
     with mock.patch("learned_optim.meta.cli.run_suite") as evaluate:
         main(["evaluate", "--checkpoint", str(checkpoint), "--suite", "neural-art"])
     _, panels, protocol = evaluate.call_args.args[:3]
     assert protocol == DEFAULTS["art"]["evaluation"]
     assert [(spec["style"], spec["size"], steps) for spec, steps, _, _ in panels.values()] == [
-        ("starry_night.jpg", 64, 128), ("ihc.png", 128, 128)]
+        ("starry_night.jpg", 64, 128), ("ihc.png", 128, 128), ("hubble_deep_field.jpg", 128, 128),
+        ("mosaic", 128, 128)]
+    assert [spec["style"] for spec, *_ in panels.values()][1:] == list(HELD_OUT_STYLES)
     assert max(protocol["lr_grid"]) > 1 and min(protocol["lr_grid"]) <= 1e-3
 
 
-def test_the_neural_art_example_writes_its_images(tmp_path):
-    content, style = ART / "content" / "chelsea.png", ART / "style" / "starry_night.jpg"
+@pytest.mark.parametrize("style", [str(ART / "style" / "starry_night.jpg"), "mosaic"])
+def test_the_neural_art_example_writes_its_images(tmp_path, style):
+    content = ART / "content" / "chelsea.png"
     result = subprocess.run([sys.executable, str(REPO / "examples" / "neural_art.py"), str(content), str(style),
                              "--size", "32", "--steps", "3", "--vgg", str(ART / "vgg16_features.safetensors"),
                              "--pretrained", str(_tiny_checkpoint(tmp_path)), "--out", str(tmp_path / "out")],
@@ -227,3 +240,93 @@ def test_l2l_art_ends_below_its_nominal_step():
     final = {name: sum(curve[-10:]) / 10 for name, curve in losses.items()}
     assert final["l2l-art"] < final["nominal"]
     assert losses["l2l-art"][-1] < 0.002 * losses["l2l-art"][0]
+
+
+@pytest.mark.parametrize("generate", [*textures.TRAINING_TEXTURES.values(), textures.mosaic])
+def test_a_generated_style_is_an_rgb_image_its_seed_names(generate):
+    image = generate(seeded(5), side=64)
+    assert image.shape == (3, 64, 64) and image.dtype == torch.float32
+    assert 0 <= float(image.min()) and float(image.max()) <= 1 and float(image.std()) > 0.05
+    assert torch.equal(generate(seeded(5), side=64), image)
+    assert not torch.equal(generate(seeded(6), side=64), image)
+    variant = textures.colour_variant(image, seeded(0))
+    assert variant.shape == image.shape and 0 <= float(variant.min()) and float(variant.max()) <= 1
+
+
+def test_no_held_out_style_is_drawn_in_meta_training_or_validation():
+    held_out = [load_style(name, ART) for name in HELD_OUT_STYLES]
+    assert torch.equal(load_style("mosaic", ART), held_out[-1])
+    for split in ("train", "validation"):
+        family = style_family(split, ART)
+        sources = [source for kind in family.kinds.values() for source in kind]
+        drawn = [source(seeded(0)) for source in sources]
+        assert not any(image.shape == style.shape and torch.equal(image, style)
+                       for image in drawn for style in held_out)
+        assert textures.mosaic not in sources
+    train = style_family("train", ART)
+    assert list(train.kinds) == ["style images", "photos", "generated"]
+    assert len(train.kinds["style images"]) == 1 and len(train.kinds["photos"]) == 16  # The Starry Night alone
+    assert train.kinds["generated"] == tuple(textures.TRAINING_TEXTURES.values())
+    drawn = [source(seeded(0)) for source in style_family("test", ART).kinds["held out"]]
+    assert len(drawn) == len(held_out) and all(torch.equal(a, b) for a, b in zip(drawn, held_out))
+
+
+def test_a_style_family_task_draws_each_problems_style_and_size_and_batches_exactly():
+    task = style_transfer_task("family", [16, 32], root=ART, vgg=str(ART / "vgg16_features.safetensors"))
+    assert isinstance(task, StyleTransferSizes)
+    problems = [task.sample(seeded(seed)) for seed in range(12)]
+    assert {p.params["image"].shape[-1] for p in problems} == {16, 32}
+    contents, styles = zip(*(task.images(seeded(seed)) for seed in range(12)))
+    assert all(torch.equal(content, p.params["image"]) and style.shape == content.shape
+               for content, style, p in zip(contents, styles, problems))
+    assert len({float(style.sum()) for style in styles}) > 6  # a style per problem
+    size = problems[0].params["image"].shape[-1]
+    batch = task.sample_many([seeded(seed) for seed in range(3)])  # the size of its first problem
+    assert batch.params["image"].shape == (3, 3, size, size)
+    alone = [problems[0], *(task.task(size).sample(seeded(seed)) for seed in (1, 2))]
+    for k, problem in enumerate(alone):
+        assert torch.equal(batch.params["image"][k], problem.params["image"])
+        torch.testing.assert_close(batch.loss(batch.params, 0)[k], problem.loss(problem.params, 0))
+
+
+def test_bad_sizes_and_styles_are_named():
+    weights = str(ART / "vgg16_features.safetensors")
+    for bad in ([], "64", [64, True]):
+        with pytest.raises(ValueError, match="Invalid size.*side in pixels"):
+            style_transfer_task(size=bad, root=ART, vgg=weights)
+    with pytest.raises(ValueError, match="Invalid size: 8"):
+        style_transfer_task("family", [32, 8], root=ART, vgg=weights)
+    with pytest.raises(DataError, match="no styles for split 'tests'"):
+        style_family("tests", ART)
+
+
+def test_meta_training_on_the_style_family(tmp_path):
+    run = tmp_path / "run"
+    main(["train", str(run), "--task", "art", "--style", "family", "--size", "16", "24", "--art-root", str(ART),
+          "--horizon", "3", "--unroll", "3", "--episodes", "2", "--num-validation", "2", "--validate-every", "2"])
+    config = json.loads((run / "run.json").read_text())
+    assert config["task"] == {"name": "art", "style": "family", "size": [16, 24], "root": str(ART)}
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [entry["episode"] for entry in log if "meta_loss" in entry] == [1, 2]
+    assert all(math.isfinite(entry["validation_loss"]) for entry in log if "validation_loss" in entry)
+    tiny_protocol = {"steps": 3, "problems": 2, "tuning_problems": 1, "tuning_split": "validation",
+                     "lr_grid": [0.1], "baselines": ["Adam"]}
+    with mock.patch.dict(DEFAULTS["art"], {"evaluation": tiny_protocol}):
+        main(["evaluate", "--run", str(run), "--out", str(tmp_path / "ev")])  # on the held-out styles
+    assert (tmp_path / "ev" / "art-images.png").is_file()
+
+
+def test_a_neural_art_evaluation_reuses_earlier_baselines_and_draws_their_images_again(tmp_path):
+    from learned_optim.meta.suites import run_suite
+
+    panels = {"tiny": Panel({"name": "art", "style": "mosaic", "size": 16, "root": str(ART)}, 3, "tiny")}
+    protocol = {"problems": 2, "tuning_problems": 1, "tuning_split": "validation", "lr_grid": [0.01, 0.1]}
+    network = random_network(preprocessing="log_sign", p=10.0, output_scale=0.01)
+    run_suite(network, panels, protocol, tmp_path / "first", "first")
+    with mock.patch("learned_optim.meta.evaluation.tune", side_effect=AssertionError("baselines tuned again")):
+        run_suite(network, panels, protocol, tmp_path / "second", "second", baselines_from=tmp_path / "first")
+    first, second = (json.loads((tmp_path / folder / "tiny.json").read_text()) for folder in ("first", "second"))
+    assert second["results"] == first["results"]
+    summaries = [(tmp_path / folder / "README.md").read_text().split("\n")[8] for folder in ("first", "second")]
+    assert summaries[0] == summaries[1] and re.search(r"\| [0-2] / 2 \| [0-2] / 2 \|$", summaries[1])
+    assert (tmp_path / "second" / "tiny-images.png").is_file()

@@ -21,7 +21,7 @@ BENCHMARKS = {
     "lr_scale.py": ["--problems", "1", "--steps", "3"],
     "compare_networks.py": ["--networks", "l2o-generalist", "l2o-generalist+scale_rate=0.01",
                             "l2o-generalist+lr=0.5+groups=tensor+lr_decay=cosine", "--tasks", "mnist-mlps:3",
-                            "--problems", "2"],
+                            '{"name": "art", "style": "family", "size": 16}:2', "--problems", "2"],
     "state_dtype.py": ["--problems", "1"],
     "time_to_adam.py": ["--problems", "1", "--max-steps", "3", "--repeats", "2", "--tasks", "mlp",
                         "--precision", "tf32x3", "bf16", "--state-dtype", "float32", "bfloat16", "--lr", "1", "1.5",
@@ -32,6 +32,7 @@ BENCHMARKS = {
 }
 NEEDS_MNIST = {"meta_training.py", "lr_scale.py", "compare_networks.py", "state_dtype.py", "time_to_adam.py",
                "gpu_step.py", "step_throughput.py", "zero_gradients.py"}
+NEEDS_ART = {"neural_art.py", "compare_networks.py"}
 
 
 def test_every_benchmark_is_listed():
@@ -59,7 +60,7 @@ def test_benchmark_runs_on_a_tiny_size(script, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if script in NEEDS_MNIST:
         env["LEARNED_OPTIM_MNIST"] = mnist_root()
-    if script == "neural_art.py":
+    if script in NEEDS_ART:
         env["LEARNED_OPTIM_ART"] = str(art_root())
     if script == "gpu_step.py" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
@@ -80,3 +81,12 @@ def test_benchmark_runs_on_a_tiny_size(script, tmp_path):
         header_row, *rows = table
         assert rows and all(len(row) == len(header_row) for row in rows), table
         assert all(any(is_number(cell) for cell in row) for row in rows), table  # each row measured something
+
+
+@pytest.mark.parametrize("entry", ['{"name": "nope"}:3', '{"name": "art":3', "mnist-mlps", "art:many"])
+def test_compare_networks_names_a_bad_task(entry, tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare_networks.py"), "--networks",
+                             "l2o-generalist", "--tasks", entry, "--out", str(tmp_path / "report.md")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "--tasks takes NAME:STEPS with NAME one of" in result.stderr and "or a JSON task spec" in result.stderr

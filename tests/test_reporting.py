@@ -1,6 +1,6 @@
 """Reports: a panel's summary line against the best tuned baseline."""
 
-from learned_optim.meta.evaluation import Trajectory, summarize
+from learned_optim.meta.evaluation import Summary, Trajectory, summarize
 from learned_optim.meta.reporting import summary_row
 
 
@@ -12,6 +12,7 @@ def test_summary_counts_the_problems_where_the_lstm_ends_below_the_best_baseline
     lstm, adam, sgd = summary("LSTM", [1.0, 2.0, 6.0]), summary("Adam", [1.5, 1.5, 1.5]), summary("SGD", [9, 9, 9])
     row = summary_row("panel", [lstm, sgd, adam])
     assert "(Adam, lr 0.1) | 2.00 | 1 / 3 | 2 / 3 |" in row  # LSTM below Adam on the first problem only
-    measured = summarize("Adam", {"final": adam.runs, "sum": adam.runs}, adam.learning_rates)
-    measured.runs = []  # as read from an earlier evaluation's JSON
-    assert "| 2.00 | – | 2 / 3 |" in summary_row("panel", [lstm, measured])
+    measured = Summary.from_json(adam.to_json())  # as read from an earlier evaluation's JSON: no runs
+    assert not measured.runs and "| 2.00 | 1 / 3 | 2 / 3 |" in summary_row("panel", [lstm, measured])
+    older = Summary.from_json({key: value for key, value in adam.to_json().items() if key != "problem_finals"})
+    assert "| 2.00 | – | 2 / 3 |" in summary_row("panel", [lstm, older])

@@ -44,9 +44,11 @@ def _task_spec(args: argparse.Namespace) -> dict:
         spec["activation"] = args.activation
     if args.num_functions is not None:
         spec["num_functions"] = args.num_functions
-    for key in ("style", "size", "vgg", "min_crop"):
+    for key in ("style", "vgg", "min_crop"):
         if getattr(args, key) is not None:
             spec[key] = getattr(args, key)
+    if args.size is not None:
+        spec["size"] = args.size[0] if len(args.size) == 1 else args.size
     if args.art_root is not None:
         spec["root"] = args.art_root
     if args.mixture is not None:
@@ -75,9 +77,11 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
                         help="mixture: its tasks and weights (default: mnist-mlps:0.7 mnist-convnets:0.3)")
     parser.add_argument("--num-functions", type=int,
                         help="quadratic: functions optimized at once per meta-training problem (default: 32)")
-    parser.add_argument("--style",
-                        help="art: style image, a file in ART_ROOT/style or a path (default: starry_night.jpg)")
-    parser.add_argument("--size", type=int, help="art: image side in pixels (default: 64)")
+    parser.add_argument("--style", help="art: style image, a file in ART_ROOT/style, a path, a generated style "
+                        "(mosaic) or 'family': each problem draws its style from its split's styles (default: "
+                        "starry_night.jpg)")
+    parser.add_argument("--size", type=int, nargs="+",
+                        help="art: image side in pixels; several: each problem draws one (default: 64)")
     parser.add_argument("--min-crop", type=float, help="art: the smallest training crop's side, a fraction of the "
                         "photo's shorter side (default: 0.5; validation and test crops keep 0.5)")
     parser.add_argument("--art-root", help="art: folder with content/, style/ and vgg16_features.safetensors "

@@ -77,22 +77,26 @@ def _mean(values: list[float]) -> float:
 
 @dataclass
 class Summary:
-    """Mean results of one optimizer over the evaluation problems."""
+    """Mean results of one optimizer over the evaluation problems, and each problem's ``final`` metric
+    (``problem_finals``, at the ``final`` metric's learning rate) for per-problem comparisons."""
 
     name: str
     learning_rates: dict[str, float | None]
     mean_curve: list[float]
     metrics: dict[str, float] = field(default_factory=dict)
     runs: list[Trajectory] = field(default_factory=list, repr=False)  # per problem, at the `final` metric's lr
+    problem_finals: list[float] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "learning_rates": self.learning_rates, "metrics": self.metrics,
-                "mean_curve": self.mean_curve}
+                "mean_curve": self.mean_curve, "problem_finals": self.problem_finals}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Summary:
-        """A summary as :meth:`to_json` wrote it (without the per-problem runs)."""
-        return cls(data["name"], data["learning_rates"], data["mean_curve"], data["metrics"])
+        """A summary as :meth:`to_json` wrote it (without the per-problem runs; older files also without
+        ``problem_finals``)."""
+        return cls(data["name"], data["learning_rates"], data["mean_curve"], data["metrics"],
+                   problem_finals=data.get("problem_finals", []))
 
 
 def summarize(name: str, runs_by_metric: dict[str, list[Trajectory]],
@@ -109,7 +113,7 @@ def summarize(name: str, runs_by_metric: dict[str, list[Trajectory]],
     heldout = [run.heldout_loss for run in reference if run.heldout_loss is not None]
     if heldout:
         metrics["heldout"] = _mean(heldout)
-    return Summary(name, learning_rates, curve, metrics, reference)
+    return Summary(name, learning_rates, curve, metrics, reference, [METRICS["final"](run.losses) for run in reference])
 
 
 def _stderr(values: list[float]) -> float:

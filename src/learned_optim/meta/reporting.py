@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .evaluation import EVALUATION_SEED, Summary
+from .evaluation import BASELINES, EVALUATION_SEED, Summary, Trajectory, run_optimizer
 from .metrics import METRICS
 from .tasks import Task, seeded
 
@@ -64,17 +65,17 @@ def write_results(summaries: list[Summary], folder: Path, name: str, title: str,
 def summary_row(title: str, summaries: list[Summary]) -> str:
     """A panel's line of the summary: the LSTM's final loss against the best tuned baseline's, on how many
     problems it is below that baseline's on the same problem (common random numbers; "–" for baselines read
-    from an earlier evaluation, which keeps no per-problem runs), and on how many it is below the problem's
+    from an earlier evaluation that kept no per-problem results), and on how many it is below the problem's
     initial loss (never stuck, never worse)."""
     lstm = next(s for s in summaries if s.name == "LSTM")
     best = min((s for s in summaries if s.name != "LSTM"), key=lambda s: s.metrics["final"], default=None)
-    final = METRICS["final"]
-    improved = sum(final(run.losses) < run.losses[0] for run in lstm.runs)
+    improved = sum(METRICS["final"](run.losses) < run.losses[0] for run in lstm.runs)
     if best is None:
         against = "– | – | –"
     else:
-        wins = (f"{sum(final(ours.losses) < final(theirs.losses) for ours, theirs in zip(lstm.runs, best.runs))} / "
-                f"{len(best.runs)}" if best.runs else "–")
+        theirs = best.problem_finals
+        wins = (f"{sum(ours < other for ours, other in zip(lstm.problem_finals, theirs))} / {len(theirs)}"
+                if theirs else "–")
         against = (f"{best.metrics['final']:.4g} ± {best.metrics['final_stderr']:.2g} ({best.name}, lr "
                    f"{best.learning_rates['final']:.3g}) | "
                    f"{lstm.metrics['final'] / best.metrics['final']:.2f} | {wins}")
@@ -99,9 +100,19 @@ def data_description(family: str, task: Task, split: str = "test") -> str:
     return "synthetic problems drawn from evaluation seeds"
 
 
+def _first_runs(task: Task, summary: Summary, steps: int, rows: int) -> list[Trajectory]:
+    """``summary``'s runs of the first ``rows`` evaluation problems: its own, or, for a baseline read from an earlier
+    evaluation (which keeps no images), those problems run again at its ``final`` learning rate."""
+    if summary.runs:
+        return summary.runs[:rows]
+    make = functools.partial(BASELINES[summary.name], lr=summary.learning_rates["final"])
+    return [run_optimizer(task.sample(seeded(EVALUATION_SEED + row)), make, steps) for row in range(rows)]
+
+
 def write_image_grid(task: Task, summaries: list[Summary], steps: int, path: Path, title: str) -> None:
     """The first :data:`GRID_PROBLEMS` evaluation problems: content, style, the LSTM's image and the best tuned
-    baseline's (by final loss) after ``steps`` steps, with their losses (the evaluation's own runs)."""
+    baseline's (by final loss) after ``steps`` steps, with their losses (the evaluation's own runs, or a measured
+    baseline's run again)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,12 +122,13 @@ def write_image_grid(task: Task, summaries: list[Summary], steps: int, path: Pat
     baseline = min((s for s in summaries if s.name != "LSTM"), key=lambda s: s.metrics["final"])
     shown = {"LSTM": lstm, f"{baseline.name} (lr {baseline.learning_rates['final']:.3g})": baseline}
     rows = min(GRID_PROBLEMS, len(lstm.runs))
+    runs = {label: _first_runs(task, summary, steps, rows) for label, summary in shown.items()}
     fig, axes = plt.subplots(rows, 4, figsize=(8, 2.1 * rows + 0.4), squeeze=False)
     for row in range(rows):
-        content = task.sample(seeded(EVALUATION_SEED + row)).params["image"]  # the problem's starting image
-        images = [("content", content), ("style", task.style)]
-        for label, summary in shown.items():
-            run = summary.runs[row]
+        content, style = task.images(seeded(EVALUATION_SEED + row))  # the problem's starting image and style
+        images = [("content", content), ("style", style)]
+        for label in shown:
+            run = runs[label][row]
             diverged = run.params is None
             images.append((f"{label}: " + ("diverged" if diverged else f"{run.losses[-1]:.3g}"),
                            torch.zeros_like(content) if diverged else run.params["image"]))

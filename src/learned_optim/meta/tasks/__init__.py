@@ -14,7 +14,8 @@ losses. :meth:`Task.sample_many` stacks ``K`` problems drawn from ``K`` generato
 The package: :mod:`~learned_optim.meta.tasks.base` (problems, batches, tasks), the families
 (:mod:`~learned_optim.meta.tasks.synthetic`, :mod:`~learned_optim.meta.tasks.modules` for any ``nn.Module``,
 :mod:`~learned_optim.meta.tasks.mnist`, :mod:`~learned_optim.meta.tasks.families` for sampled architectures and
-mixtures, :mod:`~learned_optim.meta.tasks.art`) and :mod:`~learned_optim.meta.tasks.registry`, which builds a task
+mixtures, :mod:`~learned_optim.meta.tasks.art` with the generated styles of :mod:`~learned_optim.meta.tasks.textures`)
+and :mod:`~learned_optim.meta.tasks.registry`, which builds a task
 from its JSON spec.
 """
 

@@ -17,6 +17,13 @@ Problems of a split draw a random square crop (a side of 50-100% of the photo's 
 flipped) of one of the split's photos and resize it to ``size``: the paper meta-trains on many content
 images at 64x64; here :data:`SPLITS` keeps whole photos apart for validation and test.
 
+The style is one image, or ``"family"``: each problem draws its style from its split's family
+(:func:`style_family`), so that a network meets many styles. Training draws the art folder's style images that are
+not held out (:data:`HELD_OUT_STYLES`), the training photos, and generated stripes, checks and noise
+(:mod:`~learned_optim.meta.tasks.textures`), each as a random crop with a random colour and contrast variant;
+validation draws crops of the validation photos; test, the held-out styles whole. A task may also draw its size per
+problem (e.g. 64 and 128), a meta-batch sharing the size of its first problem.
+
 The features come from a VGG-16 in torchvision's ``vgg16().features`` layout (:func:`load_vgg16`): a local
 safetensors file or a Hugging Face Hub repo such as ``timm/vgg16.tv_in1k``.
 """
@@ -25,13 +32,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import textures
+from .base import Problem, ProblemBatch, Task, seeded
+from .families import SampledArchitectureTask, _choice
 from .mnist import DataError
-from .base import Problem, ProblemBatch, Task
 
 ENV_VAR = "LEARNED_OPTIM_ART"
 """Folder with ``vgg16_features.safetensors``, ``content/`` and ``style/`` (the layout of ``shared/data/art``)."""
@@ -59,6 +69,16 @@ SPLITS = {
 }
 """Content photos held out for validation and test; every other photo in ``content/`` is for training."""
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+GENERATED_STYLES = {"mosaic": (textures.mosaic, 1_000_003)}
+"""Styles made by code, by name: the generator and the seed of the one image the name stands for."""
+HELD_OUT_STYLES = ("ihc.png", "hubble_deep_field.jpg", "mosaic")
+"""The style family's test split: never drawn in meta-training or validation (the mosaic's generator neither)."""
+STYLE_MIN_CROP = 0.3
+"""The smallest crop of a training or validation style, as a fraction of its shorter side: the style's scale varies."""
+FAMILY = "family"
+"""The ``style`` that draws each problem's style from its split's family."""
+StyleSource = Callable[[torch.Generator], Tensor]
+"""Draws a style image ``[3, H, W]`` in [0, 1] from a generator."""
 
 
 def find_art(root: str | os.PathLike | None = None) -> Path:
@@ -105,6 +125,18 @@ def square(image: Tensor, size: int, side: int | None = None, top: int = 0, left
     if flip:
         crop = crop.flip(-1)
     return F.interpolate(crop[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def random_square(image: Tensor, size: int, min_fraction: float, generator: torch.Generator) -> Tensor:
+    """A random square crop of ``image`` (its side ``min_fraction``-100% of the shorter side, flipped with probability
+    1/2), resized to ``size x size``."""
+    height, width = image.shape[-2:]
+    fraction = min_fraction + (1 - min_fraction) * float(torch.rand((), generator=generator))
+    side = max(1, int(min(height, width) * fraction))
+    top = int(torch.randint(height - side + 1, (), generator=generator))
+    left = int(torch.randint(width - side + 1, (), generator=generator))
+    flip = bool(torch.rand((), generator=generator) < 0.5)
+    return square(image, size, side, top, left, flip)
 
 
 class VGGFeatures(nn.Module):
@@ -211,16 +243,17 @@ def gram(features: Tensor) -> Tensor:
 
 class StyleLoss(nn.Module):
     r"""The loss of the module docstring for a batch of images, each against its own content target and
-    one style; ``forward(images [B, 3, H, W]) -> [B]``."""
+    style target: ``styles`` is one style ``[3, H, W]`` for every image or one per image ``[B, 3, H, W]``;
+    ``forward(images [B, 3, H, W]) -> [B]``."""
 
-    def __init__(self, features: VGGFeatures, contents: Tensor, style: Tensor,
+    def __init__(self, features: VGGFeatures, contents: Tensor, styles: Tensor,
                  weights: dict[str, float] = WEIGHTS) -> None:
         super().__init__()
         self.features = features
         self.weights = dict(weights)
         with torch.no_grad():
             self.content_targets = features(contents, (CONTENT_LAYER,))[CONTENT_LAYER]
-            style_features = features(style[None], STYLE_LAYERS)
+            style_features = features(styles if styles.dim() == 4 else styles[None], STYLE_LAYERS)
             self.style_targets = [gram(style_features[layer]) for layer in STYLE_LAYERS]
 
     def terms(self, images: Tensor) -> dict[str, Tensor]:
@@ -250,23 +283,80 @@ def photos(root: str | os.PathLike | None, split: str) -> list[tuple[str, Tensor
 
 
 def find_style(style: str | os.PathLike, root: str | os.PathLike | None = None) -> Path:
-    """A style image: a path, or a file name in the art folder's ``style/``."""
+    """A style image's file: a path, or a file name in the art folder's ``style/``."""
     if Path(style).is_file():
         return Path(style)
-    path = find_art(root) / "style" / str(style)
+    try:
+        path = find_art(root) / "style" / str(style)
+    except DataError as error:
+        raise DataError(f"style image {style!r} not found; pass the path of an image file, a generated style "
+                        f"({', '.join(GENERATED_STYLES)}) or, for the art folder's styles, {error}") from None
     if not path.is_file():
         available = sorted(p.name for p in path.parent.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        raise DataError(f"style image {style!r} not found; pass a path or one of {available}")
+        raise DataError(f"style image {style!r} not found; pass a path, one of {available}, a generated style "
+                        f"({', '.join(GENERATED_STYLES)}) or {FAMILY!r}")
     return path
 
 
+def load_style(style: str | os.PathLike, root: str | os.PathLike | None = None) -> Tensor:
+    """A style image ``[3, H, W]``: a generated style's name (:data:`GENERATED_STYLES`), a path, or a file name in the
+    art folder's ``style/``."""
+    if str(style) in GENERATED_STYLES:
+        generate, seed = GENERATED_STYLES[str(style)]
+        return generate(seeded(seed))
+    return load_image(find_style(style, root))
+
+
+class StyleFamily:
+    """Draws a style (a :data:`StyleSource`): a kind of ``kinds`` (name -> its sources), uniformly, then one of its
+    sources, uniformly; then, with ``min_crop``, a random crop (:func:`random_square`, at the crop's own resolution up
+    to 256 pixels) and, with ``variants``, a random colour and contrast variant (:func:`textures.colour_variant`)."""
+
+    def __init__(self, kinds: dict[str, list[StyleSource]], min_crop: float | None = None,
+                 variants: bool = False) -> None:
+        self.kinds = {name: tuple(sources) for name, sources in kinds.items() if sources}
+        self.min_crop = min_crop
+        self.variants = variants
+
+    def __call__(self, generator: torch.Generator) -> Tensor:
+        image = _choice(_choice(tuple(self.kinds.values()), generator), generator)(generator)
+        if self.min_crop is not None:
+            image = random_square(image, min(textures.SIDE, *image.shape[-2:]), self.min_crop, generator)
+        return textures.colour_variant(image, generator) if self.variants else image
+
+
+def _fixed(images: list[Tensor]) -> list[StyleSource]:
+    return [lambda generator, image=image: image for image in images]
+
+
+def style_family(split: str, root: str | os.PathLike | None = None) -> StyleFamily:
+    """The styles of ``split``: for ``"train"`` three kinds, the style folder's images but :data:`HELD_OUT_STYLES`,
+    the training photos and the generated :data:`textures.TRAINING_TEXTURES`, cropped (:data:`STYLE_MIN_CROP`) and
+    varied in colour; for ``"validation"`` the validation photos, cropped; for ``"test"`` the held-out styles,
+    whole."""
+    if split == "train":
+        folder = find_art(root) / "style"
+        paintings = sorted(p.name for p in folder.iterdir()
+                           if p.suffix.lower() in IMAGE_SUFFIXES and p.name not in HELD_OUT_STYLES)
+        return StyleFamily({"style images": _fixed([load_image(folder / name) for name in paintings]),
+                            "photos": _fixed([image for _, image in photos(root, "train")]),
+                            "generated": list(textures.TRAINING_TEXTURES.values())},
+                           STYLE_MIN_CROP, variants=True)
+    if split == "validation":
+        return StyleFamily({"photos": _fixed([image for _, image in photos(root, "validation")])}, STYLE_MIN_CROP)
+    if split == "test":
+        return StyleFamily({"held out": _fixed([load_style(name, root) for name in HELD_OUT_STYLES])})
+    raise DataError(f"no styles for split {split!r} (splits: train, {', '.join(SPLITS)})")
+
+
 class StyleTransferTask(Task):
-    """Style transfer problems: one style image, content crops of ``photos``, ``size x size`` pixels.
+    """Style transfer problems: content crops of ``photos`` in ``style``, ``size x size`` pixels.
 
     Args:
         features (VGGFeatures): the frozen feature network (:func:`load_vgg16`).
         photos (list[Tensor]): content photos ``[3, H, W]`` in [0, 1], any sizes.
-        style (Tensor): the style image ``[3, H, W]``, resized (centred square) to ``size``.
+        style (Tensor or StyleSource): the style image ``[3, H, W]``, or what draws each problem's style (drawn after
+            its content); either is resized (centred square) to ``size``.
         size (int, optional): side of the optimized image in pixels (default: 64).
         weights (dict, optional): :math:`\\alpha, \\beta, \\gamma` (default: :data:`WEIGHTS`).
         min_crop (float, optional): the smallest crop's side, a fraction of the photo's shorter side in (0, 1]
@@ -274,7 +364,7 @@ class StyleTransferTask(Task):
         device (torch.device, optional): where the problems live (default: CPU).
     """
 
-    def __init__(self, features: VGGFeatures, photos: list[Tensor], style: Tensor, size: int = 64,
+    def __init__(self, features: VGGFeatures, photos: list[Tensor], style: Tensor | StyleSource, size: int = 64,
                  weights: dict[str, float] = WEIGHTS, device: torch.device | str | None = None,
                  min_crop: float = MIN_CROP) -> None:
         if size < 16:
@@ -284,7 +374,7 @@ class StyleTransferTask(Task):
                              "shorter side in (0, 1]")
         self.features = features.to(device)
         self.photos = photos
-        self.style = square(style, size).to(device)
+        self.style = square(style, size).to(device) if isinstance(style, Tensor) else style
         self.size = size
         self.weights = weights
         self.device = device
@@ -294,35 +384,61 @@ class StyleTransferTask(Task):
         """A random square crop (``min_crop``-100% of the shorter side, maybe flipped) of a random photo,
         ``size x size``."""
         photo = self.photos[int(torch.randint(len(self.photos), (), generator=generator))]
-        height, width = photo.shape[-2:]
-        shorter = min(height, width)
-        fraction = self.min_crop + (1 - self.min_crop) * float(torch.rand((), generator=generator))
-        side = max(1, int(shorter * fraction))
-        top = int(torch.randint(height - side + 1, (), generator=generator))
-        left = int(torch.randint(width - side + 1, (), generator=generator))
-        flip = bool(torch.rand((), generator=generator) < 0.5)
-        return square(photo, self.size, side, top, left, flip).to(self.device)
+        return random_square(photo, self.size, self.min_crop, generator).to(self.device)
+
+    def images(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """A problem's content (:meth:`content`) and style ``[3, size, size]`` (the task's one style, or one drawn
+        from its source after the content)."""
+        content = self.content(generator)
+        if isinstance(self.style, Tensor):
+            return content, self.style
+        return content, square(self.style(generator), self.size).to(self.device)
 
     def sample(self, generator: torch.Generator) -> Problem:
-        content = self.content(generator)
-        loss_fn = StyleLoss(self.features, content[None], self.style, self.weights)
+        content, style = self.images(generator)
+        loss_fn = StyleLoss(self.features, content[None], style, self.weights)
         return Problem({"image": content.clone()}, lambda params, step: loss_fn(params["image"][None])[0])
 
     def sample_many(self, generators: list[torch.Generator]) -> ProblemBatch:
         """The ``K`` images go through the feature network as one batch."""
-        contents = torch.stack([self.content(g) for g in generators])
-        loss_fn = StyleLoss(self.features, contents, self.style, self.weights)
+        contents, styles = (torch.stack(images) for images in zip(*map(self.images, generators)))
+        loss_fn = StyleLoss(self.features, contents, styles, self.weights)
         return ProblemBatch({"image": contents.clone()}, lambda params, step: loss_fn(params["image"]))
 
 
-def style_transfer_task(style: str = "starry_night.jpg", size: int = 64, split: str = "train",
-                        root: str | os.PathLike | None = None, vgg: str | None = None,
-                        device: torch.device | str | None = None, min_crop: float = MIN_CROP) -> StyleTransferTask:
-    """The neural-art task on the art folder's photos of ``split`` with ``style`` (a file in ``style/`` or a path),
-    features from ``vgg`` (see :func:`load_vgg16`). ``min_crop`` augments the training split only (smaller crops
-    zoom in: smoother, less textured contents); validation and test crops keep :data:`MIN_CROP`, the crops that
-    networks are selected and reported on."""
-    return StyleTransferTask(load_vgg16(vgg, root), [image for _, image in photos(root, split)],
-                             load_image(find_style(style, root)), size, device=device,
-                             min_crop=min_crop if split == "train" else MIN_CROP)
+class StyleTransferSizes(SampledArchitectureTask):
+    """Style transfer problems whose size each problem draws (uniformly) from ``sizes``, the rest as
+    :class:`StyleTransferTask` takes them (``**options``)."""
 
+    def __init__(self, sizes: tuple[int, ...], **options) -> None:
+        super().__init__()
+        self.sizes = sizes
+        self.features = options["features"]
+        self._tasks = {size: StyleTransferTask(size=size, **options) for size in sizes}  # each size checked now
+
+    def config(self, generator: torch.Generator) -> int:
+        return _choice(self.sizes, generator)
+
+    def task(self, config: int) -> StyleTransferTask:
+        return self._tasks[config]
+
+    def images(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """The content and style of the problem :meth:`sample` draws with ``generator``."""
+        return self._task_for(generator).images(generator)
+
+
+def style_transfer_task(style: str = "starry_night.jpg", size: int | list[int] = 64, split: str = "train",
+                        root: str | os.PathLike | None = None, vgg: str | None = None,
+                        device: torch.device | str | None = None, min_crop: float = MIN_CROP) -> Task:
+    """The neural-art task on the art folder's photos of ``split`` with ``style`` (a file in ``style/``, a path, a
+    generated style's name, or :data:`FAMILY`: the split's :func:`style_family`), features from ``vgg`` (see
+    :func:`load_vgg16`), ``size`` pixels a side (a list: drawn per problem). ``min_crop`` augments the training split
+    only (smaller crops zoom in: smoother, less textured contents); validation and test crops keep :data:`MIN_CROP`,
+    the crops that networks are selected and reported on."""
+    sizes = tuple(size) if isinstance(size, (list, tuple)) else (size,)
+    if not sizes or not all(isinstance(s, int) and not isinstance(s, bool) for s in sizes):
+        raise ValueError(f"Invalid size: {size!r}; give the image side in pixels, or a list of sides to draw from")
+    options = {"features": load_vgg16(vgg, root), "photos": [image for _, image in photos(root, split)],
+               "style": style_family(split, root) if style == FAMILY else load_style(style, root),
+               "device": device, "min_crop": min_crop if split == "train" else MIN_CROP}
+    return StyleTransferTask(size=sizes[0], **options) if len(sizes) == 1 else StyleTransferSizes(sizes, **options)
