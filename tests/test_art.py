@@ -314,6 +314,10 @@ def test_meta_training_on_the_style_family(tmp_path):
     with mock.patch.dict(DEFAULTS["art"], {"evaluation": tiny_protocol}):
         main(["evaluate", "--run", str(run), "--out", str(tmp_path / "ev")])  # on the held-out styles
     assert (tmp_path / "ev" / "art-images.png").is_file()
+    main(["publish", str(run), "--out", str(tmp_path / "ckpt")])
+    card = (tmp_path / "ckpt" / "README.md").read_text()
+    assert "each in a style drawn from the training styles" in card
+    assert "held out from meta-training and selection: ihc.png, hubble_deep_field.jpg, mosaic" in card
 
 
 def test_a_neural_art_evaluation_reuses_earlier_baselines_and_draws_their_images_again(tmp_path):

@@ -12,6 +12,7 @@ from huggingface_hub import HfApi
 from ..network import CONFIG_KEYS, CoordinatewiseLSTM
 from .atomic import write_folder_atomic
 from .metrics import FINAL_STEPS
+from .tasks.art import FAMILY, HELD_OUT_STYLES
 from .train import Run, RunConfig
 
 _CARD = """---
@@ -70,6 +71,12 @@ DATA = {
     "art": ("random crops of the 16 training photos of the art folder (its content photos but the validation and "
             "test ones); features VGG-16 (HED fine-tuned) unless the task names other weights",
             " cropped from the 4 validation photos"),
+    "art-family": ("random crops of the 16 training photos of the art folder, each in a style drawn from the training "
+                   "styles (a third each: the style folder's images but the held-out ones, i.e. The Starry Night; the "
+                   "training photos; generated stripes, checks and noise), cropped and varied in colour; held out "
+                   f"from meta-training and selection: {', '.join(HELD_OUT_STYLES)}; features VGG-16 (HED "
+                   "fine-tuned) unless the task names other weights",
+                   " cropped from the 4 validation photos, each in the style of a crop of one of them"),
     None: ("synthetic, a fresh problem per episode", ""),
 }
 """Per task family: the data of meta-training and of validation, as the model card says them."""
@@ -79,7 +86,8 @@ def _data_family(task: dict) -> str | None:
     """The key of :data:`DATA` for a task spec: MNIST's for every MNIST task (and mixtures of them)."""
     names = ([c["name"] for c in task.get("components", [])] if task.get("name") == "mixture" else [task.get("name")])
     families = {"mnist" if name and name.startswith("mnist") else name for name in names}
-    return families.pop() if len(families) == 1 else None
+    family = families.pop() if len(families) == 1 else None
+    return "art-family" if family == "art" and task.get("style") == FAMILY else family
 
 
 def lineage(run: Run) -> list[Run]:
