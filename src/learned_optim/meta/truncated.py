@@ -294,7 +294,8 @@ def unroll_memory(network: nn.Module, problems: ProblemBatch | Problem, recipe: 
     """Bytes that backpropagation through one unroll (``recipe.unroll`` steps, at most the horizon) of ``problems``
     keeps for the meta-gradient, measured: the tensors autograd saves over ``steps`` steps and still holds at their
     end (an optimizee's own graph, freed once its gradient is taken, does not count), scaled to the unroll."""
-    held: dict[int, tuple[weakref.ref, int]] = {}  # storage address: (its packed holder, bytes)
+    held: dict[int, list[tuple[weakref.ref, int]]] = {}  # storage address: (packed holder, bytes) of each saving
+    # (an address freed and reused by a later storage has several: the one still held counts)
 
     class Saved:
         def __init__(self, tensor: Tensor) -> None:
@@ -302,13 +303,13 @@ def unroll_memory(network: nn.Module, problems: ProblemBatch | Problem, recipe: 
 
     def pack(tensor: Tensor) -> Saved:
         saved, storage = Saved(tensor), tensor.untyped_storage()
-        held.setdefault(storage.data_ptr(), (weakref.ref(saved), storage.nbytes()))
+        held.setdefault(storage.data_ptr(), []).append((weakref.ref(saved), storage.nbytes()))
         return saved
 
     unroller = Unroller(network, problems, recipe.second_order, recipe.objective, recipe.horizon)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda saved: saved.tensor):
         meta_loss, _ = unroller.unroll(steps)
-    kept = sum(size for holder, size in held.values() if holder() is not None)
+    kept = sum(max((size for holder, size in savings if holder() is not None), default=0) for savings in held.values())
     del meta_loss
     return kept * min(recipe.unroll, recipe.horizon) // steps
 
