@@ -280,3 +280,21 @@ def test_first_order_meta_gradient_equals_backpropagating_through_losses_with_de
         (grad,) = torch.autograd.grad(loss, theta, retain_graph=True)
     (expected,) = torch.autograd.grad(reference, network.head.weight)
     torch.testing.assert_close(surrogate, expected)
+
+
+def test_the_geometric_mean_validation_is_that_of_the_best_networks_final_losses(tmp_path):
+    from learned_optim.meta.tasks import make_task
+
+    main(["train", str(tmp_path / "run"), "--task", "quadratic", "--num-functions", "2", "--episodes", "2",
+          "--horizon", "10", "--unroll", "5", "--validate-every", "1", "--num-validation", "3",
+          "--validation-metric", "final_geomean", "--validation-baseline", "Adam"])
+    run = Run(tmp_path / "run")
+    validations = [e for e in run.log() if "validation_loss" in e]
+    assert all(e["validation_loss"] == e["validation_final_geomean"] < e["validation_final"] for e in validations)
+    baseline = next(e for e in run.log() if e.get("event") == "baseline")
+    assert baseline["validation_final_geomean"] < baseline["validation_final"]
+    assert all(e["baseline_ratio"] == pytest.approx(e["validation_loss"] / baseline["validation_final_geomean"])
+               for e in validations)
+    curves = validation_losses(run.best_network(), make_task(run.config.task, "validation"), range(3), 10)
+    finals = torch.tensor([sum(curve[-10:]) / 10 for curve in curves], dtype=torch.float64)
+    assert run.summary()["best"]["validation_loss"] == pytest.approx(float(finals.log().mean().exp()), rel=1e-6)

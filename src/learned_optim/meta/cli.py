@@ -25,7 +25,7 @@ from .tasks.registry import DEFAULTS, TASK_NAMES
 from .tasks import ACTIVATIONS
 from .schedules import META_LR_SCHEDULES
 from .suites import SUITES, run_suite, single_panel, suite_panels
-from .train import NETWORK_INITS, Run, RunConfig, train
+from .train import NETWORK_INITS, VALIDATION_METRICS, Run, RunConfig, train
 from .truncated import OBJECTIVES, Recipe
 
 
@@ -295,9 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     validation.add_argument("--validation-baseline", choices=[*BASELINES, "none"],
                             help="tune this optimizer's learning rate on the validation problems and report every "
                             f"validation as a ratio to it {_default('validation_baseline')}")
-    validation.add_argument("--validation-metric", choices=["mean", "final"],
-                            help="select the best network by the mean loss over the horizon or the final loss "
-                            f"{_default('validation_metric')}")
+    validation.add_argument("--validation-metric", choices=list(VALIDATION_METRICS),
+                            help="select the best network by the mean loss over the horizon, the final loss or its "
+                            "geometric mean over the problems (for problems whose losses differ by orders of "
+                            f"magnitude) {_default('validation_metric')}")
     distribution = p.add_argument_group(
         "distribution", "devices and processes (run under torchrun to split each meta-batch over processes)")
     distribution.add_argument("--device", default="cpu",

@@ -60,7 +60,9 @@ numbers) of meta-training runs that differ in the settings shown, this checkpoin
 """
 
 VALIDATION_METRIC_DESCRIPTIONS = {"mean": "mean loss over the horizon",
-                                  "final": f"mean loss over the last {FINAL_STEPS} steps"}
+                                  "final": f"mean loss over the last {FINAL_STEPS} steps",
+                                  "final_geomean": f"geometric mean over the problems of the mean loss over the last "
+                                                   f"{FINAL_STEPS} steps"}
 """What each validation metric (``RunConfig.validation_metric``) is, as a model card says it."""
 BOOKKEEPING = {"episodes", "validate_every"}
 """Run settings that say how long and how often, not how: left out of an ablation's differences."""

@@ -47,9 +47,12 @@ from .schedules import META_LR_SCHEDULES, HorizonCurriculum, meta_lr
 from .tasks import Task, seeded
 from .truncated import BatchLayout, Recipe, Unroller, random_scales, unroll_memory
 
-VALIDATION_METRICS = {"mean": lambda losses: METRICS["sum"](losses) / len(losses), "final": METRICS["final"]}
-"""Validation criteria: mean loss over the horizon or evaluation's ``final`` (the mean of the last
-:data:`~learned_optim.meta.metrics.FINAL_STEPS` steps)."""
+VALIDATION_METRICS = {"mean": lambda losses: METRICS["sum"](losses) / len(losses), "final": METRICS["final"],
+                      "final_geomean": lambda losses: math.log(METRICS["final"](losses) or math.ulp(0))}
+"""Validation criteria, a score per problem averaged over the problems (:func:`averaged`): mean loss over the
+horizon, evaluation's ``final`` (the mean of the last :data:`~learned_optim.meta.metrics.FINAL_STEPS` steps), or
+``final``'s geometric mean over the problems (the score is its log), for families whose problems' losses differ by
+orders of magnitude (neural art's styles)."""
 VALIDATION_SEED = 1_000_000_007
 """Validation problem ``i`` is drawn with seed ``VALIDATION_SEED + i`` (disjoint from training seeds)."""
 VALIDATION_CHUNK = 25
@@ -243,10 +246,16 @@ def validation_losses(network: nn.Module, task: Task, indices: range | list[int]
     return curves
 
 
+def averaged(metric: str, total: float, count: int) -> float:
+    """The validation ``metric`` of ``count`` problems whose scores sum to ``total``: their mean, or for
+    ``final_geomean`` the exponential of the mean of logs."""
+    return math.exp(total / count) if metric == "final_geomean" else total / count
+
+
 def validation_loss(network: nn.Module, task: Task, num_problems: int, horizon: int, metric: str = "mean") -> float:
     """``metric`` of the losses over ``horizon`` steps, averaged over ``num_problems`` fixed problems."""
     curves = validation_losses(network, task, range(num_problems), horizon)
-    return sum(VALIDATION_METRICS[metric](curve) for curve in curves) / num_problems
+    return averaged(metric, sum(VALIDATION_METRICS[metric](curve) for curve in curves), num_problems)
 
 
 def available_memory(device: torch.device | str) -> int | None:
@@ -515,11 +524,10 @@ class Trainer:
             scores = torch.tensor([[means[metric][lr] * len(problems) for metric in VALIDATION_METRICS]
                                    for lr in LR_GRID], dtype=torch.float64)
         dist.all_reduce(scores)  # this process's share of the sums, summed over the processes
-        scores /= config.num_validation
         best = int(scores[:, list(VALIDATION_METRICS).index(config.validation_metric)].argmin())
         self.baseline = {"name": config.validation_baseline, "lr": LR_GRID[best], "validation_horizon": horizon,
-                         **{f"validation_{metric}": float(value) for metric, value in zip(VALIDATION_METRICS,
-                                                                                          scores[best])}}
+                         **{f"validation_{metric}": averaged(metric, total, config.num_validation)
+                            for metric, total in zip(VALIDATION_METRICS, scores[best].tolist())}}
         self.validation_s = (self.validation_s or 0.0) + time.perf_counter() - started
         self.log({"episode": self.episode, "event": "baseline", **self.baseline})
 
@@ -560,13 +568,15 @@ class Trainer:
         sums = torch.tensor([[VALIDATION_METRICS[m](c) for m in VALIDATION_METRICS] for c in curves] or
                             [[0.0] * len(VALIDATION_METRICS)], dtype=torch.float64).sum(0)
         dist.all_reduce(sums)
-        values = dict(zip(VALIDATION_METRICS, (sums / config.num_validation).tolist()))
+        values = {metric: averaged(metric, total, config.num_validation)
+                  for metric, total in zip(VALIDATION_METRICS, sums.tolist())}
         loss = values[config.validation_metric]
         self.last_validation_s = time.perf_counter() - started
         if self.validation_s is not None:
             self.validation_s += self.last_validation_s
-        self.log({"episode": self.episode, "validation_loss": loss, "validation_mean": values["mean"],
-                  "validation_final": values["final"], "validation_horizon": horizon, "elapsed_s": self.elapsed,
+        self.log({"episode": self.episode, "validation_loss": loss,
+                  **{f"validation_{metric}": value for metric, value in values.items()},
+                  "validation_horizon": horizon, "elapsed_s": self.elapsed,
                   "validation_s": self.validation_s,
                   **({"baseline_ratio": self.ratio(loss)} if self.baseline else {})})
         best = self.best
