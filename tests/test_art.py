@@ -263,6 +263,7 @@ def test_no_held_out_style_is_drawn_in_meta_training_or_validation():
         assert not any(image.shape == style.shape and torch.equal(image, style)
                        for image in drawn for style in held_out)
         assert textures.mosaic not in sources
+    assert list(style_family("validation", ART).kinds) == ["photos", "generated"]
     train = style_family("train", ART)
     assert list(train.kinds) == ["style images", "photos", "generated"]
     assert len(train.kinds["style images"]) == 1 and len(train.kinds["photos"]) == 16  # The Starry Night alone

@@ -78,7 +78,8 @@ DATA = {
                    "training photos; generated stripes, checks and noise), cropped and varied in colour; held out "
                    f"from meta-training and selection: {', '.join(HELD_OUT_STYLES)}; features VGG-16 (HED "
                    "fine-tuned) unless the task names other weights",
-                   " cropped from the 4 validation photos, each in the style of a crop of one of them"),
+                   " cropped from the 4 validation photos, each in the style of a crop of one of them or of a "
+                   "generated texture"),
     None: ("synthetic, a fresh problem per episode", ""),
 }
 """Per task family: the data of meta-training and of validation, as the model card says them."""

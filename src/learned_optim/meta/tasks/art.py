@@ -21,7 +21,7 @@ The style is one image, or ``"family"``: each problem draws its style from its s
 (:func:`style_family`), so that a network meets many styles. Training draws the art folder's style images that are
 not held out (:data:`HELD_OUT_STYLES`), the training photos, and generated stripes, checks and noise
 (:mod:`~learned_optim.meta.tasks.textures`), each as a random crop with a random colour and contrast variant;
-validation draws crops of the validation photos; test, the held-out styles whole. A task may also draw its size per
+validation draws crops of the validation photos and of generated textures; test, the held-out styles whole. A task may also draw its size per
 problem (e.g. 64 and 128), a meta-batch sharing the size of its first problem.
 
 The features come from a VGG-16 in torchvision's ``vgg16().features`` layout (:func:`load_vgg16`): a local
@@ -332,8 +332,8 @@ def _fixed(images: list[Tensor]) -> list[StyleSource]:
 def style_family(split: str, root: str | os.PathLike | None = None) -> StyleFamily:
     """The styles of ``split``: for ``"train"`` three kinds, the style folder's images but :data:`HELD_OUT_STYLES`,
     the training photos and the generated :data:`textures.TRAINING_TEXTURES`, cropped (:data:`STYLE_MIN_CROP`) and
-    varied in colour; for ``"validation"`` the validation photos, cropped; for ``"test"`` the held-out styles,
-    whole."""
+    varied in colour; for ``"validation"`` two, the validation photos and fresh draws of the generated textures,
+    cropped; for ``"test"`` the held-out styles, whole."""
     if split == "train":
         folder = find_art(root) / "style"
         paintings = sorted(p.name for p in folder.iterdir()
@@ -343,7 +343,8 @@ def style_family(split: str, root: str | os.PathLike | None = None) -> StyleFami
                             "generated": list(textures.TRAINING_TEXTURES.values())},
                            STYLE_MIN_CROP, variants=True)
     if split == "validation":
-        return StyleFamily({"photos": _fixed([image for _, image in photos(root, "validation")])}, STYLE_MIN_CROP)
+        return StyleFamily({"photos": _fixed([image for _, image in photos(root, "validation")]),
+                            "generated": list(textures.TRAINING_TEXTURES.values())}, STYLE_MIN_CROP)
     if split == "test":
         return StyleFamily({"held out": _fixed([load_style(name, root) for name in HELD_OUT_STYLES])})
     raise DataError(f"no styles for split {split!r} (splits: train, {', '.join(SPLITS)})")
