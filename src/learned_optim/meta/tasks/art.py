@@ -21,8 +21,8 @@ The style is one image, or ``"family"``: each problem draws its style from its s
 (:func:`style_family`), so that a network meets many styles. Training draws the art folder's style images that are
 not held out (:data:`HELD_OUT_STYLES`), the training photos, and generated stripes, checks and noise
 (:mod:`~learned_optim.meta.tasks.textures`), each as a random crop with a random colour and contrast variant;
-validation draws crops of the validation photos and of generated textures; test, the held-out styles whole. A task may also draw its size per
-problem (e.g. 64 and 128), a meta-batch sharing the size of its first problem.
+validation draws crops of the validation photos and of generated textures; test, the held-out styles whole. A task
+may also draw its size per problem (e.g. 64 and 128), a meta-batch sharing the size of its first problem.
 
 The features come from a VGG-16 in torchvision's ``vgg16().features`` layout (:func:`load_vgg16`): a local
 safetensors file or a Hugging Face Hub repo such as ``timm/vgg16.tv_in1k``.
