@@ -403,7 +403,8 @@ class StyleTransferTask(Task):
     def sample_many(self, generators: list[torch.Generator]) -> ProblemBatch:
         """The ``K`` images go through the feature network as one batch."""
         contents, styles = (torch.stack(images) for images in zip(*map(self.images, generators)))
-        loss_fn = StyleLoss(self.features, contents, styles, self.weights)
+        one_style = isinstance(self.style, Tensor)  # its features once, not once per problem
+        loss_fn = StyleLoss(self.features, contents, self.style if one_style else styles, self.weights)
         return ProblemBatch({"image": contents.clone()}, lambda params, step: loss_fn(params["image"]))
 
 
@@ -415,13 +416,13 @@ class StyleTransferSizes(SampledArchitectureTask):
         super().__init__()
         self.sizes = sizes
         self.features = options["features"]
-        self._tasks = {size: StyleTransferTask(size=size, **options) for size in sizes}  # each size checked now
+        self.by_size = {size: StyleTransferTask(size=size, **options) for size in sizes}  # each size checked now
 
     def config(self, generator: torch.Generator) -> int:
         return _choice(self.sizes, generator)
 
     def task(self, config: int) -> StyleTransferTask:
-        return self._tasks[config]
+        return self.by_size[config]
 
     def images(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """The content and style of the problem :meth:`sample` draws with ``generator``."""

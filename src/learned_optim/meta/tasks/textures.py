@@ -80,7 +80,7 @@ def noise(generator: torch.Generator, side: int = SIDE) -> Tensor:
         field += 0.5 ** octave * F.interpolate(grid, size=(side, side), mode="bicubic", align_corners=False)
     low, high = field.amin(dim=(2, 3), keepdim=True), field.amax(dim=(2, 3), keepdim=True)
     t = ((field - low) / (high - low).clamp_min(1e-6))[0]
-    return t.expand(3, side, side).contiguous() if coloured else _blend(generator, t)
+    return t if coloured else _blend(generator, t)
 
 
 def mosaic(generator: torch.Generator, side: int = SIDE) -> Tensor:
