@@ -458,6 +458,23 @@ def test_init_step_scale_fine_tunes_the_checkpoint_with_its_step_scaled(tmp_path
     assert f"initialised from `{first / 'best'}` with its step scaled by 2.0." in card
 
 
+def test_publish_with_a_scale_rate_bolts_step_scale_control_on_the_best_network_and_says_so(tmp_path):
+    main(["train", str(tmp_path / "run"), *TINY, "--episodes", "1"])
+    main(["publish", str(tmp_path / "run"), "--out", str(tmp_path / "ckpt"), "--scale-rate", "0.03"])
+    published = CoordinatewiseLSTM.from_pretrained(tmp_path / "ckpt")
+    best = Run(tmp_path / "run").best_network()
+    assert published.scale_rate == 0.03 and best.scale_rate == 0
+    assert published.config == {**best.config, "scale_rate": 0.03}
+    assert all(torch.equal(a, b) for a, b in zip(published.state_dict().values(), best.state_dict().values()))
+    card = (tmp_path / "ckpt" / "README.md").read_text()
+    assert ("- After meta-training: step-scale control at rate 0.03 (`scale_rate`) added to the run's best network, "
+            "which was meta-trained without it.") in card
+    assert '"scale_rate": 0.03' in card
+    main(["publish", str(tmp_path / "run"), "--out", str(tmp_path / "plain")])
+    assert "After meta-training" not in (tmp_path / "plain" / "README.md").read_text()
+    assert CoordinatewiseLSTM.from_pretrained(tmp_path / "plain").config == best.config
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "RUN", "--task", "mnist", "--num-functions", "3"], "does not take options \\['num_functions'\\]"),
     (["train", "RUN", "--init", "l2l-mnist"], "init checkpoint 'l2l-mnist' has config .* pass the checkpoint's"),

@@ -172,7 +172,7 @@ def cmd_publish(args: argparse.Namespace) -> None:
     results = index.read_text().strip() if index.is_file() else ""
     figures = sorted(evaluation.glob("*.png")) if evaluation.is_dir() else []
     out = publish(args.run, args.out, description=args.description, results=results, figures=figures,
-                  repo_id=args.repo_id, compared=args.ablation)
+                  repo_id=args.repo_id, compared=args.ablation, scale_rate=args.scale_rate)
     print(f"published {out}" + (f" and pushed to https://huggingface.co/{args.repo_id}" if args.repo_id else ""))
 
 
@@ -344,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo-id", help="also push to this Hugging Face Hub repo")
     p.add_argument("--ablation", nargs="+", default=[], metavar="RUN",
                    help="run folders validated the same way: the card compares them with this run")
+    p.add_argument("--scale-rate", type=float, metavar="RATE",
+                   help="publish the network with step-scale control at this rate, bolted on after meta-training "
+                   "(a rate chosen on validation; the card says so)")
     p.set_defaults(handler=cmd_publish)
     return parser
 

@@ -220,12 +220,25 @@ def ablation(runs: list[Run]) -> str:
                             horizon=horizons[0], table="\n".join(rows))
 
 
-def model_card(run: Run, name: str, description: str, results: str, source: str | None = None,
-               compared: list[Run] = ()) -> str:
-    """The model card (``README.md``) of a checkpoint published from ``run``; its usage snippet loads
-    ``source`` (a Hub repo id, a folder path or a bundled name; default: ``name``); with ``compared`` runs,
-    an ablation section (:func:`ablation`)."""
+def published_network(run: Run, scale_rate: float | None = None) -> CoordinatewiseLSTM:
+    """The run's best network, with step-scale control at ``scale_rate`` when given (bolted on after
+    meta-training: :meth:`~learned_optim.CoordinatewiseLSTM.with_scale_rate`)."""
     network = run.best_network()
+    return network if scale_rate is None else network.with_scale_rate(scale_rate)
+
+
+def model_card(run: Run, name: str, description: str, results: str, source: str | None = None,
+               compared: list[Run] = (), scale_rate: float | None = None) -> str:
+    """The model card (``README.md``) of a checkpoint published from ``run`` (with ``scale_rate``: see
+    :func:`published_network`); its usage snippet loads ``source`` (a Hub repo id, a folder path or a bundled name;
+    default: ``name``); with ``compared`` runs, an ablation section (:func:`ablation`)."""
+    network = published_network(run, scale_rate)
+    meta_training = _meta_training(run)
+    if scale_rate is not None:
+        meta_training += (f"\n- After meta-training: step-scale control at rate {scale_rate} (`scale_rate`) added to "
+                          "the run's best network, which was meta-trained "
+                          + (f"with it at rate {run.config.network['scale_rate']}."
+                             if run.config.network.get("scale_rate") else "without it."))
     return _CARD.format(
         name=name,
         source=source or name,
@@ -233,7 +246,7 @@ def model_card(run: Run, name: str, description: str, results: str, source: str 
         network=json.dumps(network.config),
         num_params=sum(p.numel() for p in network.parameters()),
         state_floats=2 * network.num_layers * network.hidden_size + network.num_moments,
-        meta_training=_meta_training(run),
+        meta_training=meta_training,
         results=results or "Not evaluated yet: run `python -m learned_optim.meta evaluate`.",
         ablation=ablation([run, *compared]) if compared else "",
     )
@@ -248,20 +261,22 @@ def publish(
     figures: list[Path] = (),
     repo_id: str | None = None,
     compared: list[str | os.PathLike] = (),
+    scale_rate: float | None = None,
 ) -> Path:
     """Write the run's best network to ``out`` (weights, config, model card, figures), atomically.
 
-    With ``compared`` run folders, the card gets their ablation table; with ``repo_id``, the folder is also
-    uploaded to the Hugging Face Hub (creating the repo if needed).
+    With ``compared`` run folders, the card gets their ablation table; with ``scale_rate``, the network gets
+    step-scale control at that rate (:func:`published_network`; the card says so); with ``repo_id``, the folder is
+    also uploaded to the Hugging Face Hub (creating the repo if needed).
     """
     run = Run(run_folder)
     out = Path(out)
     name = name or out.name
     description = description or f"Coordinatewise LSTM optimizer meta-trained on `{run.config.task['name']}`."
-    card = model_card(run, name, description, results, repo_id, [Run(folder) for folder in compared])
+    card = model_card(run, name, description, results, repo_id, [Run(folder) for folder in compared], scale_rate)
 
     def fill(folder: Path) -> None:
-        run.best_network().save_pretrained(folder)
+        published_network(run, scale_rate).save_pretrained(folder)
         (folder / "README.md").write_text(card)
         for figure in figures:
             shutil.copy(figure, folder / Path(figure).name)
