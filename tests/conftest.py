@@ -42,17 +42,48 @@ def checkpoint(tmp_path, network):
     return folder
 
 
-def torchrun(args: list[str], program: tuple[str, ...] = ("-m", "learned_optim.meta"), processes: int = 2) -> None:
+def torchrun(args: list[str], program: tuple[str, ...] = ("-m", "learned_optim.meta"), processes: int = 2,
+             timeout: float = 300) -> None:
     """``python -m learned_optim.meta ARGS`` (or another ``program``) on 2 (``processes``) CPU processes under
-    torchrun (gloo), one thread each."""
+    torchrun (gloo), one thread each. A run still going after ``timeout`` seconds fails with its workers' Python
+    stacks (``faulthandler`` on SIGABRT), so a hang says where it hangs."""
+    import signal
     import subprocess
     import sys
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
                *program, *args]
-    result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as run:
+        try:
+            _, stderr = run.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            workers = _children(run.pid)  # torchrun starts each in a session of its own
+            for pid in workers:
+                os.kill(pid, signal.SIGABRT)  # each dumps its stacks and ends; torchrun then stops
+            try:
+                _, stderr = run.communicate(timeout=60)
+            finally:
+                for pid in [run.pid, *workers]:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            pytest.fail(f"torchrun still running after {timeout} s; its workers' stacks:\n{stderr[-20000:]}")
+    assert run.returncode == 0, stderr[-3000:]
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux's /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
 
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

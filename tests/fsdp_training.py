@@ -10,6 +10,7 @@ K and stops there, as a killed job's last checkpoint; ``--load DIR`` resumes fro
 """
 
 import argparse
+import gc
 import os
 
 import torch
@@ -67,6 +68,8 @@ def train(sharded: bool, scale_rate: float, replicated: bool = False, save: str 
         states = [None] * world
         dist.all_gather_object(states, shard_floats)
         result["state_floats_per_rank"] = states
+        del model, optimizer  # DDP's reducer (whose teardown can hang without its process group) goes first
+        gc.collect()
         dist.barrier()  # no process tears its connections down while another still uses them
         dist.destroy_process_group()
     return result if rank == 0 else None
