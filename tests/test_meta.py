@@ -293,6 +293,24 @@ def test_evaluate_reuses_an_earlier_evaluations_baselines_and_refuses_other_sett
     with pytest.raises(SystemExit):
         main([*evaluate, "--out", str(tmp_path / "fourth"), "--baselines-from", str(tmp_path / "missing")])
     assert "missing does not exist; point at the folder of an earlier evaluation" in capsys.readouterr().err
+    older = tmp_path / "older"  # an evaluation from before per-problem finals were kept: the best baseline reruns
+    older.mkdir()
+    kept = json.loads(json.dumps(first))
+    for result in kept["results"]:
+        del result["problem_finals"]
+    (older / "quadratic.json").write_text(json.dumps(kept))
+    main([*evaluate, "--out", str(tmp_path / "refilled"), "--baselines-from", str(older)])
+    refilled = json.loads((tmp_path / "refilled" / "quadratic.json").read_text())["results"]
+    best = min(first["results"][1:], key=lambda r: r["metrics"]["final"])
+    assert [r["problem_finals"] for r in refilled if r["name"] == best["name"]] == [best["problem_finals"]]
+    assert sum(bool(r["problem_finals"]) for r in refilled) == 2  # the LSTM's and the best baseline's
+    assert re.search(r"\| [0-3] / 3 \| [0-3] / 3 \|", (tmp_path / "refilled" / "README.md").read_text())
+    best_kept = next(r for r in kept["results"] if r["name"] == best["name"])
+    best_kept["metrics"]["final"] *= 1.1  # recorded on other problems
+    (older / "quadratic.json").write_text(json.dumps(kept))
+    with pytest.raises(SystemExit):
+        main([*evaluate, "--out", str(tmp_path / "mismatch"), "--baselines-from", str(older)])
+    assert "its problems were not these" in capsys.readouterr().err
     (tmp_path / "other").mkdir()  # an evaluation without this panel: its baselines are tuned here
     main([*evaluate, "--out", str(tmp_path / "fifth"), "--baselines-from", str(tmp_path / "other")])
     fifth = json.loads((tmp_path / "fifth" / "quadratic.json").read_text())

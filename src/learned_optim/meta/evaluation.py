@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -149,6 +149,29 @@ def tune(
     return {metric: min(by_lr, key=lambda lr: (by_lr[lr], lr)) for metric, by_lr in scores.items()}
 
 
+PROBLEMS_MATCH = 1e-2
+"""How close (relative) a measured baseline's mean final loss, run again, must come to the one recorded."""
+
+
+def with_problem_finals(measured: list[Summary], problems: list[Problem], steps: int) -> list[Summary]:
+    """``measured`` baselines, the best (by final loss) with each problem's final loss: from the earlier evaluation,
+    or, where it kept none (evaluations before they were recorded), by running that baseline again on ``problems``
+    at its ``final`` learning rate. The rerun's mean must be the recorded one (within :data:`PROBLEMS_MATCH`):
+    a check that these are the problems the baselines were measured on."""
+    best = min(measured, key=lambda summary: summary.metrics["final"])
+    if best.problem_finals:
+        return measured
+    make = functools.partial(BASELINES[best.name], lr=best.learning_rates["final"])
+    runs = [run_optimizer(problem, make, steps) for problem in problems]
+    finals = [METRICS["final"](run.losses) for run in runs]
+    if not math.isclose(_mean(finals), best.metrics["final"], rel_tol=PROBLEMS_MATCH):
+        raise ValueError(f"{best.name} at lr {best.learning_rates['final']:.3g}, run again on these problems, ends "
+                         f"at {_mean(finals):.6g} where the earlier evaluation recorded {best.metrics['final']:.6g}: "
+                         "its problems were not these; evaluate without --baselines-from")
+    return [replace(summary, runs=runs, problem_finals=finals) if summary is best else summary
+            for summary in measured]
+
+
 def compare(
     network: CoordinatewiseLSTM,
     task: Task,
@@ -163,7 +186,7 @@ def compare(
     """Tune every baseline over ``lr_grid`` on ``num_tuning_problems`` problems of ``tuning_task`` (default:
     ``task``), then run all optimizers on the same ``num_problems`` fresh problems of ``task``. With
     ``measured_baselines`` (the summaries of an earlier comparison with the same problems and grid) only the
-    learned optimizer runs, and they are its baselines."""
+    learned optimizer runs, and they are its baselines (:func:`with_problem_finals`)."""
     problems = [task.sample(seeded(EVALUATION_SEED + i)) for i in range(num_problems)]
     tuning_source = tuning_task or task
     tuning = [tuning_source.sample(seeded(TUNING_SEED + i)) for i in range(num_tuning_problems)]
@@ -173,7 +196,7 @@ def compare(
                for p in tqdm(problems, desc="LSTM", unit="problem", leave=False, disable=None)]
     summaries = [summarize("LSTM", {metric: learned for metric in METRICS}, {m: None for m in METRICS})]
     if measured_baselines is not None:
-        return summaries + measured_baselines
+        return summaries + with_problem_finals(measured_baselines, problems, steps)
     for name, make in baselines.items():
         best = tune(make, tuning, steps, name, lr_grid)
         runs = {lr: [run_optimizer(p, functools.partial(make, lr=lr), steps)
