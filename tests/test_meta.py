@@ -476,7 +476,7 @@ def test_init_step_scale_fine_tunes_the_checkpoint_with_its_step_scaled(tmp_path
     assert f"initialised from `{first / 'best'}` with its step scaled by 2.0." in card
 
 
-def test_publish_with_a_scale_rate_bolts_step_scale_control_on_the_best_network_and_says_so(tmp_path):
+def test_publish_with_a_scale_rate_bolts_step_scale_control_on_the_best_network_and_says_so(tmp_path, capsys):
     main(["train", str(tmp_path / "run"), *TINY, "--episodes", "1"])
     main(["publish", str(tmp_path / "run"), "--out", str(tmp_path / "ckpt"), "--scale-rate", "0.03"])
     published = CoordinatewiseLSTM.from_pretrained(tmp_path / "ckpt")
@@ -485,11 +485,15 @@ def test_publish_with_a_scale_rate_bolts_step_scale_control_on_the_best_network_
     assert published.config == {**best.config, "scale_rate": 0.03}
     assert all(torch.equal(a, b) for a, b in zip(published.state_dict().values(), best.state_dict().values()))
     card = (tmp_path / "ckpt" / "README.md").read_text()
-    assert ("- After meta-training: step-scale control at rate 0.03 (`scale_rate`) added to the run's best network, "
-            "which was meta-trained without it.") in card
+    assert ("- After meta-training: the step-scale control rate (`scale_rate`) set to 0.03; the run's best network "
+            "was meta-trained with 0.0 (no control).") in card
     assert '"scale_rate": 0.03' in card
     main(["publish", str(tmp_path / "run"), "--out", str(tmp_path / "plain")])
     assert "After meta-training" not in (tmp_path / "plain" / "README.md").read_text()
+    with pytest.raises(SystemExit):
+        main(["publish", str(tmp_path / "run"), "--out", str(tmp_path / "bad"), "--scale-rate", "2"])
+    assert "Invalid scale_rate: 2.0; it must be in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
     assert CoordinatewiseLSTM.from_pretrained(tmp_path / "plain").config == best.config
 
 

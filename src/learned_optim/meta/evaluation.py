@@ -149,6 +149,13 @@ def tune(
     return {metric: min(by_lr, key=lambda lr: (by_lr[lr], lr)) for metric, by_lr in scores.items()}
 
 
+def run_again(measured: Summary, problems: list[Problem], steps: int) -> list[Trajectory]:
+    """A baseline read from an earlier evaluation (which keeps no runs) run again on ``problems`` at its ``final``
+    learning rate."""
+    make = functools.partial(BASELINES[measured.name], lr=measured.learning_rates["final"])
+    return [run_optimizer(problem, make, steps) for problem in problems]
+
+
 PROBLEMS_MATCH = 1e-2
 """How close (relative) a measured baseline's mean final loss, run again, must come to the one recorded."""
 
@@ -161,8 +168,7 @@ def with_problem_finals(measured: list[Summary], problems: list[Problem], steps:
     best = min(measured, key=lambda summary: summary.metrics["final"])
     if best.problem_finals:
         return measured
-    make = functools.partial(BASELINES[best.name], lr=best.learning_rates["final"])
-    runs = [run_optimizer(problem, make, steps) for problem in problems]
+    runs = run_again(best, problems, steps)
     finals = [METRICS["final"](run.losses) for run in runs]
     if not math.isclose(_mean(finals), best.metrics["final"], rel_tol=PROBLEMS_MATCH):
         raise ValueError(f"{best.name} at lr {best.learning_rates['final']:.3g}, run again on these problems, ends "

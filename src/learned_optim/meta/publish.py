@@ -235,10 +235,10 @@ def model_card(run: Run, name: str, description: str, results: str, source: str 
     network = published_network(run, scale_rate)
     meta_training = _meta_training(run)
     if scale_rate is not None:
-        meta_training += (f"\n- After meta-training: step-scale control at rate {scale_rate} (`scale_rate`) added to "
-                          "the run's best network, which was meta-trained "
-                          + (f"with it at rate {run.config.network['scale_rate']}."
-                             if run.config.network.get("scale_rate") else "without it."))
+        trained = run.config.network.get("scale_rate", 0.0)
+        meta_training += (f"\n- After meta-training: the step-scale control rate (`scale_rate`) set to {scale_rate}; "
+                          f"the run's best network was meta-trained with {trained}"
+                          f"{' (no control)' if not trained else ''}.")
     return _CARD.format(
         name=name,
         source=source or name,

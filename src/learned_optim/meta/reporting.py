@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .evaluation import BASELINES, EVALUATION_SEED, Summary, Trajectory, run_optimizer
+from .evaluation import EVALUATION_SEED, Summary, Trajectory, run_again
 from .metrics import METRICS
 from .tasks import Task, seeded
 
@@ -64,9 +63,9 @@ def write_results(summaries: list[Summary], folder: Path, name: str, title: str,
 
 def summary_row(title: str, summaries: list[Summary]) -> str:
     """A panel's line of the summary: the LSTM's final loss against the best tuned baseline's, on how many
-    problems it is below that baseline's on the same problem (common random numbers; "–" for baselines read
-    from an earlier evaluation that kept no per-problem results), and on how many it is below the problem's
-    initial loss (never stuck, never worse)."""
+    problems it is below that baseline's on the same problem (common random numbers; :func:`~.evaluation.compare`
+    gives the best baseline its per-problem results), and on how many it is below the problem's initial loss (never
+    stuck, never worse)."""
     lstm = next(s for s in summaries if s.name == "LSTM")
     best = min((s for s in summaries if s.name != "LSTM"), key=lambda s: s.metrics["final"], default=None)
     improved = sum(METRICS["final"](run.losses) < run.losses[0] for run in lstm.runs)
@@ -74,8 +73,7 @@ def summary_row(title: str, summaries: list[Summary]) -> str:
         against = "– | – | –"
     else:
         theirs = best.problem_finals
-        wins = (f"{sum(ours < other for ours, other in zip(lstm.problem_finals, theirs))} / {len(theirs)}"
-                if theirs else "–")
+        wins = f"{sum(ours < other for ours, other in zip(lstm.problem_finals, theirs))} / {len(theirs)}"
         against = (f"{best.metrics['final']:.4g} ± {best.metrics['final_stderr']:.2g} ({best.name}, lr "
                    f"{best.learning_rates['final']:.3g}) | "
                    f"{lstm.metrics['final'] / best.metrics['final']:.2f} | {wins}")
@@ -105,8 +103,7 @@ def _first_runs(task: Task, summary: Summary, steps: int, rows: int) -> list[Tra
     evaluation (which keeps no images), those problems run again at its ``final`` learning rate."""
     if summary.runs:
         return summary.runs[:rows]
-    make = functools.partial(BASELINES[summary.name], lr=summary.learning_rates["final"])
-    return [run_optimizer(task.sample(seeded(EVALUATION_SEED + row)), make, steps) for row in range(rows)]
+    return run_again(summary, [task.sample(seeded(EVALUATION_SEED + row)) for row in range(rows)], steps)
 
 
 def write_image_grid(task: Task, summaries: list[Summary], steps: int, path: Path, title: str) -> None:
