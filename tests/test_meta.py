@@ -13,7 +13,7 @@ from torch.func import functional_call
 
 from learned_optim import CoordinatewiseLSTM, LearnedOptimizer
 from learned_optim.meta.cli import main
-from learned_optim.meta.evaluation import run_optimizer
+from learned_optim.meta.evaluation import BASELINES, run_optimizer
 from learned_optim.meta.publish import publish
 from learned_optim.meta.tasks import ModuleTask, Problem, QuadraticTask, SimpleTask, mnist_task, paper_convnet, seeded
 from learned_optim.meta.train import Run, RunConfig, train
@@ -252,6 +252,12 @@ def test_cli_train_evaluate_publish_and_push(tmp_path, capsys):
     assert printed.startswith("evaluating against SGD, NAG, RMSprop and Adam, each with its learning rate tuned "
                               "per panel") and "results written to" in printed
     assert "| LSTM |" in printed and "| Adam |" in printed
+    # not a terminal: one timed line per stage, for logs of evaluations that run for hours
+    stages = [line for line in printed.splitlines() if line.endswith(" s)")]
+    assert [line.split(":")[0] for line in stages] == ["LSTM", *[name for name in BASELINES for _ in "tr"]]
+    assert re.match(r"Adam: tuned on 2 problems over 16 rates, lr [0-9.e-]+ for final, [0-9.e-]+ for sum \(",
+                    stages[-2])
+    assert stages[-1].startswith("Adam: 3 problems, final ")
     results = json.loads((run / "evaluation" / "quadratic.json").read_text())
     assert [r["name"] for r in results["results"]] == ["LSTM", "SGD", "NAG", "RMSprop", "Adam"]
     assert (run / "evaluation" / "quadratic.png").stat().st_size > 0
@@ -274,7 +280,9 @@ def test_evaluate_reuses_an_earlier_evaluations_baselines_and_refuses_other_sett
     evaluate = ["evaluate", "--run", str(run), "--steps", "10", "--problems", "3", "--tuning-problems", "2"]
     main([*evaluate, "--out", str(tmp_path / "first")])
     with mock.patch("learned_optim.meta.evaluation.tune", side_effect=AssertionError("baselines tuned again")):
+        capsys.readouterr()
         main([*evaluate, "--out", str(tmp_path / "second"), "--baselines-from", str(tmp_path / "first")])
+    assert "\nbaselines read from an earlier evaluation: SGD, NAG, RMSprop, Adam (" in capsys.readouterr().out
     first, second = (json.loads((tmp_path / folder / "quadratic.json").read_text()) for folder in ("first", "second"))
     assert second["results"] == first["results"] and second["baselines_from"] == str(tmp_path / "first")
     readme = (tmp_path / "second" / "README.md").read_text()

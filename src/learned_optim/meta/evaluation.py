@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -73,6 +75,13 @@ def run_optimizer(problem: Problem, make_optimizer: OptimizerFactory, steps: int
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
+
+
+def _log_stage(line: str, started: float) -> None:
+    """One line per finished stage of an evaluation, with its wall-clock, in a redirected log (on a terminal tqdm's
+    bars show the progress): as meta-training's one line per validation."""
+    if not sys.stderr.isatty():
+        print(f"{line} ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
 @dataclass
@@ -198,17 +207,27 @@ def compare(
     tuning = [tuning_source.sample(seeded(TUNING_SEED + i)) for i in range(num_tuning_problems)]
     from tqdm.auto import tqdm
 
+    started = time.perf_counter()
     learned = [run_optimizer(p, lambda params: LearnedOptimizer(params, network, total_steps=steps), steps)
                for p in tqdm(problems, desc="LSTM", unit="problem", leave=False, disable=None)]
     summaries = [summarize("LSTM", {metric: learned for metric in METRICS}, {m: None for m in METRICS})]
+    _log_stage(f"LSTM: {num_problems} problems, final {summaries[0].metrics['final']:.4g}", started)
     if measured_baselines is not None:
-        return summaries + with_problem_finals(measured_baselines, problems, steps)
+        started = time.perf_counter()
+        summaries += with_problem_finals(measured_baselines, problems, steps)
+        _log_stage(f"baselines read from an earlier evaluation: {', '.join(s.name for s in summaries[1:])}", started)
+        return summaries
     for name, make in baselines.items():
+        started = time.perf_counter()
         best = tune(make, tuning, steps, name, lr_grid)
+        _log_stage(f"{name}: tuned on {num_tuning_problems} problems over {len(lr_grid)} rates, lr "
+                   + ", ".join(f"{lr:.3g} for {metric}" for metric, lr in best.items()), started)
+        started = time.perf_counter()
         runs = {lr: [run_optimizer(p, functools.partial(make, lr=lr), steps)
                      for p in tqdm(problems, desc=f"{name} lr {lr:.3g}", unit="problem", leave=False, disable=None)]
                 for lr in set(best.values())}
         summaries.append(summarize(name, {metric: runs[lr] for metric, lr in best.items()}, best))
+        _log_stage(f"{name}: {num_problems} problems, final {summaries[-1].metrics['final']:.4g}", started)
     return summaries
 
 
