@@ -467,6 +467,25 @@ def test_init_fine_tunes_a_checkpoint(tmp_path):
     assert Run(tmp_path / "tuned").config.init == str(first / "best")
 
 
+def test_init_may_add_a_nominal_term_which_is_no_weight(tmp_path):
+    """A fine-tune with ``--nominal`` starts from the checkpoint's weights with the nominal term added, as a network
+    built with it and loaded with those weights (and ends with it in its config)."""
+    first, adam = tmp_path / "first", ["--preprocessing", "adam", "--output", "tanh"]
+    main(["train", str(first), *TINY, *adam, "--episodes", "2"])
+    start = CoordinatewiseLSTM.from_pretrained(first / "best")
+    added = CoordinatewiseLSTM(**{**start.config, "nominal": 0.01})
+    added.load_state_dict(start.state_dict())
+    added.save_pretrained(tmp_path / "added")
+    main(["train", str(tmp_path / "tuned"), *TINY, *adam, "--episodes", "1", "--init", str(first / "best"),
+          "--nominal", "0.01"])
+    main(["train", str(tmp_path / "from-added"), *TINY, *adam, "--episodes", "1", "--init", str(tmp_path / "added"),
+          "--nominal", "0.01"])
+    starts = [[e["validation_loss"] for e in Run(tmp_path / name).log() if "validation_loss" in e][0]
+              for name in ("tuned", "from-added")]
+    assert starts[0] == starts[1] != Run(first).checkpoint()["best"]["validation_loss"]
+    assert Run(tmp_path / "tuned").best_network().nominal == 0.01
+
+
 def test_init_step_scale_fine_tunes_the_checkpoint_with_its_step_scaled(tmp_path):
     """``--init-step-scale 2`` starts from the checkpoint as ``with_step_scale(2)`` saves it (output scale 1 -> 2)."""
     first = tmp_path / "first"

@@ -425,12 +425,13 @@ class Trainer:
                 start = pretrained.load(config.init).with_step_scale(config.init_step_scale)
                 if self.network.progress and not start.progress:
                     start = start.with_progress()  # zero weights on the new inputs: the same rule to start from
-                weights_config = {**start.config, "scale_rate": self.network.scale_rate}  # control is not a weight
+                weights_config = {**start.config, "scale_rate": self.network.scale_rate,
+                                  "nominal": self.network.nominal}  # neither control nor the nominal term is a weight
                 if CoordinatewiseLSTM(**weights_config).config != self.network.config:
                     raise ValueError(f"init checkpoint {config.init!r}{config.step_scaled} has config {start.config}, "
                                      f"but the run's network is {self.network.config}; pass the checkpoint's network "
-                                     "options (a fine-tune may add step-scale control, --scale-rate, and progress "
-                                     "inputs, --progress)")
+                                     "options (a fine-tune may add step-scale control, --scale-rate, a nominal term, "
+                                     "--nominal, and progress inputs, --progress)")
                 self.network.load_state_dict(start.state_dict())
             if self.dist.is_main:
                 run.folder.mkdir(parents=True, exist_ok=True)
