@@ -6,7 +6,8 @@
 
 Each network is a checkpoint (bundled name, folder, Hub repo id) with optional ``+key=value`` changes: of its
 run-time options, ``scale_rate`` (step-scale control bolted on,
-:meth:`~learned_optim.CoordinatewiseLSTM.with_scale_rate`); of how it is applied, ``lr`` (a constant scale of its
+:meth:`~learned_optim.CoordinatewiseLSTM.with_scale_rate`) and ``nominal`` (a nominal Adam term added,
+:meth:`~learned_optim.CoordinatewiseLSTM.with_nominal`); of how it is applied, ``lr`` (a constant scale of its
 step), ``groups=tensor`` (every parameter its own group, so a step-scale controller per tensor) and
 ``lr_decay=cosine`` (``lr`` decayed to 0 over the run by ``LambdaLR``, stepped after each step).
 Every network runs as ``LearnedOptimizer(params, network, total_steps=steps)`` (so changed) on the same problems of
@@ -37,7 +38,8 @@ from learned_optim.meta.tasks import seeded
 
 import _report as report  # benchmarks/_report.py, beside this script
 
-NETWORK_CHANGES = {"scale_rate": lambda network, value: network.with_scale_rate(float(value))}
+NETWORK_CHANGES = {"scale_rate": lambda network, value: network.with_scale_rate(float(value)),
+                   "nominal": lambda network, value: network.with_nominal(float(value))}
 OPTIMIZER_CHANGES = {"lr": float, "groups": ["tensor"].index, "lr_decay": ["cosine"].index}
 """The ``+key=value`` changes a network name may carry: of the network, and of the optimizer that applies it (each a
 check of its value)."""
@@ -58,8 +60,8 @@ def load_variant(name: str) -> tuple[CoordinatewiseLSTM, dict[str, str]]:
                 options[key] = value
         except (KeyError, ValueError):
             raise SystemExit(f"cannot apply {change!r} of {name!r}: use +KEY=VALUE with KEY one of "
-                             f"{[*NETWORK_CHANGES, *OPTIMIZER_CHANGES]}, scale_rate and lr numbers, groups=tensor, "
-                             "lr_decay=cosine") from None
+                             f"{[*NETWORK_CHANGES, *OPTIMIZER_CHANGES]}, scale_rate, nominal and lr numbers, "
+                             "groups=tensor, lr_decay=cosine") from None
     return network, options
 
 

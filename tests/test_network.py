@@ -142,6 +142,29 @@ def test_a_nominal_term_round_trips_and_with_a_silent_head_is_adam():
         torch.testing.assert_close(param, reference)
 
 
+def test_with_nominal_adds_the_nominal_term_to_the_same_weights():
+    """``with_nominal(rate)`` is the network built with ``nominal=rate`` and loaded with these weights: its step is this
+    network's plus ``-rate * m / sqrt(v)`` (Adam with beta1 = beta2 = 0.95)."""
+    network = random_network(**ADAM_TANH)
+    added = network.with_nominal(0.05)
+    assert added.config == {**network.config, "nominal": 0.05} and added.with_nominal(0.0).config == network.config
+    assert all(torch.equal(a, b) for a, b in zip(added.state_dict().values(), network.state_dict().values()))
+    params = [torch.randn(30, requires_grad=True) for _ in range(3)]
+    ours, plain = LearnedOptimizer([params[0]], added), LearnedOptimizer([params[1]], network)
+    adam = torch.optim.Adam([params[2]], lr=0.05, betas=(0.95, 0.95), eps=0.0)
+    with torch.no_grad():
+        params[1].copy_(params[0]), params[2].copy_(params[0])
+    start = params[0].detach().clone()
+    for _ in range(3):
+        grad = torch.randn(30)
+        for param in params:
+            param.grad = grad.clone()
+        ours.step(), plain.step(), adam.step()
+    torch.testing.assert_close(params[0] - start, (params[1] - start) + (params[2] - start))
+    with pytest.raises(ValueError, match="nominal term .* needs an encoding"):
+        random_network().with_nominal(0.05)
+
+
 @pytest.mark.parametrize("config", [NOMINAL, {}])
 def test_a_step_scaled_network_steps_as_lr_scale(config):
     """``with_step_scale(s)`` is ``lr=s`` as a network of its own: ``output_scale`` and the nominal rate times s."""

@@ -137,16 +137,22 @@ class CoordinatewiseLSTM(
         weights: ``LearnedOptimizer(..., lr=scale)`` as a network of its own, to fine-tune or publish."""
         if not (math.isfinite(scale) and scale > 0):
             raise ValueError(f"Invalid step scale: {scale}; it must be finite and > 0")
-        config = {**self.config, "output_scale": round(self.output_scale * scale, 12),
-                  "nominal": round(self.nominal * scale, 12)}
-        scaled = type(self)(**config).to(self.head.weight.device)
-        scaled.load_state_dict(self.state_dict())
-        return scaled
+        return self._changed(output_scale=round(self.output_scale * scale, 12), nominal=round(self.nominal * scale, 12))
 
     def with_scale_rate(self, rate: float) -> "CoordinatewiseLSTM":
         """A copy with step-scale control at ``rate`` (:mod:`learned_optim.control`; 0: none), the same weights: control
         bolted on a network meta-trained without it, or taken off one trained with it."""
-        changed = type(self)(**{**self.config, "scale_rate": rate}).to(self.head.weight.device)
+        return self._changed(scale_rate=rate)
+
+    def with_nominal(self, rate: float) -> "CoordinatewiseLSTM":
+        r"""A copy whose update has the nominal term :math:`-\nu\, \hat m / \sqrt{\hat v}` at ``rate`` (0: none), the
+        same weights: a sound default added to a network meta-trained without it (or a fine-tune's start,
+        ``train --init ... --nominal``)."""
+        return self._changed(nominal=rate)
+
+    def _changed(self, **options: Any) -> "CoordinatewiseLSTM":
+        """A copy with these constructor options changed (none that shapes a weight) and the same weights."""
+        changed = type(self)(**{**self.config, **options}).to(self.head.weight.device)
         changed.load_state_dict(self.state_dict())
         return changed
 
