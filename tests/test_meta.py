@@ -467,9 +467,9 @@ def test_init_fine_tunes_a_checkpoint(tmp_path):
     assert Run(tmp_path / "tuned").config.init == str(first / "best")
 
 
-def test_init_may_add_a_nominal_term_which_is_no_weight(tmp_path):
+def test_init_may_add_a_nominal_term_which_is_no_weight(tmp_path, capsys):
     """A fine-tune with ``--nominal`` starts from the checkpoint's weights with the nominal term added, as a network
-    built with it and loaded with those weights (and ends with it in its config)."""
+    built with it and loaded with those weights (and ends with it in its config); a checkpoint's own term is kept."""
     first, adam = tmp_path / "first", ["--preprocessing", "adam", "--output", "tanh"]
     main(["train", str(first), *TINY, *adam, "--episodes", "2"])
     start = CoordinatewiseLSTM.from_pretrained(first / "best")
@@ -484,6 +484,12 @@ def test_init_may_add_a_nominal_term_which_is_no_weight(tmp_path):
               for name in ("tuned", "from-added")]
     assert starts[0] == starts[1] != Run(first).checkpoint()["best"]["validation_loss"]
     assert Run(tmp_path / "tuned").best_network().nominal == 0.01
+    capsys.readouterr()
+    for nominal in (["--nominal", "0.02"], []):  # a checkpoint's own term is neither changed nor dropped unsaid
+        with pytest.raises(SystemExit):
+            main(["train", str(tmp_path / "other"), *TINY, *adam, "--init", str(tmp_path / "added"), *nominal])
+        assert re.search(r"has config .*'nominal': 0.01.* but the run's network is .*'tanh'"
+                         + (r", 'nominal': 0.02}" if nominal else "}"), capsys.readouterr().err)
 
 
 def test_init_step_scale_fine_tunes_the_checkpoint_with_its_step_scaled(tmp_path):

@@ -425,8 +425,8 @@ class Trainer:
                 start = pretrained.load(config.init).with_step_scale(config.init_step_scale)
                 if self.network.progress and not start.progress:
                     start = start.with_progress()  # zero weights on the new inputs: the same rule to start from
-                weights_config = {**start.config, "scale_rate": self.network.scale_rate,
-                                  "nominal": self.network.nominal}  # neither control nor the nominal term is a weight
+                weights_config = {**start.config, "scale_rate": self.network.scale_rate,  # control is no weight,
+                                  "nominal": start.nominal or self.network.nominal}  # nor a nominal term added
                 if CoordinatewiseLSTM(**weights_config).config != self.network.config:
                     raise ValueError(f"init checkpoint {config.init!r}{config.step_scaled} has config {start.config}, "
                                      f"but the run's network is {self.network.config}; pass the checkpoint's network "
