@@ -124,7 +124,7 @@ def main() -> None:
             ratios = [math.log(a / b) for a, b in zip(finals, first)]
             paired = (f"{statistics.mean(ratios):+.4f} ± {statistics.stdev(ratios) / len(ratios) ** 0.5:.4f}"
                       if finals is not first else "–")
-            print(f"| {panel} | {name} | {statistics.mean(finals):.4f} | {paired} | {math.exp(max(ratios)):.3f} | "
+            print(f"| {panel} | {name} | {statistics.mean(finals):.4g} | {paired} | {math.exp(max(ratios)):.3f} | "
                   f"{below} / {len(runs)} |", flush=True)
 
 
