@@ -123,7 +123,7 @@ def test_generalist_suite_runs_held_out_tasks_and_summarises_against_the_best_ba
     assert sum(p.numel() for p in convnet.params.values()) == 18_314
     tiny = {name: panel._replace(steps=3, protocol={**panel.protocol, "problems": 2, "tuning_problems": 1,
                                                     "lr_grid": [0.01, 0.1]})
-            for name, panel in panels.items() if name in ("mnist-20-relu-100", "mnist-convnet-100")}
+            for name, panel in panels.items() if name in ("mnist-20-relu-100", "mnist-convnet-100", "text-lm-300")}
     run_suite(random_network(), tiny, {"problems": 3, "tuning_problems": 3}, tmp_path, "the command")
     readme = (tmp_path / "README.md").read_text()
     assert ("| panel | LSTM final | best tuned baseline final | LSTM / best | LSTM below best on | "
@@ -131,6 +131,10 @@ def test_generalist_suite_runs_held_out_tasks_and_summarises_against_the_best_ba
     rows = [line for line in readme.splitlines() if line.startswith("| MNIST MLP") or line.startswith("| The paper")]
     assert len(rows) == 2 and all(re.search(r"\| [0-2] / 2 \| [0-2] / 2 \|$", row) for row in rows)
     assert "2 problems; baselines' learning rates tuned on 1 other over" in readme
+    assert (f"- {panels['mnist-20-relu-100'].title}; {panels['mnist-convnet-100'].title}: minibatches from the 10,000 "
+            "MNIST test images") in readme  # each panel's data named
+    assert (f"- {panels['text-lm-300'].title}: windows of the test text (from 90% to 100% of the bundled Python "
+            "standard-library sources), which meta-training and validation never see.") in readme
 
 
 def test_a_suite_on_the_validation_split_draws_other_problems_and_is_never_mixed_with_the_test_one(tmp_path):

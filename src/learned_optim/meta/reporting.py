@@ -95,6 +95,12 @@ def data_description(family: str, task: Task, split: str = "test") -> str:
         return (f"random crops of the {len(SPLITS[split])} {split} photos ({', '.join(SPLITS[split])}), {unseen}; "
                 f"baselines tuned on the {len(SPLITS['validation'])} validation photos; features: "
                 f"{task.features.description}; images start at the content photo")
+    if family.startswith("text-lm"):
+        from .tasks.text import SPLITS
+
+        start, end = SPLITS[split]
+        return (f"windows of the {split} text (from {start:.0%} to {end:.0%} of the bundled Python standard-library "
+                f"sources), {unseen}")
     return "synthetic problems drawn from evaluation seeds"
 
 

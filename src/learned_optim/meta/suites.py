@@ -102,7 +102,7 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: d
     its panels (:func:`measured_baselines`) instead of being tuned and run again (those it lacks are tuned; a neural
     art panel's image grid runs the best one again on the grid's problems).
     """
-    index, summary_rows = [], []
+    index, summary_rows, sources = [], [], {}
     for name, (spec, steps, title, overrides) in panels.items():
         panel_protocol = {**protocol, **overrides}
         grid = panel_protocol.get("lr_grid", LR_GRID)
@@ -111,6 +111,7 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: d
         tuning_task = make_task(spec, panel_protocol["tuning_split"]) if "tuning_split" in panel_protocol else None
         problems, tuning_problems = panel_protocol["problems"], panel_protocol["tuning_problems"]
         splits = data_description(spec["name"], task, split)
+        sources.setdefault(splits, []).append(title)
         info = {"task": spec, "steps": steps, "problems": problems, "tuning_problems": tuning_problems, "split": split,
                 "tuning_split": panel_protocol.get("tuning_split", split), "lr_grid": grid, "splits": splits,
                 "command": command}
@@ -145,9 +146,17 @@ def run_suite(network: CoordinatewiseLSTM, panels: dict[str, Panel], protocol: d
         "Each panel: fresh problems; baselines' learning rates tuned on other problems over a log grid, "
         f"separately for `final` (mean loss over the last {FINAL_STEPS} steps) and `sum` (sum over all steps); "
         "`loss@t` is the "
-        f"(minibatch) loss computed at step t; ± is the standard error. Data: {splits}.\n\n{summary}\n\n"
+        f"(minibatch) loss computed at step t; ± is the standard error. Data{_data_lines(sources)}\n\n{summary}\n\n"
         + "\n".join(index))
     print(f"\nresults written to {out}/")
+
+
+def _data_lines(sources: dict[str, list[str]]) -> str:
+    """Where the panels' problems come from (``sources``: description -> the titles of its panels), after "Data":
+    one description, or a list of each with its panels."""
+    if len(sources) == 1:
+        return f": {next(iter(sources))}."
+    return ":\n\n" + "\n".join(f"- {'; '.join(titles)}: {source}." for source, titles in sources.items())
 
 
 PANEL_SETTINGS = ("task", "steps", "problems", "tuning_problems", "split", "tuning_split", "lr_grid")
