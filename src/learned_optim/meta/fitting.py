@@ -1,5 +1,5 @@
-"""Your own learned optimizer in three lines: fine-tune the default network on your task for the number of steps you
-will train, within a wall-clock budget, and compare it with Adam tuned on the same task::
+"""Your own learned optimizer in three lines: fine-tune a generalist network on your task for the number of steps
+you will train, within a wall-clock budget, and compare it with Adam tuned on the same task::
 
     from learned_optim.meta import fit
     result = fit(make_task, "runs/mine", horizon=200, budget="5m")
@@ -7,8 +7,9 @@ will train, within a wall-clock budget, and compare it with Adam tuned on the sa
 
 ``make_task(split)`` returns the task (a :class:`~learned_optim.meta.tasks.ModuleTask` of your model, data and loss)
 whose minibatches come from ``split`` (``"train"``, ``"validation"`` or ``"test"``): the function
-``train --task-module`` takes. Both use one recipe (:func:`training_options`): the default network
-(``l2o-generalist-2``) fine-tuned with its step-scale control in the loop, on whole episodes of the horizon, validated
+``train --task-module`` takes. Both use one recipe (:func:`training_options`): ``l2o-generalist-2``
+(the network the recipe was chosen with; it fine-tunes further in the same minutes than the default network, which
+adds a nominal term) fine-tuned with its step-scale control in the loop, on whole episodes of the horizon, validated
 against tuned Adam at every validation, the best network kept.
 """
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from .. import pretrained
 from ..network import CoordinatewiseLSTM
 from .evaluation import BASELINES, Summary, compare
 from .tasks import Task
@@ -68,10 +70,11 @@ def training_options(horizon: int) -> dict[str, Any]:
 
 
 def run_config(task_spec: dict[str, Any], horizon: int, **overrides: Any) -> RunConfig:
-    """The :class:`~learned_optim.meta.train.RunConfig` of :func:`training_options`, network config and any
-    ``overrides`` (Recipe or RunConfig fields)."""
-    return RunConfig.from_options(task_spec, dict(DEFAULTS["module"]["network"]),
-                                  {**training_options(horizon), **overrides})
+    """The :class:`~learned_optim.meta.train.RunConfig` of :func:`training_options` and any ``overrides`` (Recipe or
+    RunConfig fields), with the config of the network it starts from (``init``: any checkpoint, the default network
+    among them, is fine-tuned as it is)."""
+    options = {**training_options(horizon), **overrides}
+    return RunConfig.from_options(task_spec, pretrained.load(options["init"]).config, options)
 
 
 @dataclass
@@ -101,14 +104,15 @@ class Fitted:
 def fit(make_task: Callable[[str], Task] | Task, folder: str | os.PathLike, horizon: int = 100,
         budget: str | float | None = "10m", baseline: str = "Adam", problems: int = 20, progress: bool = True,
         **overrides: Any) -> Fitted:
-    """Fine-tune the default network on ``make_task``'s problems into ``folder`` (resumed if it holds this run) for
+    """Fine-tune ``l2o-generalist-2`` on ``make_task``'s problems into ``folder`` (resumed if it holds this run) for
     ``horizon`` steps within ``budget`` (seconds or ``"10m"``-style; meta-training and validation), then compare its
     best network with ``baseline`` tuned on validation problems, on ``problems`` test problems, at ``horizon`` and
     ``2 * horizon`` steps.
 
     ``make_task``: a function of the split (``"train"``, ``"validation"``, ``"test"``) returning a task, or one task
     for all three (its problems still differ: each split draws its own seeds). ``overrides``: Recipe or RunConfig
-    fields (``meta_lr``, ``meta_batch``, ``episodes``: the most the budget may size to, ...).
+    fields (``meta_lr``, ``meta_batch``, ``episodes``: the most the budget may size to, ``init``: the network to
+    start from, fine-tuned with its own config, ...).
     """
     tasks = {split: make_task if isinstance(make_task, Task) else make_task(split)
              for split in ("train", "validation", "test")}
