@@ -4,7 +4,7 @@
 
 ``make_task(split)`` is all the library needs: a ModuleTask of your model factory, minibatch sampler and loss (the
 same function works on the command line: ``python -m learned_optim.meta train RUN --task-module
-examples/meta_train_your_model.py:make_task --horizon 200 --budget 8m``). ``fit`` fine-tunes the default network on
+examples/meta_train_your_model.py:make_task --horizon 200 --budget 8m``). ``fit`` fine-tunes ``l2o-generalist-2`` on
 it within the budget (run again to resume), then compares the best network with Adam, its learning rate tuned on
 validation problems, on fresh test problems at the horizon and at twice it.
 """

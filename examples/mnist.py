@@ -64,7 +64,7 @@ def main():
         loader = DataLoader(TensorDataset(train_images, train_labels), batch_size=128, shuffle=True)
         model = make_model()
         if name == "LearnedOptimizer":
-            optimizer = LearnedOptimizer(model.parameters())  # the default, l2o-generalist-2
+            optimizer = LearnedOptimizer(model.parameters())  # the default, l2o-generalist-3
         else:
             optimizer = torch.optim.Adam(model.parameters(), lr=args.adam_lr)
         print(name)

@@ -33,6 +33,7 @@ CLAIMS = {
     "l2l-mnist": Claim("mnist-paper", "mnist-40-sigmoid-100", 10, ("final", "sum")),
     "l2o-generalist": Claim("generalist", "mnist-2x20-sigmoid-100", 10, ("final",)),
     "l2o-generalist-2": Claim("generalist", "mnist-2x20-sigmoid-100", 10, ("final",)),
+    "l2o-generalist-3": Claim("generalist", "mnist-2x20-sigmoid-100", 10, ("final",)),
     "l2l-art": Claim("neural-art", "art-starry-night-64", 8, ("final",)),
 }
 

@@ -34,11 +34,12 @@ def test_bundled_checkpoints_are_listed_with_descriptions():
     assert all(description for description in bundled.values())
 
 
-def test_default_optimizer_runs_the_generalist_with_step_scale_control():
+def test_default_optimizer_runs_the_generalist_with_step_scale_control_and_a_nominal_term():
     optimizer = LearnedOptimizer([torch.nn.Parameter(torch.ones(2))])
-    assert DEFAULT_CHECKPOINT == "l2o-generalist-2"
-    generalist = CoordinatewiseLSTM.from_pretrained(resolve("l2o-generalist-2"))
-    assert optimizer.network.fingerprint() == generalist.fingerprint() and generalist.scale_rate == 0.01
+    assert DEFAULT_CHECKPOINT == "l2o-generalist-3"
+    generalist = CoordinatewiseLSTM.from_pretrained(resolve("l2o-generalist-3"))
+    assert optimizer.network.fingerprint() == generalist.fingerprint()
+    assert generalist.scale_rate == 0.01 and generalist.nominal == 0.003
 
 
 def test_local_folder(checkpoint, network):

@@ -143,7 +143,7 @@ def test_a_scaled_run_without_overflow_equals_the_unscaled_run():
     assert all(torch.equal(a, b) for a, b in zip(*runs))
 
 
-@pytest.mark.parametrize("checkpoint", ["l2o-generalist-2", "l2o-generalist"])  # with and without step-scale control
+@pytest.mark.parametrize("checkpoint", ["l2o-generalist-3", "l2o-generalist"])  # with, without control and nominal
 def test_bf16_parameters_step_by_the_float32_update_rounded_once(checkpoint):
     """A bfloat16 parameter takes the update the rule computes in float32 from its gradient, rounded to bfloat16
     once: as the float32 step of the same values, rounded."""

@@ -35,9 +35,9 @@ class CheckpointError(ValueError):
     """A checkpoint folder is missing, malformed, or does not match the network it should load into."""
 
 
-DEFAULT_CHECKPOINT = "l2o-generalist-2"
+DEFAULT_CHECKPOINT = "l2o-generalist-3"
 """The network ``LearnedOptimizer(params)`` runs: meta-trained on many MLP architectures, not one task, with
-step-scale control in the loop."""
+step-scale control and a nominal Adam term in the loop."""
 CHECKPOINT_FILES = [constants.CONFIG_NAME, constants.SAFETENSORS_SINGLE_FILE, "README.md"]
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 

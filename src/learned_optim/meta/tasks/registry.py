@@ -58,7 +58,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                                                               {"name": "mnist-convnets", "weight": 0.3}]}),
     "text-lm": _like_mnist({"name": "text-lm"}),  # a byte-level Transformer on Python source (text.py)
     "text-lms": _like_mnist({"name": "text-lms"}),  # sampled ones
-    "module": {  # the user's own task (train --task-module), fine-tuning the default network
+    "module": {  # the user's own task (train --task-module), fine-tuning l2o-generalist-2
         "task": {"name": "module", "reference": None},
         "network": {"hidden_size": 20, "num_layers": 2, "preprocessing": "adam", "p": 10.0, "output_scale": 0.03,
                     "output": "tanh", "scale_rate": 0.01},
