@@ -13,7 +13,6 @@ from learned_optim.meta import fit
 from learned_optim.meta.cli import main
 from learned_optim.meta.evaluation import BASELINES, LR_GRID, run_optimizer
 from learned_optim.meta.fitting import horizon_options, parse_duration, run_config
-from learned_optim.meta.tasks.registry import DEFAULTS
 from learned_optim.meta.tasks import ModuleTask, seeded
 from learned_optim.meta.train import VALIDATION_SEED, Run, RunConfig, train
 from learned_optim.meta.truncated import Recipe
@@ -113,7 +112,7 @@ def test_fit_fine_tunes_and_compares_with_tuned_adam_at_the_horizon_and_twice_it
 
 def test_fit_fine_tunes_any_checkpoint_with_its_own_config(tmp_path):
     spec = {"name": "module", "reference": f"{__name__}:regression"}
-    assert run_config(spec, 100).network == pretrained.load("l2o-generalist-2").config == DEFAULTS["module"]["network"]
+    assert run_config(spec, 100).network == pretrained.load("l2o-generalist-2").config
     result = fit(regression, tmp_path / "from-default", horizon=5, budget=None, episodes=1, num_validation=2,
                  problems=2, progress=False, init=pretrained.DEFAULT_CHECKPOINT)
     assert result.run.config.init == "l2o-generalist-3" and result.network.nominal == 0.003

@@ -47,6 +47,10 @@ def test_a_users_task_meta_trains_from_the_generalist_by_file_or_module(user_fil
     assert config["task"] == {"name": "module", "reference": f"{user_file}:regression"}
     assert config["init"] == "l2o-generalist-2" and config["network"]["preprocessing"] == "adam"
     assert (run / "best" / "model.safetensors").is_file()
+    main(["train", str(tmp_path / "from-default"), "--task-module", f"{user_file}:regression", "--init",
+          "l2o-generalist-3", "--episodes", "1", "--horizon", "4", "--unroll", "4", "--validate-every", "1",
+          "--num-validation", "2"])  # the network is the init checkpoint's, its nominal term kept unsaid
+    assert json.loads((tmp_path / "from-default" / "run.json").read_text())["network"]["nominal"] == 0.003
     monkeypatch.syspath_prepend(str(user_file.parent))
     assert isinstance(make_task({"name": "module", "reference": "my_tasks:regression"}, "validation"), ModuleTask)
 

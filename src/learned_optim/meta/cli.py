@@ -118,10 +118,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         given["episodes"] = BUDGET_EPISODES  # the budget sizes the run
     defaults = (training_options(given.get("horizon", Recipe.horizon)) if args.task == "module"
                 else DEFAULTS[args.task].get("training", {}))  # your own task: the recipe derived from the horizon
-    options = {**defaults, **given}
-    network = dict(DEFAULTS[args.task]["network"])
-    network.update({key: getattr(args, key) for key in CONFIG_KEYS if getattr(args, key) is not None})
-    return RunConfig.from_options(_task_spec(args), network, options)
+    network = {key: getattr(args, key) for key in CONFIG_KEYS if getattr(args, key) is not None}
+    return RunConfig.from_options(_task_spec(args), {**defaults, **given}, network)
 
 
 def cmd_train(args: argparse.Namespace) -> Run:
@@ -218,10 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_options(task)
     network = p.add_argument_group("network", "the LSTM and where it starts")
     network.add_argument("--init", metavar="CHECKPOINT",
-                         help="fine-tune: start from this checkpoint (bundled name, folder or Hub repo id)")
+                         help="fine-tune: start from this checkpoint (bundled name, folder or Hub repo id), the "
+                         "run's network options its own")
     network.add_argument("--init-step-scale", type=float, metavar="S",
                          help="fine-tune from --init with its step multiplied by S (a step size chosen on "
-                         "validation; pass the scaled --output-scale and --nominal) (default: 1)")
+                         "validation; the network's --output-scale and --nominal scaled with it) (default: 1)")
     network.add_argument("--network-init", choices=list(NETWORK_INITS),
                          help="fresh network: PyTorch's defaults, or Sonnet's biases (forget gate +1, zero output "
                          f"bias) as the authors {_default('network_init')}")

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import pretrained
 from ..network import CoordinatewiseLSTM
 from .evaluation import BASELINES, Summary, compare
 from .tasks import Task
@@ -71,10 +70,8 @@ def training_options(horizon: int) -> dict[str, Any]:
 
 def run_config(task_spec: dict[str, Any], horizon: int, **overrides: Any) -> RunConfig:
     """The :class:`~learned_optim.meta.train.RunConfig` of :func:`training_options` and any ``overrides`` (Recipe or
-    RunConfig fields), with the config of the network it starts from (``init``: any checkpoint, the default network
-    among them, is fine-tuned as it is)."""
-    options = {**training_options(horizon), **overrides}
-    return RunConfig.from_options(task_spec, pretrained.load(options["init"]).config, options)
+    RunConfig fields), fine-tuning the network it starts from (``init``: any checkpoint) as it is."""
+    return RunConfig.from_options(task_spec, {**training_options(horizon), **overrides})
 
 
 @dataclass

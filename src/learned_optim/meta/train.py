@@ -42,7 +42,7 @@ from .estimators import ESTIMATORS
 from .evaluation import BASELINES, LR_GRID, lr_scores
 from .tasks.families import SampledArchitectureTask
 from .metrics import METRICS
-from .tasks.registry import make_task
+from .tasks.registry import DEFAULTS, make_task
 from .schedules import META_LR_SCHEDULES, HorizonCurriculum, meta_lr
 from .tasks import Task, seeded
 from .truncated import BatchLayout, Recipe, Unroller, random_scales, unroll_memory
@@ -180,12 +180,20 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_options(cls, task: dict[str, Any], network: dict[str, Any], options: dict[str, Any]) -> "RunConfig":
-        """A run of ``task`` with ``network``, ``options`` holding :class:`Recipe` and :class:`RunConfig` fields
-        alike (a task family's training defaults with what the user gave)."""
+    def from_options(cls, task: dict[str, Any], options: dict[str, Any],
+                     network: dict[str, Any] | None = None) -> "RunConfig":
+        """A run of ``task``, ``options`` holding :class:`Recipe` and :class:`RunConfig` fields alike (a task family's
+        training defaults with what the user gave), its network the ``init`` checkpoint's (its step scaled by
+        ``init_step_scale``) when it fine-tunes one, else the task family's
+        (:data:`~learned_optim.meta.tasks.registry.DEFAULTS`), with the options given in ``network`` changed (a
+        fine-tune may add step-scale control, a nominal term and progress inputs)."""
         recipe_keys = {f.name for f in dataclasses.fields(Recipe)}
-        return cls(task=task, network=network, recipe=Recipe(**{k: v for k, v in options.items() if k in recipe_keys}),
-                   **{k: v for k, v in options.items() if k not in recipe_keys})
+        config = cls(task=task, network=dict(network or {}),
+                     recipe=Recipe(**{k: v for k, v in options.items() if k in recipe_keys}),
+                     **{k: v for k, v in options.items() if k not in recipe_keys})
+        base = (pretrained.load(config.init).with_step_scale(config.init_step_scale).config if config.init is not None
+                else DEFAULTS[task["name"]]["network"])
+        return dataclasses.replace(config, network={**base, **config.network})
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunConfig":
@@ -429,9 +437,9 @@ class Trainer:
                                   "nominal": start.nominal or self.network.nominal}  # nor a nominal term added
                 if CoordinatewiseLSTM(**weights_config).config != self.network.config:
                     raise ValueError(f"init checkpoint {config.init!r}{config.step_scaled} has config {start.config}, "
-                                     f"but the run's network is {self.network.config}; pass the checkpoint's network "
-                                     "options (a fine-tune may add step-scale control, --scale-rate, a nominal term, "
-                                     "--nominal, and progress inputs, --progress)")
+                                     f"but the run's network is {self.network.config}; leave out the network options "
+                                     "that differ from the checkpoint's (a fine-tune may add step-scale control, "
+                                     "--scale-rate, a nominal term, --nominal, and progress inputs, --progress)")
                 self.network.load_state_dict(start.state_dict())
             if self.dist.is_main:
                 run.folder.mkdir(parents=True, exist_ok=True)

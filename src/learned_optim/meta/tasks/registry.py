@@ -60,8 +60,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "text-lms": _like_mnist({"name": "text-lms"}),  # sampled ones
     "module": {  # the user's own task (train --task-module), fine-tuning l2o-generalist-2
         "task": {"name": "module", "reference": None},
-        "network": {"hidden_size": 20, "num_layers": 2, "preprocessing": "adam", "p": 10.0, "output_scale": 0.03,
-                    "output": "tanh", "scale_rate": 0.01},
         "training": {"init": "l2o-generalist-2", "objective": "log", "meta_lr": 3e-4, "meta_batch": 8,
                      "meta_lr_warmup": 5, "clip": 1.0,
                      "meta_lr_schedule": "cosine", "validation_metric": "final", "num_validation": 20,
@@ -75,7 +73,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 """Per task family: the task options used for meta-training, the paper's network constants
 (paper-notes: quadratics use the raw gradient and output scale 1; MNIST log/sign with p = 10 and
-output scale 0.1; neural art, whose constants the paper does not give, MNIST's), the training options
+output scale 0.1; neural art, whose constants the paper does not give, MNIST's; a fine-tune's network is its ``init``
+checkpoint's, so the ``module`` family, which fine-tunes, names none), the training options
 ``train`` defaults to (beyond :class:`RunConfig`'s and
 :class:`Recipe`'s, which are the paper's; on MNIST those stay at ln 10 in about half the runs, these
 learned in every run we made; neural art: the paper's horizon 128 and unroll 32) and the evaluation
