@@ -13,7 +13,7 @@ from torch.func import functional_call
 
 from learned_optim import CoordinatewiseLSTM, LearnedOptimizer
 from learned_optim.meta.cli import main
-from learned_optim.meta.evaluation import BASELINES, run_optimizer
+from learned_optim.meta.evaluation import BASELINES, compare, run_optimizer
 from learned_optim.meta.publish import publish
 from learned_optim.meta.tasks import ModuleTask, Problem, QuadraticTask, SimpleTask, mnist_task, paper_convnet, seeded
 from learned_optim.meta.train import Run, RunConfig, train
@@ -334,6 +334,17 @@ def test_evaluate_runs_the_named_panels_of_a_suite_and_refuses_unknown_ones(chec
         with pytest.raises(SystemExit):
             main(["evaluate", "--checkpoint", str(checkpoint), *wrong])
         assert "--panels" in capsys.readouterr().err
+
+
+def test_baselines_at_the_rates_an_earlier_tuning_chose_end_as_tuned_ones_do():
+    task, network = QuadraticTask(dim=3, num_functions=2), random_network()
+    tuned = compare(network, task, 10, 3, 2, lr_grid=[0.01, 0.1, 1.0])
+    rates = {summary.name: summary.learning_rates for summary in tuned[1:]}
+    again = compare(network, task, 10, 3, 2, lr_grid=[0.01, 0.1, 1.0], tuned_rates=rates)
+    assert [(s.name, s.learning_rates, s.metrics) for s in again] == [(s.name, s.learning_rates, s.metrics)
+                                                                       for s in tuned]
+    other = {name: {metric: 0.001 for metric in by_metric} for name, by_metric in rates.items()}
+    assert compare(network, task, 10, 3, 2, tuned_rates=other)[1].learning_rates == other["SGD"]
 
 
 def test_evaluate_without_baselines_runs_the_network_alone(tmp_path, capsys):

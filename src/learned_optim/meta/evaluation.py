@@ -197,11 +197,14 @@ def compare(
     tuning_task: Task | None = None,
     lr_grid: list[float] = LR_GRID,
     measured_baselines: list[Summary] | None = None,
+    tuned_rates: dict[str, dict[str, float]] | None = None,
 ) -> list[Summary]:
     """Tune every baseline over ``lr_grid`` on ``num_tuning_problems`` problems of ``tuning_task`` (default:
     ``task``), then run all optimizers on the same ``num_problems`` fresh problems of ``task``. With
     ``measured_baselines`` (the summaries of an earlier comparison with the same problems and grid) only the
-    learned optimizer runs, and they are its baselines (:func:`with_problem_finals`)."""
+    learned optimizer runs, and they are its baselines (:func:`with_problem_finals`). With ``tuned_rates``
+    (baseline -> metric -> learning rate, as an earlier comparison's tuning chose them) the baselines are not tuned
+    again but run at those rates."""
     problems = [task.sample(seeded(EVALUATION_SEED + i)) for i in range(num_problems)]
     tuning_source = tuning_task or task
     tuning = [tuning_source.sample(seeded(TUNING_SEED + i)) for i in range(num_tuning_problems)]
@@ -218,10 +221,13 @@ def compare(
         _log_stage(f"baselines read from an earlier evaluation: {', '.join(s.name for s in summaries[1:])}", started)
         return summaries
     for name, make in baselines.items():
-        started = time.perf_counter()
-        best = tune(make, tuning, steps, name, lr_grid)
-        _log_stage(f"{name}: tuned on {num_tuning_problems} problems over {len(lr_grid)} rates, lr "
-                   + ", ".join(f"{lr:.3g} for {metric}" for metric, lr in best.items()), started)
+        if tuned_rates is not None:
+            best = tuned_rates[name]
+        else:
+            started = time.perf_counter()
+            best = tune(make, tuning, steps, name, lr_grid)
+            _log_stage(f"{name}: tuned on {num_tuning_problems} problems over {len(lr_grid)} rates, lr "
+                       + ", ".join(f"{lr:.3g} for {metric}" for metric, lr in best.items()), started)
         started = time.perf_counter()
         runs = {lr: [run_optimizer(p, functools.partial(make, lr=lr), steps)
                      for p in tqdm(problems, desc=f"{name} lr {lr:.3g}", unit="problem", leave=False, disable=None)]
