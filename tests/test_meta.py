@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from learned_optim import CoordinatewiseLSTM, LearnedOptimizer
+from learned_optim import CoordinatewiseLSTM, LearnedOptimizer, pretrained
 from learned_optim.meta.cli import main
 from learned_optim.meta.evaluation import BASELINES, compare, run_optimizer
 from learned_optim.meta.publish import publish
@@ -557,6 +557,14 @@ def test_cli_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, capsys, ar
     assert exit_info.value.code == 2
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_command_line_names_logistic_regression_by_no_hidden_layer():
+    from learned_optim.meta.cli import build_parser, run_config
+
+    args = build_parser().parse_args(["train", "RUN", "--task", "mnist", "--hidden-sizes", "--init", "l2o-generalist-3"])
+    config = run_config(args)
+    assert config.task["hidden_sizes"] == [] and config.network == pretrained.load("l2o-generalist-3").config
 
 
 def test_models_with_running_statistics_run_together_each_with_its_own():

@@ -71,7 +71,8 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-module", metavar="MODULE:FUNCTION",
                         help="your own task: FUNCTION(split) in MODULE (or FILE.py) returns a ModuleTask of your "
                         "model, data and loss; training then fine-tunes l2o-generalist-2 by default")
-    parser.add_argument("--hidden-sizes", type=int, nargs="+", help="mnist: hidden layer widths (default: 20)")
+    parser.add_argument("--hidden-sizes", type=int, nargs="*", help="mnist: hidden layer widths, none for logistic "
+                        "regression (default: 20)")
     parser.add_argument("--activation", choices=sorted(ACTIVATIONS), help="mnist: activation (default: sigmoid)")
     parser.add_argument("--mixture", nargs="+", metavar="NAME:WEIGHT",
                         help="mixture: its tasks and weights (default: mnist-mlps:0.7 mnist-convnets:0.3)")
