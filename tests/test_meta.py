@@ -562,8 +562,8 @@ def test_cli_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, capsys, ar
 def test_the_command_line_names_logistic_regression_by_no_hidden_layer():
     from learned_optim.meta.cli import build_parser, run_config
 
-    args = build_parser().parse_args(["train", "RUN", "--task", "mnist", "--hidden-sizes", "--init", "l2o-generalist-3"])
-    config = run_config(args)
+    config = run_config(build_parser().parse_args(["train", "RUN", "--task", "mnist", "--hidden-sizes",
+                                                   "--init", "l2o-generalist-3"]))
     assert config.task["hidden_sizes"] == [] and config.network == pretrained.load("l2o-generalist-3").config
 
 
